@@ -1,0 +1,3 @@
+from kubescrape.cli import main
+
+main()

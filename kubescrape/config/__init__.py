@@ -1,0 +1,1 @@
+"""Configuration: pydantic models, and the Categraf-layout importer (categraf.py)."""

@@ -1,0 +1,29 @@
+"""Remote write 1.0: encode (protobuf + snappy), queue (shards), spool (durable), sender (HTTP, retries).
+
+The unit that flows from a scrape into delivery is a *chunk*: the bytes of one or more
+``WriteRequest.timeseries`` fields (tag 1, length-delimited ``TimeSeries``) concatenated, with the number
+of samples it holds. Because a ``WriteRequest`` is nothing but its repeated ``timeseries`` field,
+concatenating chunks gives a valid ``WriteRequest`` body: batching is ``b"".join``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import NamedTuple, Protocol
+
+
+class Chunk(NamedTuple):
+    """Encoded ``timeseries`` fields and how many samples they hold."""
+
+    data: bytes
+    samples: int
+
+
+class Sink(Protocol):
+    """Where a scrape loop hands its encoded samples.
+
+    ``append`` returns once the chunks are accepted: durable on disk when the spool is on. It may wait
+    (back-pressure) but never drops silently; whatever it cannot accept is counted with a reason.
+    """
+
+    async def append(self, chunks: Sequence[Chunk]) -> None: ...

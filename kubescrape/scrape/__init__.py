@@ -1,0 +1,1 @@
+"""Scraping: the exposition parser (hot path), the series cache, targets and the scrape loop."""
