@@ -1,0 +1,333 @@
+"""Pydantic models of the agent configuration.
+
+The shape follows Categraf (``config.toml`` + ``input.prometheus/*.toml``); :mod:`kubescrape.config.categraf`
+reads those files into these models. All durations are stored as float seconds. The models can also be
+built directly in Python (tests, generated configs): there, every duration is in seconds and may also be a
+Go duration string such as ``"15s"`` or ``"2m30s"``.
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Annotated, Any
+
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, field_validator, model_validator
+
+from kubescrape.errors import ConfigError
+from kubescrape.relabel import RelabelConfig
+
+__all__ = [
+    "AgentConfig",
+    "GlobalConfig",
+    "InstanceConfig",
+    "LogConfig",
+    "Seconds",
+    "WriterConfig",
+    "WriterOptions",
+    "parse_go_duration",
+]
+
+_GO_DURATION_UNITS = {
+    "ns": 1e-9,
+    "us": 1e-6,
+    "µs": 1e-6,
+    "μs": 1e-6,
+    "ms": 1e-3,
+    "s": 1.0,
+    "m": 60.0,
+    "h": 3600.0,
+}
+_GO_DURATION_PART = re.compile(r"(\d+(?:\.\d*)?|\.\d+)(ns|us|µs|μs|ms|s|m|h)")
+
+
+def parse_go_duration(text: str) -> float:
+    """Parse a Go ``time.ParseDuration`` string (``"1h2m3.5s"``, ``"300ms"``, ``"0"``) into seconds.
+
+    Raises ValueError on anything Go would reject (for example a bare number other than ``0``).
+    """
+    s = text.strip()
+    if not s:
+        raise ValueError("empty duration")
+    sign = 1.0
+    if s[0] in "+-":
+        sign = -1.0 if s[0] == "-" else 1.0
+        s = s[1:]
+    if s == "0":
+        return 0.0
+    pos = 0
+    total = 0.0
+    while pos < len(s):
+        m = _GO_DURATION_PART.match(s, pos)
+        if m is None:
+            raise ValueError(
+                f"invalid duration {text!r}: expected a number with a unit (ns, us, ms, s, m, h)"
+            )
+        total += float(m.group(1)) * _GO_DURATION_UNITS[m.group(2)]
+        pos = m.end()
+    return sign * total
+
+
+def _to_seconds(value: Any) -> float:
+    """Accept seconds as int/float, or a Go duration string, as Categraf's ``config.Duration`` does."""
+    if isinstance(value, bool):
+        raise ValueError("expected seconds (a number) or a duration string like \"15s\", not a boolean")
+    if isinstance(value, int | float):
+        return float(value)
+    if isinstance(value, str):
+        return parse_go_duration(value)
+    raise ValueError(
+        f"expected seconds (a number) or a duration string like \"15s\", got {type(value).__name__}"
+    )
+
+
+Seconds = Annotated[float, BeforeValidator(_to_seconds)]
+"""A duration in seconds; accepts a number of seconds or a Go duration string."""
+
+_LABEL_NAME = re.compile(r"^[a-zA-Z_][a-zA-Z0-9_]*$")
+
+
+def _check_label_names(labels: dict[str, str]) -> dict[str, str]:
+    for name in labels:
+        if not _LABEL_NAME.match(name):
+            raise ValueError(f"invalid label name {name!r}: expected [a-zA-Z_][a-zA-Z0-9_]*")
+    return labels
+
+
+def _headers_from_categraf(value: Any) -> Any:
+    """Categraf writes headers as a flat list ``["k1", "v1", "k2", "v2"]``; a table is accepted too."""
+    if isinstance(value, list | tuple):
+        if len(value) % 2:
+            raise ValueError(
+                "headers must hold an even number of strings: [\"Name\", \"value\", …] (got an odd count)"
+            )
+        if not all(isinstance(v, str) for v in value):
+            raise ValueError("headers must be strings: [\"Name\", \"value\", …]")
+        return {value[i]: value[i + 1] for i in range(0, len(value), 2)}
+    return value
+
+
+Headers = Annotated[dict[str, str], BeforeValidator(_headers_from_categraf)]
+
+_FROZEN = ConfigDict(frozen=True, extra="forbid")
+
+
+class GlobalConfig(BaseModel):
+    """Categraf's ``[global]`` table. ``hostname`` holds the already expanded value."""
+
+    model_config = _FROZEN
+
+    hostname: str = ""
+    omit_hostname: bool = False
+    interval: Seconds = 15.0
+    labels: dict[str, str] = Field(default_factory=dict)
+    providers: list[str] = Field(default_factory=lambda: ["local"])
+    concurrency: int = -1
+    precision: str = "ms"
+    print_configs: bool = False
+
+    @field_validator("interval")
+    @classmethod
+    def _interval_default(cls, v: float) -> float:
+        # Categraf: a non-positive global interval means the 15 s default.
+        return v if v > 0 else 15.0
+
+    @field_validator("labels")
+    @classmethod
+    def _labels_valid(cls, v: dict[str, str]) -> dict[str, str]:
+        return _check_label_names(v)
+
+
+class WriterOptions(BaseModel):
+    """Categraf's ``[writer_opt]``: ``batch`` samples per request, ``chan_size`` queue capacity."""
+
+    model_config = _FROZEN
+
+    batch: int = Field(default=2000, gt=0)
+    chan_size: int = Field(default=10000, gt=0)
+
+
+class WriterConfig(BaseModel):
+    """One ``[[writers]]`` entry: a remote-write endpoint. Timeouts are seconds here (ms in Categraf TOML)."""
+
+    model_config = _FROZEN
+
+    url: str
+    basic_auth_user: str = ""
+    basic_auth_pass: str = ""
+    headers: Headers = Field(default_factory=dict)
+    timeout: Seconds = 5.0
+    dial_timeout: Seconds = 2.5
+    max_idle_conns_per_host: int = 100
+    # TLS towards the backend (Categraf embeds tls.ClientConfig in the writer).
+    tls_ca: str | None = None
+    tls_cert: str | None = None
+    tls_key: str | None = None
+    tls_server_name: str | None = None
+    insecure_skip_verify: bool = False
+    # kubescrape extras: sharding and retries, as Prometheus' queue_config.
+    min_shards: int = Field(default=1, ge=1)
+    max_shards: int = Field(default=4, ge=1)
+    max_retries: int = Field(default=-1, ge=-1, description="-1 = retry retryable errors forever")
+    min_backoff: Seconds = 0.03
+    max_backoff: Seconds = 5.0
+
+    @field_validator("url")
+    @classmethod
+    def _url_http(cls, v: str) -> str:
+        if not re.match(r"^https?://[^/\s]+", v):
+            raise ValueError(f"{v!r} is not an http:// or https:// URL")
+        return v
+
+    @field_validator("timeout", "dial_timeout", "max_backoff")
+    @classmethod
+    def _positive(cls, v: float) -> float:
+        if v <= 0:
+            raise ValueError("must be greater than 0")
+        return v
+
+    @model_validator(mode="after")
+    def _shards_ordered(self) -> WriterConfig:
+        if self.min_shards > self.max_shards:
+            raise ValueError(f"min_shards ({self.min_shards}) is greater than max_shards "
+                             f"({self.max_shards})")
+        if self.min_backoff > self.max_backoff:
+            raise ValueError(f"min_backoff ({self.min_backoff}) is greater than max_backoff "
+                             f"({self.max_backoff})")
+        return self
+
+
+class InstanceConfig(BaseModel):
+    """One ``[[instances]]`` entry of ``input.prometheus``: Categraf's options plus Prometheus scrape extras.
+
+    ``relabel_configs`` keep their Categraf meaning: they run on every series (``__name__`` included) after
+    the target labels are merged, like Prometheus' ``metric_relabel_configs`` (which run first).
+    ``target_relabel_configs`` are Prometheus' ``relabel_configs``: they run once on the target labels with
+    ``__address__``, ``__scheme__`` and ``__metrics_path__``.
+    """
+
+    model_config = _FROZEN
+
+    urls: list[str] = Field(default_factory=list)
+    url_label_key: str = "instance"
+    url_label_value: str = ""
+    url_label_pair: dict[str, str] = Field(default_factory=dict)
+    labels: dict[str, str] = Field(default_factory=dict)
+    interval_times: int = Field(default=1, ge=0)
+    timeout: Seconds = 3.0
+    bearer_token_file: str | None = None
+    bearer_token_string: str | None = None
+    username: str | None = None
+    password: str | None = None
+    headers: Headers = Field(default_factory=dict)
+    ignore_metrics: list[str] = Field(default_factory=list)
+    ignore_label_keys: list[str] = Field(default_factory=list)
+    name_prefix: str = ""
+    metrics_name_prefix: str = ""
+    metrics_drop: list[str] = Field(default_factory=list)
+    metrics_pass: list[str] = Field(default_factory=list)
+    duplication_allowed: bool = False
+    use_tls: bool = False
+    tls_ca: str | None = None
+    tls_cert: str | None = None
+    tls_key: str | None = None
+    tls_key_pwd: str | None = None
+    tls_server_name: str | None = None
+    insecure_skip_verify: bool = False
+    tls_min_version: str | None = None
+    tls_max_version: str | None = None
+    relabel_configs: list[RelabelConfig] = Field(default_factory=list)
+    # kubescrape / Prometheus extras
+    job: str | None = None
+    honor_labels: bool = False
+    honor_timestamps: bool = True
+    body_size_limit: int = Field(default=64 << 20, ge=0, description="bytes; 0 = unlimited")
+    metric_relabel_configs: list[RelabelConfig] = Field(default_factory=list)
+    target_relabel_configs: list[RelabelConfig] = Field(default_factory=list)
+
+    @field_validator("timeout")
+    @classmethod
+    def _timeout_default(cls, v: float) -> float:
+        # Categraf: a non-positive timeout means the 3 s default.
+        return v if v > 0 else 3.0
+
+    @field_validator("urls")
+    @classmethod
+    def _urls_http(cls, v: list[str]) -> list[str]:
+        for url in v:
+            if not re.match(r"^https?://[^/\s]+", url):
+                raise ValueError(f"{url!r} is not an http:// or https:// URL")
+        return v
+
+    @field_validator("labels")
+    @classmethod
+    def _labels_valid(cls, v: dict[str, str]) -> dict[str, str]:
+        return _check_label_names(v)
+
+    @field_validator("url_label_key")
+    @classmethod
+    def _url_label_key_valid(cls, v: str) -> str:
+        if v == "":
+            return "instance"
+        if v != "-" and not _LABEL_NAME.match(v):
+            raise ValueError(
+                f"invalid label name {v!r}: expected [a-zA-Z_][a-zA-Z0-9_]* or \"-\" (no url label)"
+            )
+        return v
+
+    @field_validator("tls_min_version", "tls_max_version")
+    @classmethod
+    def _tls_version(cls, v: str | None) -> str | None:
+        if v in (None, ""):
+            return None
+        if v not in ("1.0", "1.1", "1.2", "1.3"):
+            raise ValueError(f"unsupported TLS version {v!r}: expected \"1.0\", \"1.1\", \"1.2\" or \"1.3\"")
+        return v
+
+
+class LogConfig(BaseModel):
+    """Categraf's ``[log]``: only ``file_name`` matters to kubescrape (``stdout``/``stderr``/a path)."""
+
+    model_config = ConfigDict(frozen=True, extra="ignore")
+
+    file_name: str = "stdout"
+
+
+class AgentConfig(BaseModel):
+    """The whole agent configuration, resolved from a Categraf-layout directory.
+
+    ``writers`` may be empty: ``kubescrape run --test`` needs none. The agent calls :meth:`require_writers`
+    before it starts sending. ``warnings`` are the non-fatal findings of the loader (unknown options …);
+    ``files`` the files that were read.
+    """
+
+    model_config = ConfigDict(frozen=True, extra="forbid", populate_by_name=True)
+
+    global_: GlobalConfig = Field(default_factory=GlobalConfig, validation_alias="global")
+    writer_opt: WriterOptions = Field(default_factory=WriterOptions)
+    writers: list[WriterConfig] = Field(default_factory=list)
+    instances: list[InstanceConfig] = Field(default_factory=list)
+    input_interval: Seconds | None = Field(
+        default=None, description="input.prometheus top-level `interval`; overrides the global interval"
+    )
+    log: LogConfig = Field(default_factory=LogConfig)
+    warnings: list[str] = Field(default_factory=list)
+    files: list[str] = Field(default_factory=list)
+
+    def require_writers(self) -> None:
+        """Raise ConfigError when no remote-write endpoint is configured (all but test mode need one)."""
+        if not self.writers:
+            where = self.files[0] if self.files else None
+            raise ConfigError(
+                "no remote-write endpoint: config.toml has no [[writers]] and no --writer-url was given",
+                "add a [[writers]] table with url = \"http://…/api/v1/write\" to config.toml, pass "
+                "--writer-url, or use --test to scrape once without writing",
+                file=where,
+                key="writers",
+            )
+
+    @property
+    def scrape_interval(self) -> float:
+        """Base scrape interval (s): input.prometheus ``interval`` if positive, else ``[global] interval``."""
+        if self.input_interval is not None and self.input_interval > 0:
+            return self.input_interval
+        return self.global_.interval
