@@ -1,0 +1,217 @@
+"""HTTP delivery to one remote-write backend: POST, classify the answer, back off and retry.
+
+A send either succeeds (2xx), is retried (5xx, 429, connection errors, timeouts) with exponential
+backoff and jitter capped at ``max_backoff`` — or, when the backend sent ``Retry-After`` with a 429 or
+503, after exactly that long — or is given up (any other 4xx: the request itself is wrong and sending it
+again cannot help). Given-up samples are counted in ``samples_dropped{reason="http_<status>"}`` and the
+status plus the first line of the response body are logged. Every retryable failure counts the batch's
+samples in ``samples_failed`` and, when it is sent again, in ``samples_retried``.
+
+Retryable failures are retried until they succeed or the caller cancels (shutdown): with the spool on,
+the data is on disk, so waiting for the backend loses nothing.
+"""
+
+from __future__ import annotations
+
+import base64
+import email.utils
+import logging
+import random
+import ssl
+from typing import TYPE_CHECKING
+
+import aiohttp
+
+from kubescrape.clock import SYSTEM_CLOCK, Clock
+from kubescrape.errors import RemoteWriteError
+from kubescrape.remote_write.encode import REMOTE_WRITE_HEADERS, compress
+from kubescrape.selfmon import SelfMetrics
+
+if TYPE_CHECKING:
+    from kubescrape.remote_write.queue import WriterSettings
+
+log = logging.getLogger("kubescrape.remote_write")
+
+# A backend asking for more than this in Retry-After is treated as asking for this much: a typo'd or
+# hostile header must not park a writer for days.
+MAX_RETRY_AFTER = 15 * 60.0
+
+
+def parse_retry_after(value: str | None, now: float) -> float | None:
+    """Seconds to wait from a ``Retry-After`` header: delta-seconds or an HTTP date (RFC 9110 §10.2.3).
+
+    ``now`` is wall-clock seconds (for the date form). Returns None when absent or unparseable.
+    """
+    if not value:
+        return None
+    value = value.strip()
+    try:
+        seconds = float(value)
+    except ValueError:
+        try:
+            when = email.utils.parsedate_to_datetime(value)
+        except (TypeError, ValueError):
+            return None
+        seconds = when.timestamp() - now
+    return min(max(0.0, seconds), MAX_RETRY_AFTER)
+
+
+class Backoff:
+    """Exponential backoff with jitter: attempt n waits ``min(max, min * 2**n)`` scaled by [0.5, 1.0)."""
+
+    def __init__(self, minimum: float, maximum: float, rng: random.Random | None = None) -> None:
+        self.minimum = minimum
+        self.maximum = maximum
+        self.attempt = 0
+        self._rng = rng or random.Random()
+
+    def next(self) -> float:
+        """The next delay; grows until it reaches the cap."""
+        delay = min(self.maximum, self.minimum * (2.0 ** min(self.attempt, 62)))
+        self.attempt += 1
+        # Jitter spreads the retries of many agents after a shared backend outage.
+        return delay * (0.5 + 0.5 * self._rng.random())
+
+    def reset(self) -> None:
+        self.attempt = 0
+
+
+def tls_context(settings: WriterSettings) -> ssl.SSLContext | None:
+    """The TLS context for an https writer (None for http)."""
+    if not settings.url.startswith("https://"):
+        return None
+    ctx = ssl.create_default_context(cafile=settings.ca_file)
+    if settings.cert_file:
+        ctx.load_cert_chain(settings.cert_file, settings.key_file)
+    if settings.insecure_skip_verify:
+        ctx.check_hostname = False
+        ctx.verify_mode = ssl.CERT_NONE
+    return ctx
+
+
+def _first_line(text: str) -> str:
+    line = text.strip().splitlines()[0] if text.strip() else ""
+    return line[:300]
+
+
+class Sender:
+    """Sends request bodies to one writer. ``start`` before use, ``close`` after."""
+
+    def __init__(self, settings: WriterSettings, *, metrics: SelfMetrics, clock: Clock = SYSTEM_CLOCK,
+                 rng: random.Random | None = None) -> None:
+        self.settings = settings
+        self.metrics = metrics
+        self.clock = clock
+        self._rng = rng or random.Random()
+        self._session: aiohttp.ClientSession | None = None
+        self._headers: dict[str, str] = {**REMOTE_WRITE_HEADERS, **dict(settings.headers)}
+        if settings.basic_auth:
+            user, password = settings.basic_auth
+            token = base64.b64encode(f"{user}:{password}".encode()).decode("ascii")
+            self._headers["Authorization"] = f"Basic {token}"
+        w = settings.name
+        self._m_sent = metrics.samples_sent.labels(w)
+        self._m_failed = metrics.samples_failed.labels(w)
+        self._m_retried = metrics.samples_retried.labels(w)
+        self._m_duration = metrics.send_duration.labels(w)
+        self.sent = 0
+        self.failed = 0
+        self.dropped = 0
+        self.last_error: str = ""
+
+    async def start(self) -> None:
+        """Open the connection pool (one per writer so a dead backend holds no one else's sockets)."""
+        if self._session is not None:
+            return
+        s = self.settings
+        connector = aiohttp.TCPConnector(limit=max(1, s.max_shards) * 2, ssl=tls_context(s) or False)
+        timeout = aiohttp.ClientTimeout(total=s.timeout, sock_connect=s.dial_timeout)
+        self._session = aiohttp.ClientSession(connector=connector, timeout=timeout)
+
+    async def close(self) -> None:
+        if self._session is not None:
+            await self._session.close()
+            self._session = None
+
+    async def send_once(self, body: bytes, samples: int) -> None:
+        """POST one compressed request; raise :class:`RemoteWriteError` on anything but 2xx."""
+        if self._session is None:
+            await self.start()
+        assert self._session is not None
+        s = self.settings
+        started = self.clock.monotonic()
+        try:
+            async with self._session.post(s.url, data=body, headers=self._headers) as resp:
+                status = resp.status
+                if 200 <= status < 300:
+                    await resp.read()
+                    return
+                text = await resp.text(errors="replace")
+                retry_after = parse_retry_after(resp.headers.get("Retry-After"), self.clock.time())
+        except aiohttp.ClientConnectorCertificateError as e:
+            raise RemoteWriteError(
+                f"writer {s.name!r} at {s.url}: TLS certificate verification failed ({e.certificate_error})",
+                "set ca_file to the CA that signed the backend's certificate (or insecure_skip_verify for "
+                "a test backend)", writer=s.name) from e
+        except (aiohttp.ClientError, OSError) as e:
+            raise RemoteWriteError(
+                f"writer {s.name!r} at {s.url}: connection failed ({type(e).__name__}: {e})",
+                "check the backend is up and reachable from this node; data waits in the queue/spool "
+                "meanwhile", writer=s.name) from e
+        except TimeoutError as e:
+            raise RemoteWriteError(
+                f"writer {s.name!r} at {s.url}: no answer within {s.timeout:g}s",
+                "the backend is overloaded or unreachable; raise the writer timeout if it is just slow",
+                writer=s.name) from e
+        finally:
+            self._m_duration.observe(max(0.0, self.clock.monotonic() - started))
+        line = _first_line(text)
+        if status in (401, 403):
+            raise RemoteWriteError(
+                f"writer {s.name!r} at {s.url} answered {status} "
+                f"{'Unauthorized' if status == 401 else 'Forbidden'}: {line}",
+                "the backend rejected the credentials: check the writer's basic_auth, headers and bearer "
+                "token (and that the token may write)", writer=s.name, status=status, retryable=False)
+        if status == 429 or status >= 500:
+            raise RemoteWriteError(
+                f"writer {s.name!r} at {s.url} answered {status}: {line}",
+                "the backend is overloaded or failing; the batch is retried with backoff",
+                writer=s.name, status=status, retryable=True,
+                retry_after=retry_after if status in (429, 503) else None)
+        raise RemoteWriteError(
+            f"writer {s.name!r} at {s.url} answered {status}: {line}",
+            "the backend refused this batch (bad request, samples too old or out of order); it cannot "
+            "succeed on retry and was dropped", writer=s.name, status=status, retryable=False)
+
+    async def deliver(self, raw: bytes, samples: int) -> bool:
+        """Send one uncompressed WriteRequest body until it is accepted or refused for good.
+
+        Returns True when acknowledged, False when dropped (non-retryable answer; counted). Retryable
+        failures are retried with backoff until success; cancel the task to give up (shutdown).
+        """
+        body = compress(raw)
+        backoff = Backoff(self.settings.min_backoff, self.settings.max_backoff, self._rng)
+        w = self.settings.name
+        while True:
+            try:
+                await self.send_once(body, samples)
+            except RemoteWriteError as e:
+                self._m_failed.inc(samples)
+                self.failed += samples
+                self.last_error = str(e)
+                if not e.retryable:
+                    reason = f"http_{e.status}" if e.status else "error"
+                    self.metrics.samples_dropped.labels(w, reason).inc(samples)
+                    self.dropped += samples
+                    log.error("dropped %d samples: %s", samples, e)
+                    return False
+                delay = e.retry_after if e.retry_after is not None else backoff.next()
+                log.warning("send of %d samples failed, retrying in %.2fs: %s", samples, delay, e)
+                await self.clock.sleep(delay)
+                self._m_retried.inc(samples)
+                continue
+            self._m_sent.inc(samples)
+            self.sent += samples
+            self.last_error = ""
+            return True
+

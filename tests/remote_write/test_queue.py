@@ -1,0 +1,227 @@
+from __future__ import annotations
+
+import asyncio
+from pathlib import Path
+
+import pytest
+
+from kubescrape.errors import ConfigError, RemoteWriteError
+from kubescrape.remote_write import Chunk
+from kubescrape.remote_write.encode import decode_write_request
+from kubescrape.remote_write.queue import (
+    MemoryBacklog,
+    RemoteWrite,
+    WriterQueue,
+    WriterSettings,
+    iter_series,
+    pack_requests,
+    split_by_series,
+)
+from kubescrape.remote_write.sender import Sender
+from kubescrape.selfmon import SelfMetrics
+from kubescrape.testing import FakeClock
+from tests.e2e.prom import free_port
+from tests.remote_write.receiver import Receiver, chunk_bytes, running_receiver
+
+
+def value(m: SelfMetrics, name: str, **labels: str) -> float:
+    return m.registry.get_sample_value(name, labels) or 0.0
+
+
+def scrape(target: str, ts: int, n: int = 5) -> Chunk:
+    """One 'scrape' of ``target``: n series, one sample each at ``ts``."""
+    data = b"".join(chunk_bytes("m", [(float(ts), ts)], target=target, i=str(i)) for i in range(n))
+    return Chunk(data, n)
+
+
+def test_iter_series_finds_boundaries_labels_and_sample_counts() -> None:
+    a = chunk_bytes("a", [(1.0, 1)], x="1")
+    b = chunk_bytes("b", [(1.0, 1)])
+    got = list(iter_series(a + b))
+    assert [(s, e) for s, e, _, _ in got] == [(0, len(a)), (len(a), len(a) + len(b))]
+    assert all(k == 1 for *_, k in got)
+    # the labels part is identical for two samples of the same series
+    a2 = chunk_bytes("a", [(2.0, 2)], x="1")
+    (s1, _, l1, _), = iter_series(a)
+    (s2, _, l2, _), = iter_series(a2)
+    assert a[s1:l1] == a2[s2:l2]
+    with pytest.raises(ValueError):
+        list(iter_series(b"\x12\x00"))
+
+
+def test_split_by_series_keeps_each_series_in_one_shard_in_order() -> None:
+    chunks = [scrape(t, ts) for ts in (1, 2, 3) for t in ("a", "b", "c")]
+    shards = split_by_series(chunks, 3)
+    assert sum(c.samples for s in shards for c in s) == 45
+    seen: dict[str, int] = {}
+    for idx, shard in enumerate(shards):
+        stamps: dict[str, list[int]] = {}
+        for labels, samples in decode_write_request(b"".join(p.data for p in shard)):
+            key = repr(sorted(labels.items()))
+            assert seen.setdefault(key, idx) == idx, "a series travelled in two shards"
+            stamps.setdefault(key, []).extend(ts for _, ts in samples)
+        assert all(v == [1, 2, 3] for v in stamps.values())
+    assert len(seen) == 15
+    assert len([s for s in shards if s]) >= 2
+    # a chunk that does not parse is kept whole, not lost
+    assert split_by_series([Chunk(b"\xff\xff", 3)], 2)[0] == [Chunk(b"\xff\xff", 3)]
+
+
+def test_pack_requests_respects_batch() -> None:
+    chunks = [Chunk(b"a", 3), Chunk(b"b", 3), Chunk(b"c", 3), Chunk(b"dddd", 10), Chunk(b"e", 1)]
+    reqs = pack_requests(chunks, 6)
+    assert reqs == [Chunk(b"ab", 6), Chunk(b"c", 3), Chunk(b"dddd", 10), Chunk(b"e", 1)]
+
+
+async def test_memory_remote_write_delivers_everything_in_order() -> None:
+    m = SelfMetrics()
+    async with running_receiver() as rec:
+        rw = RemoteWrite([WriterSettings(url=rec.url, name="w", batch=20, flush_deadline=0.01)], metrics=m,
+                         spool_dir=None)
+        await rw.start()
+        for ts in range(1, 41):
+            await rw.append([scrape("a", ts), scrape("b", ts)])
+        await rw.close(5.0)
+    got = rec.samples()
+    assert len(got) == 400
+    for series in {k for k, _, _ in got}:
+        stamps = [ts for k, _, ts in got if k == series]
+        assert stamps == list(range(1, 41)), series
+    assert value(m, "kubescrape_samples_appended_total", writer="w") == 400
+    assert value(m, "kubescrape_samples_sent_total", writer="w") == 400
+    st = rw.stats()[0]
+    assert st.sent == 400 and st.pending_samples == 0
+    with pytest.raises(RemoteWriteError):
+        await rw.append([scrape("a", 99)])
+
+
+async def test_one_dead_writer_does_not_stall_another() -> None:
+    m = SelfMetrics()
+    dead = f"http://127.0.0.1:{free_port()}/api/v1/write"
+    async with running_receiver() as rec:
+        rw = RemoteWrite([WriterSettings(url=dead, name="dead", flush_deadline=0.01, dial_timeout=0.5),
+                          WriterSettings(url=rec.url, name="live", flush_deadline=0.01)],
+                         metrics=m, spool_dir=None)
+        await rw.start()
+        for ts in range(1, 6):
+            await rw.append([scrape("a", ts)])
+        for _ in range(200):
+            if len(rec.samples()) == 25:
+                break
+            await asyncio.sleep(0.01)
+        await rw.close(0.2)
+    assert len(rec.samples()) == 25
+    assert value(m, "kubescrape_samples_dropped_total", writer="dead", reason="shutdown") == 25
+    assert value(m, "kubescrape_samples_failed_total", writer="dead") >= 25
+
+
+async def test_memory_backlog_back_pressure_then_drops_oldest_counted() -> None:
+    clock = FakeClock(autojump=False)
+    dropped: list[tuple[int, str]] = []
+    bl = MemoryBacklog(10, clock=clock, block_timeout=5.0, on_drop=lambda n, r: dropped.append((n, r)))
+    await bl.put([Chunk(b"a", 6)])
+    put = asyncio.create_task(bl.put([Chunk(b"b", 6)]))
+    await asyncio.sleep(0)
+    assert not put.done(), "a full queue makes append wait"
+    # room frees up: the waiter proceeds, nothing dropped
+    bl.ack(bl.take(100))
+    await asyncio.wait_for(put, 1)
+    assert dropped == [] and bl.pending_samples == 6
+    # now nothing frees up: after block_timeout the oldest unsent record is dropped and counted
+    put = asyncio.create_task(bl.put([Chunk(b"c", 6)]))
+    for _ in range(5):
+        await asyncio.sleep(0)
+    assert not put.done()
+    clock.advance(5.0)
+    await asyncio.wait_for(put, 1)
+    assert dropped == [(6, "queue_full")]
+    assert [r.chunks[0].data for r in bl.take(100)] == [b"c"]
+
+
+class _SlowSender(Sender):
+    """Counts deliveries; each takes ``delay`` on the fake clock."""
+
+    def __init__(self, s: WriterSettings, clock: FakeClock, delay: float) -> None:
+        super().__init__(s, metrics=SelfMetrics(), clock=clock)
+        self.delay = delay
+        self.bodies: list[int] = []
+        self.concurrent = 0
+        self.max_concurrent = 0
+
+    async def deliver(self, raw: bytes, samples: int) -> bool:
+        self.concurrent += 1
+        self.max_concurrent = max(self.max_concurrent, self.concurrent)
+        await asyncio.sleep(0)
+        await self.clock.sleep(self.delay)
+        self.concurrent -= 1
+        self.bodies.append(samples)
+        self.sent += samples
+        return True
+
+
+async def test_shards_grow_when_behind_and_shrink_when_idle() -> None:
+    clock = FakeClock()
+    s = WriterSettings(url="http://unused", name="w", batch=10, min_shards=1, max_shards=3,
+                       flush_deadline=0.5)
+    m = SelfMetrics()
+    bl = MemoryBacklog(10_000, clock=clock, block_timeout=1.0, on_drop=lambda n, r: None)
+    sender = _SlowSender(s, clock, delay=0.1)
+    q = WriterQueue(s, bl, sender, metrics=m, clock=clock)
+    for ts in range(40):  # a large backlog: 40 scrapes x 5 series
+        await bl.put([scrape(t, ts) for t in ("a", "b")])
+    await q.round(bl.take(10))
+    assert q.shards == 2
+    await q.round(bl.take(20))
+    assert q.shards == 3 and value(m, "kubescrape_remote_write_shards", writer="w") == 3
+    await q.round(bl.take(30))
+    assert sender.max_concurrent == 3
+    assert q.shards == 3, "never above max_shards"
+    bl.ack(bl.take(10_000))  # backlog gone: small rounds from now on
+    for ts in range(100, 106):
+        await bl.put([scrape("a", ts, n=1)])
+        await q.round(bl.take(q.shards * s.batch))
+    assert q.shards == 1
+
+
+async def test_rounds_wait_for_the_flush_deadline_and_close_drains() -> None:
+    clock = FakeClock()
+    s = WriterSettings(url="http://unused", name="w", batch=100, flush_deadline=2.0)
+    bl = MemoryBacklog(10_000, clock=clock, block_timeout=1.0, on_drop=lambda n, r: None)
+    sender = _SlowSender(s, clock, delay=0.0)
+    q = WriterQueue(s, bl, sender, metrics=SelfMetrics(), clock=clock)
+    task = asyncio.create_task(q.run())
+    await bl.put([scrape("a", 1)])
+    await bl.put([scrape("a", 2)])
+    for _ in range(20):
+        await asyncio.sleep(0)
+    # the two small appends went out together once the flush deadline passed
+    assert sender.bodies == [10]
+    assert 2.0 in clock.slept
+    await bl.put([scrape("a", 3)])
+    q.begin_close()
+    await asyncio.wait_for(task, 1)
+    assert sender.bodies == [10, 5] and bl.pending_samples == 0
+
+
+def test_writer_names_must_be_unique(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError):
+        RemoteWrite([WriterSettings(url="http://a", name="x"), WriterSettings(url="http://b", name="x")],
+                    metrics=SelfMetrics(), spool_dir=tmp_path)
+
+
+async def test_stats_report_pending_and_age() -> None:
+    clock = FakeClock()
+    rec = Receiver(script=[(500, {}, "down")] * 1000)
+    async with running_receiver(rec):
+        rw = RemoteWrite([WriterSettings(url=rec.url, name="w", flush_deadline=0.0)], metrics=SelfMetrics(),
+                         spool_dir=None, clock=clock)
+        await rw.start()
+        await rw.append([scrape("a", 1)])
+        for _ in range(50):
+            await asyncio.sleep(0.01)
+            if rw.stats()[0].failed:
+                break
+        st = rw.stats()[0]
+        assert st.pending_samples == 5 and st.failed >= 5 and "500" in st.last_error
+        assert st.oldest_age > 0 and st.spool_bytes > 0
+        await rw.close(0.1)
