@@ -1,1 +1,100 @@
-"""A kubelet emulator: the secure port with x509/token authentication, RBAC authorization and payloads."""
+"""A kubelet emulator: the secure port with x509/token authentication, RBAC authorization and payloads.
+
+``Emulator`` (in :mod:`kubescrape.emulator.fleet`) is the programmatic API; :func:`run_command` is
+``kubescrape emulate``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import signal
+import sys
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from kubescrape.emulator.fleet import Emulator
+
+__all__ = ["run_command"]
+
+
+def _describe(emu: Emulator) -> str:
+    admin_crt, admin_key = emu.admin_cert_paths()
+    first = emu.nodes[0]
+    lines = [f"kubelet emulator {emu.version}: {len(emu.nodes)} node(s), {emu.pods} pods each"]
+    for spec in emu.nodes[:5]:
+        extra = []
+        if spec.healthz_port is not None:
+            extra.append(f"healthz http://{spec.address}:{spec.healthz_port}/healthz")
+        if spec.proxy_port is not None:
+            extra.append(f"kube-proxy http://{spec.address}:{spec.proxy_port}/metrics")
+        lines.append(f"  {spec.name}: {spec.url}  " + "  ".join(extra))
+    if len(emu.nodes) > 5:
+        lines.append(f"  … and {len(emu.nodes) - 5} more")
+    lines += [
+        f"CA:          {emu.ca_path}",
+        f"admin cert:  {admin_crt} / {admin_key}",
+        f"bound token: {emu.scrape_token_path()}",
+        f"403 token:   {emu.token_path('default', 'unbound')}",
+        f"try: curl --cacert {emu.ca_path} -H \"Authorization: Bearer $(cat {emu.scrape_token_path()})\" "
+        f"{first.url}/metrics",
+    ]
+    return "\n".join(lines)
+
+
+async def _serve(emu: Emulator, duration: float) -> None:
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        with contextlib.suppress(NotImplementedError, RuntimeError):
+            loop.add_signal_handler(sig, stop.set)
+    async with emu:
+        print(_describe(emu), file=sys.stderr, flush=True)
+        if duration > 0:
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(stop.wait(), duration)
+        else:
+            await stop.wait()
+    print(f"served {emu.stats.requests} requests ({dict(emu.stats.by_status)}), "
+          f"{emu.stats.body_bytes / 1e6:.1f} MB", file=sys.stderr)
+
+
+def run_command(
+    *,
+    state_dir: Path,
+    nodes: int,
+    pods: int,
+    churn: float,
+    address: str,
+    port: int,
+    healthz_port: int,
+    proxy_port: int,
+    rbac_files: list[Path],
+    kubelet_version: str,
+    token_ttl: float,
+    anonymous: bool,
+    print_config: bool,
+    duration: float,
+) -> int:
+    """``kubescrape emulate``: returns the process exit code."""
+    from kubescrape.emulator.fleet import Emulator
+    from kubescrape.errors import KubescrapeError
+
+    try:
+        emu = Emulator(
+            state_dir, nodes=nodes, pods=pods, churn=churn, address=address, port=port,
+            healthz_port=healthz_port or None, proxy_port=proxy_port or None, rbac_files=rbac_files,
+            kubelet_version=kubelet_version, token_ttl=token_ttl, anonymous=anonymous,
+        )
+        if print_config:
+            emu.prepare_state()
+            print(emu.prometheus_toml())
+            return 0
+        asyncio.run(_serve(emu, duration))
+    except KubescrapeError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        return 130
+    return 0
