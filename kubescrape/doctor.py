@@ -398,6 +398,13 @@ class _Doctor:
     def load_tls_settings(self) -> None:
         spec = self.spec
         ctx = ssl.create_default_context()
+        for key, path in (("tls_ca", spec.ca_file), ("tls_cert", spec.cert_file), ("tls_key", spec.key_file)):
+            if path and not Path(path).is_file():
+                raise self.fail(
+                    "tls config", f"{key} {path}: no such file", f"the {key} file {path} does not exist",
+                    f"in a pod, the cluster CA is at {SA_CA_FILE} (mounted with the ServiceAccount "
+                    "token); outside, point tls_ca / tls_cert / tls_key at existing PEM files",
+                )
         try:
             if spec.ca_file:
                 ctx.load_verify_locations(cafile=spec.ca_file)
@@ -405,12 +412,6 @@ class _Doctor:
                 if not (spec.cert_file and spec.key_file):
                     raise ssl.SSLError("tls_cert and tls_key must be given together")
                 ctx.load_cert_chain(spec.cert_file, spec.key_file)
-        except FileNotFoundError as e:
-            raise self.fail(
-                "tls config", f"{e.filename}: no such file", f"the TLS file {e.filename} does not exist",
-                f"in a pod, the cluster CA is at {SA_CA_FILE} (mounted with the ServiceAccount token); "
-                "outside, point tls_ca / tls_cert / tls_key at existing PEM files",
-            ) from None
         except (ssl.SSLError, OSError) as e:
             raise self.fail(
                 "tls config", str(e), f"the TLS files do not load: {e}",
@@ -830,8 +831,8 @@ def render_text(results: Sequence[Diagnosis], console: Any) -> None:
             if r.finding.yaml:
                 console.print(Syntax(r.finding.yaml.rstrip("\n"), "yaml", background_color="default"))
         if r.stats is not None:
-            s = r.stats
-            console.print(f"  {s.series} series, {s.bytes} bytes, {s.seconds * 1000:.0f} ms")
+            stats = r.stats
+            console.print(f"  {stats.series} series, {stats.bytes} bytes, {stats.seconds * 1000:.0f} ms")
         console.print()
     failed = sum(not r.ok for r in results)
     summary = f"{len(results) - failed} of {len(results)} target(s) OK"
