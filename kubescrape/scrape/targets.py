@@ -1,0 +1,420 @@
+"""Targets: the configuration resolved once into plain immutable objects, and per-series labeling.
+
+Label rules (Categraf's ``config/inline.go`` and ``inputs/prometheus``, then Prometheus' scrape rules):
+
+* Target labels, strongest first: the instance ``labels`` (a value ``"-"`` removes that label, also from
+  scraped series), the URL label (``url_label_key``, default ``instance``; value ``url_label_value``, a Go
+  template over ``.Scheme .Host .Hostname .Port .Path .Query .Fragment``; empty = the whole URL, as Categraf),
+  the ``job`` extra, then ``[global] labels`` and ``agent_hostname`` (unless ``omit_hostname``) where not
+  already set. There is no default ``job``: Categraf adds none, so a series has one only if configured.
+* A scraped label that collides with a target label: ``honor_labels = false`` (default) keeps the target
+  value and renames the scraped one ``exported_<name>``; ``honor_labels = true`` keeps the scraped value.
+* Per series, in order: ``ignore_metrics`` (globs on the metric or its histogram/summary family name),
+  ``ignore_label_keys`` (globs), ``name_prefix``, ``metrics_drop``/``metrics_pass``, ``metrics_name_prefix``,
+  the merge above, then ``metric_relabel_configs`` followed by Categraf's ``relabel_configs``.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
+
+from kubescrape.config.models import AgentConfig, InstanceConfig
+from kubescrape.errors import ConfigError
+from kubescrape.relabel import RelabelConfig, relabel
+
+__all__ = [
+    "Labeler",
+    "TLSSettings",
+    "Target",
+    "build_targets",
+    "compile_globs",
+    "make_labeler",
+    "render_url_template",
+    "synthetic_labels",
+]
+
+logger = logging.getLogger("kubescrape.config")
+
+Labeler = Callable[[str, list[tuple[str, str]]], list[tuple[str, str]] | None]
+"""(metric name, scraped labels) → final sorted labels including ``__name__``, or None to drop the series."""
+
+AGENT_HOSTNAME = "agent_hostname"
+
+
+@dataclass(frozen=True)
+class TLSSettings:
+    """TLS options of a target. As in Categraf, the ``tls_*`` options apply only when ``use_tls`` is true;
+    an https URL without it is verified against the system CAs."""
+
+    use_tls: bool
+    ca_file: str | None
+    cert_file: str | None
+    key_file: str | None
+    server_name: str | None
+    insecure_skip_verify: bool
+    min_version: str | None = None
+    key_password: str | None = None
+
+
+@dataclass(frozen=True)
+class Target:
+    """One URL to scrape, with everything the scrape loop needs; built by :func:`build_targets`."""
+
+    url: str
+    name: str
+    labels: tuple[tuple[str, str], ...]
+    interval: float
+    timeout: float
+    honor_labels: bool
+    honor_timestamps: bool
+    body_size_limit: int
+    tls: TLSSettings
+    bearer_token_file: str | None
+    bearer_token_string: str | None
+    username: str | None
+    password: str | None
+    headers: tuple[tuple[str, str], ...]
+    metric_relabel_configs: tuple[RelabelConfig, ...]
+    ignore_metrics: tuple[str, ...]
+    ignore_label_keys: tuple[str, ...]
+    name_prefix: str = ""
+    metrics_drop: tuple[str, ...] = ()
+    metrics_pass: tuple[str, ...] = ()
+    metrics_name_prefix: str = ""
+
+    @property
+    def label_dict(self) -> dict[str, str]:
+        """The target labels as a dict."""
+        return dict(self.labels)
+
+
+# --- globs ------------------------------------------------------------------------------------------
+
+
+def _glob_to_regex(pattern: str) -> str:
+    """Translate a gobwas/glob pattern (Categraf's filter): ``*``, ``?``, ``[a-z]``, ``[!a]``, ``{a,b}``."""
+    out: list[str] = []
+    i = 0
+    depth = 0
+    while i < len(pattern):
+        c = pattern[i]
+        if c == "\\" and i + 1 < len(pattern):
+            out.append(re.escape(pattern[i + 1]))
+            i += 2
+            continue
+        if c == "*":
+            out.append(".*")
+        elif c == "?":
+            out.append(".")
+        elif c == "[":
+            end = pattern.find("]", i + 1)
+            if end == -1:
+                out.append(re.escape(c))
+            else:
+                body = pattern[i + 1 : end]
+                if body.startswith("!"):
+                    body = "^" + body[1:]
+                out.append("[" + body.replace("\\", "\\\\") + "]")
+                i = end
+        elif c == "{":
+            depth += 1
+            out.append("(?:")
+        elif c == "}" and depth:
+            depth -= 1
+            out.append(")")
+        elif c == "," and depth:
+            out.append("|")
+        else:
+            out.append(re.escape(c))
+        i += 1
+    return "".join(out)
+
+
+def compile_globs(patterns: Iterable[str]) -> re.Pattern[str] | None:
+    """One full-match regex for a list of Categraf globs; None when the list is empty."""
+    parts = [_glob_to_regex(p) for p in patterns]
+    if not parts:
+        return None
+    return re.compile("(?:" + "|".join(parts) + ")", re.DOTALL)
+
+
+# --- URL label templates ----------------------------------------------------------------------------
+
+_TEMPLATE_ACTION = re.compile(r"\{\{(-?)\s*(.*?)\s*(-?)\}\}", re.DOTALL)
+_TEMPLATE_FIELDS = ("Scheme", "Host", "Hostname", "Port", "Path", "Query", "Fragment")
+
+
+def _url_fields(url: str) -> dict[str, str]:
+    parts = urlsplit(url)
+    hostname = parts.hostname or ""
+    try:
+        port = str(parts.port) if parts.port is not None else ""
+    except ValueError:
+        port = ""
+    return {
+        "Scheme": parts.scheme,
+        "Host": parts.netloc.rpartition("@")[2],
+        "Hostname": hostname,
+        "Port": port,
+        "Path": parts.path,
+        "Query": parts.query,
+        "Fragment": parts.fragment,
+    }
+
+
+def render_url_template(template: str, url: str) -> str:
+    """Render Categraf's ``url_label_value`` (a Go text/template over the URL's parts) for ``url``.
+
+    Supports field references such as ``{{.Host}}`` and ``{{ .Port }}`` (with ``{{-``/``-}}`` trimming);
+    other template actions raise ValueError.
+    """
+    fields = _url_fields(url)
+    out: list[str] = []
+    pos = 0
+    for m in _TEMPLATE_ACTION.finditer(template):
+        text = template[pos : m.start()]
+        if m.group(1):
+            text = text.rstrip()
+        if out and out[-1] == "\x00trim":
+            out.pop()
+            text = text.lstrip()
+        out.append(text)
+        expr = m.group(2)
+        if not (expr.startswith(".") and expr[1:] in fields):
+            raise ValueError(
+                f"unsupported template action {{{{{expr}}}}}: use field references "
+                + ", ".join("{{." + f + "}}" for f in _TEMPLATE_FIELDS)
+            )
+        out.append(fields[expr[1:]])
+        if m.group(3):
+            out.append("\x00trim")
+        pos = m.end()
+    tail = template[pos:]
+    if out and out[-1] == "\x00trim":
+        out.pop()
+        tail = tail.lstrip()
+    out.append(tail)
+    return "".join(out)
+
+
+# --- building targets -------------------------------------------------------------------------------
+
+
+def build_targets(config: AgentConfig) -> list[Target]:
+    """Resolve every URL of every ``[[instances]]`` into a :class:`Target` (skipping instances without URLs).
+
+    ``interval`` is the base interval (input.prometheus ``interval`` or ``[global] interval``) times
+    ``interval_times``. Raises ConfigError for a URL label template that cannot be rendered.
+    """
+    targets: list[Target] = []
+    seen: dict[str, int] = {}
+    for index, inst in enumerate(config.instances):
+        if not inst.urls:
+            logger.warning("[[instances]] #%d has no urls; skipped (as Categraf does)", index + 1)
+            continue
+        if not inst.use_tls and (inst.tls_ca or inst.tls_cert or inst.tls_key or inst.insecure_skip_verify):
+            logger.warning("[[instances]] #%d sets tls_* options but not use_tls = true; as in Categraf they "
+                           "are not applied", index + 1)
+        for url in inst.urls:
+            target = _build_one(config, inst, index, url)
+            if target is None:
+                continue
+            n = seen.get(target.name, 0) + 1
+            seen[target.name] = n
+            if n > 1:
+                target = _replace_name(target, f"{target.name}#{n}")
+            targets.append(target)
+    return targets
+
+
+def _replace_name(target: Target, name: str) -> Target:
+    from dataclasses import replace
+
+    return replace(target, name=name)
+
+
+def _normalize_url(url: str) -> str:
+    parts = urlsplit(url)
+    if parts.path == "":
+        parts = parts._replace(path="/metrics")  # Categraf's default path
+    return urlunsplit(parts)
+
+
+def _target_labels(config: AgentConfig, inst: InstanceConfig, index: int, url: str) -> dict[str, str]:
+    labels: dict[str, str] = {}
+    try:
+        if inst.url_label_key != "-":
+            value = render_url_template(inst.url_label_value, url) if inst.url_label_value else url
+            labels[inst.url_label_key] = value
+        for key, tmpl in inst.url_label_pair.items():
+            if tmpl.strip():
+                labels[key] = render_url_template(tmpl, url)
+    except ValueError as exc:
+        raise ConfigError(
+            f"url_label_value/url_label_pair of [[instances]] #{index + 1} cannot be rendered: {exc}",
+            "write the label value as text with {{.Host}}-style field references, or leave it empty for "
+            "the whole URL",
+            key=f"instances[{index}].url_label_value",
+        ) from None
+    for key, value in inst.labels.items():
+        if value == "-":
+            labels.pop(key, None)
+        else:
+            labels[key] = value
+    if inst.job and "job" not in labels and inst.labels.get("job") != "-":
+        labels["job"] = inst.job
+    for key, value in config.global_.labels.items():
+        labels.setdefault(key, value)
+    if not config.global_.omit_hostname:
+        labels.setdefault(AGENT_HOSTNAME, config.global_.hostname)
+    return {k: v for k, v in labels.items() if v != ""}
+
+
+def _apply_target_relabel(
+    labels: dict[str, str], url: str, rules: list[RelabelConfig], index: int
+) -> tuple[dict[str, str], str] | None:
+    parts = urlsplit(url)
+    lset = dict(labels)
+    lset["__address__"] = parts.netloc
+    lset["__scheme__"] = parts.scheme
+    lset["__metrics_path__"] = parts.path
+    params = parse_qsl(parts.query, keep_blank_values=True)
+    for key, value in params:
+        lset.setdefault(f"__param_{key}", value)
+    result = relabel(lset, rules)
+    if result is None:
+        logger.info("target %s of [[instances]] #%d dropped by target_relabel_configs", url, index + 1)
+        return None
+    address = result.get("__address__", "")
+    if not address:
+        logger.warning("target %s of [[instances]] #%d has no __address__ after target_relabel_configs; "
+                       "skipped", url, index + 1)
+        return None
+    new_params = [(k.removeprefix("__param_"), v) for k, v in result.items() if k.startswith("__param_")]
+    query = parts.query
+    if dict(new_params) != dict(params):
+        query = urlencode(new_params)
+    new_url = urlunsplit((result.get("__scheme__", parts.scheme), address,
+                          result.get("__metrics_path__", parts.path), query, parts.fragment))
+    final = {k: v for k, v in result.items() if not k.startswith("__")}
+    return final, new_url
+
+
+def _build_one(config: AgentConfig, inst: InstanceConfig, index: int, raw_url: str) -> Target | None:
+    url = _normalize_url(raw_url)
+    labels = _target_labels(config, inst, index, url)
+    if inst.target_relabel_configs:
+        relabeled = _apply_target_relabel(labels, url, inst.target_relabel_configs, index)
+        if relabeled is None:
+            return None
+        labels, url = relabeled
+    interval = config.scrape_interval * max(inst.interval_times, 1)
+    if inst.timeout > interval:
+        logger.warning("[[instances]] #%d: timeout %.3gs exceeds the scrape interval %.3gs", index + 1,
+                       inst.timeout, interval)
+    dropped_keys = tuple(k for k, v in inst.labels.items() if v == "-")
+    return Target(
+        url=url,
+        name=url,
+        labels=tuple(sorted(labels.items())),
+        interval=interval,
+        timeout=inst.timeout,
+        honor_labels=inst.honor_labels,
+        honor_timestamps=inst.honor_timestamps,
+        body_size_limit=inst.body_size_limit,
+        tls=TLSSettings(
+            use_tls=inst.use_tls,
+            ca_file=inst.tls_ca or None,
+            cert_file=inst.tls_cert or None,
+            key_file=inst.tls_key or None,
+            server_name=inst.tls_server_name or None,
+            insecure_skip_verify=inst.insecure_skip_verify,
+            min_version=inst.tls_min_version,
+            key_password=inst.tls_key_pwd or None,
+        ),
+        bearer_token_file=inst.bearer_token_file or None,
+        bearer_token_string=inst.bearer_token_string or None,
+        username=inst.username or None,
+        password=inst.password or None,
+        headers=tuple(inst.headers.items()),
+        metric_relabel_configs=(*inst.metric_relabel_configs, *inst.relabel_configs),
+        ignore_metrics=tuple(inst.ignore_metrics),
+        ignore_label_keys=(*inst.ignore_label_keys, *dropped_keys),
+        name_prefix=inst.name_prefix,
+        metrics_drop=tuple(inst.metrics_drop),
+        metrics_pass=tuple(inst.metrics_pass),
+        metrics_name_prefix=inst.metrics_name_prefix,
+    )
+
+
+# --- per-series labels ------------------------------------------------------------------------------
+
+_FAMILY_SUFFIX = re.compile(r"_(?:bucket|sum|count)$")
+
+
+def make_labeler(target: Target) -> Labeler:
+    """Return the function that labels each NEW series of ``target`` (the series cache calls it once per
+    series, not per sample). See the module docstring for the order of the rules."""
+    ignore_metrics = compile_globs(target.ignore_metrics)
+    ignore_keys = compile_globs(target.ignore_label_keys)
+    drop = compile_globs(target.metrics_drop)
+    keep = compile_globs(target.metrics_pass)
+    rules = target.metric_relabel_configs
+    target_labels = target.labels
+    target_names = {k for k, _ in target_labels}
+    honor = target.honor_labels
+    name_prefix = target.name_prefix
+    metrics_name_prefix = target.metrics_name_prefix
+
+    def label(name: str, scraped: list[tuple[str, str]]) -> list[tuple[str, str]] | None:
+        if ignore_metrics is not None and (
+            ignore_metrics.fullmatch(name) or ignore_metrics.fullmatch(_FAMILY_SUFFIX.sub("", name))
+        ):
+            return None
+        name = name_prefix + name
+        if drop is not None and drop.fullmatch(name):
+            return None
+        if keep is not None and not keep.fullmatch(name):
+            return None
+        name = metrics_name_prefix + name
+        lset: dict[str, str] = {}
+        for key, value in scraped:
+            if value == "" or key == "__name__":
+                continue
+            if ignore_keys is not None and ignore_keys.fullmatch(key):
+                continue
+            lset[key] = value
+        if honor:
+            for key, value in target_labels:
+                lset.setdefault(key, value)
+        else:
+            conflicts = [(k, lset[k]) for k in target_names if k in lset]
+            lset.update(target_labels)
+            # Prometheus resolves shorter names first, and prefixes again while the name is taken.
+            for key, value in sorted(conflicts, key=lambda kv: len(kv[0])):
+                new = "exported_" + key
+                while new in lset:
+                    new = "exported_" + new
+                lset[new] = value
+        if rules:
+            lset["__name__"] = name
+            result = relabel(lset, rules)
+            if result is None:
+                return None
+            # Categraf keeps the old name when relabeling removed __name__.
+            name = result.pop("__name__", name)
+            lset = result
+        lset["__name__"] = name
+        return sorted(lset.items())
+
+    return label
+
+
+def synthetic_labels(target: Target, name: str) -> list[tuple[str, str]]:
+    """Labels of the series the agent reports about a target (``up``, ``scrape_duration_seconds`` …):
+    the target labels plus ``__name__``, sorted; metric relabeling does not apply, as in Prometheus."""
+    return sorted([*target.labels, ("__name__", name)])
