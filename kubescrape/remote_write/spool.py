@@ -449,6 +449,17 @@ class Spool:
         while self._segments and self._segments[0] is not self._cur and \
                 self._segments[0].last_seq <= self._ack_seq:
             self._delete(self._segments.popleft())
+        cur = self._cur
+        idle = (self._flusher is None or self._flusher.done()) and not self._pending
+        if cur is not None and idle and cur.size and list(self._segments) == [cur] and \
+                cur.last_seq <= self._ack_seq:
+            # Everything is delivered: leave an empty directory rather than a file of acked records.
+            if self._wfd is not None:
+                os.close(self._wfd)
+                self._wfd = None
+            self._segments.clear()
+            self._cur = None
+            self._delete(cur)
 
     def _delete(self, seg: _Segment) -> None:
         seg.close()

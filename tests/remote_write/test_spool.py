@@ -1,0 +1,211 @@
+from __future__ import annotations
+
+import asyncio
+import logging
+from pathlib import Path
+
+import pytest
+
+from kubescrape.errors import SpoolError
+from kubescrape.remote_write import Chunk
+from kubescrape.remote_write.queue import RemoteWrite, WriterSettings
+from kubescrape.remote_write.spool import HEADER, Spool, frame_chunks, scan_segment, unframe_chunks
+from kubescrape.selfmon import SelfMetrics
+from kubescrape.testing import FakeClock
+from tests.remote_write.receiver import Receiver, chunk_bytes, running_receiver
+
+
+def chunk(i: int, samples: int = 10) -> Chunk:
+    return Chunk(f"record-{i:05d}-".encode() * 20, samples)
+
+
+def segments(d: Path) -> list[Path]:
+    return sorted(d.glob("*.seg"))
+
+
+def data_of(records: list[object]) -> list[bytes]:
+    return [r.chunks[0].data for r in records]  # type: ignore[attr-defined]
+
+
+def test_frame_roundtrip() -> None:
+    chunks = (Chunk(b"abc", 3), Chunk(b"", 0), Chunk(b"x" * 1000, 7))
+    assert unframe_chunks(frame_chunks(chunks)) == chunks
+
+
+async def test_replay_after_restart_in_order_and_acked_records_not_replayed(tmp_path: Path) -> None:
+    sp = Spool(tmp_path, segment_bytes=1500)
+    for i in range(10):
+        await sp.put([chunk(i)])
+    assert sp.pending_samples == 100 and sp.bytes > 0
+    sp.ack(sp.take(30))
+    taken = sp.take(20)  # in flight when the process "dies": must come back
+    assert data_of(taken) == [chunk(3).data, chunk(4).data]
+    await sp.close()
+
+    sp2 = Spool(tmp_path, segment_bytes=1500)
+    assert sp2.pending_samples == 70
+    assert data_of(sp2.take(1000)) == [chunk(i).data for i in range(3, 10)]
+    await sp2.close()
+
+
+async def test_unclean_exit_replays_everything_unacked(tmp_path: Path) -> None:
+    sp = Spool(tmp_path)
+    for i in range(5):
+        await sp.put([chunk(i)])
+    sp.ack(sp.take(20))
+    # no close(): as after kill -9 (the ack cursor was still written on ack)
+    sp2 = Spool(tmp_path)
+    assert data_of(sp2.take(1000)) == [chunk(i).data for i in range(2, 5)]
+    await sp2.close()
+    await sp.close()
+
+
+async def test_ack_deletes_fully_acknowledged_segments(tmp_path: Path) -> None:
+    sp = Spool(tmp_path, segment_bytes=600)
+    for i in range(12):
+        await sp.put([chunk(i)])
+    before = len(segments(tmp_path))
+    assert before >= 4
+    sp.ack(sp.take(60))
+    mid = len(segments(tmp_path))
+    assert 0 < mid < before
+    sp.ack(sp.take(1000))
+    assert segments(tmp_path) == [] and sp.bytes == 0, "all delivered: no files left"
+    await sp.put([chunk(99)])
+    assert len(segments(tmp_path)) == 1
+    sp.ack(sp.take(1000))
+    assert sp.pending_samples == 0
+    await sp.close()
+    sp2 = Spool(tmp_path)
+    assert sp2.take(1000) == []
+    await sp2.close()
+
+
+async def test_eviction_counts_every_evicted_sample_exactly(tmp_path: Path) -> None:
+    evicted: list[int] = []
+    sp = Spool(tmp_path, max_bytes=10_000, segment_bytes=2_000, on_evict=evicted.append)
+    total = 0
+    for i in range(100):
+        await sp.put([chunk(i, samples=i + 1)])
+        total += i + 1
+        assert sp.bytes <= 10_000 + 2_000 + 600
+    remaining = sp.take(10**9)
+    assert sum(evicted) + sum(r.samples for r in remaining) == total
+    assert sum(evicted) == sp.evicted_samples > 0
+    # the oldest went first: what is left is a contiguous tail ending with the newest record
+    seqs = [r.seq for r in remaining]
+    assert seqs == list(range(seqs[0], 101))
+    await sp.close()
+
+
+async def test_in_flight_records_are_not_counted_as_evicted(tmp_path: Path) -> None:
+    evicted: list[int] = []
+    sp = Spool(tmp_path, max_bytes=3_000, segment_bytes=1_000, on_evict=evicted.append)
+    await sp.put([chunk(0, 5)])
+    await sp.put([chunk(1, 5)])
+    inflight = sp.take(5)
+    for i in range(2, 20):
+        await sp.put([chunk(i, 5)])
+    sp.ack(inflight)  # delivered after its file was evicted: fine, and not double counted
+    left = sp.take(10**9)
+    assert sum(evicted) + sum(r.samples for r in left) + 5 == 100
+    await sp.close()
+
+
+async def test_truncated_tail_is_skipped_counted_and_open_succeeds(
+        tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    sp = Spool(tmp_path)
+    for i in range(5):
+        await sp.put([chunk(i)])
+    await sp.close()
+    (seg,) = segments(tmp_path)
+    size = seg.stat().st_size
+    with seg.open("r+b") as f:
+        f.truncate(size - 17)  # killed in the middle of writing record 5
+    corrupt: list[int] = []
+    with caplog.at_level(logging.WARNING):
+        sp2 = Spool(tmp_path, on_corrupt=corrupt.append)
+    assert corrupt == [1] and "skipped 1 record" in caplog.text
+    assert data_of(sp2.take(1000)) == [chunk(i).data for i in range(4)]
+    await sp2.put([chunk(50)])  # new records get new sequence numbers and survive
+    await sp2.close()
+    corrupt.clear()
+    sp3 = Spool(tmp_path, on_corrupt=corrupt.append)
+    assert corrupt == [], "the damage is repaired, not counted again"
+    assert data_of(sp3.take(1000))[-1] == chunk(50).data
+    await sp3.close()
+
+
+@pytest.mark.parametrize("where", ["payload", "header"])
+async def test_flipped_byte_skips_exactly_that_record(tmp_path: Path, where: str) -> None:
+    sp = Spool(tmp_path)
+    for i in range(6):
+        await sp.put([chunk(i)])
+    await sp.close()
+    (seg,) = segments(tmp_path)
+    raw = bytearray(seg.read_bytes())
+    scan = scan_segment(bytes(raw), 0)
+    off, length, *_ = scan.records[2]
+    pos = off + (HEADER.size + length // 2 if where == "payload" else 5)  # payload byte or the length field
+    raw[pos] ^= 0x40
+    seg.write_bytes(bytes(raw))
+    corrupt: list[int] = []
+    sp2 = Spool(tmp_path, on_corrupt=corrupt.append)
+    assert corrupt == [1]
+    assert data_of(sp2.take(1000)) == [chunk(i).data for i in (0, 1, 3, 4, 5)]
+    await sp2.close()
+
+
+async def test_garbage_segment_and_damaged_cursor_do_not_stop_the_open(tmp_path: Path) -> None:
+    sp = Spool(tmp_path)
+    await sp.put([chunk(1)])
+    sp.ack(sp.take(100))
+    await sp.put([chunk(2)])
+    await sp.close()
+    (tmp_path / "ack").write_bytes(b"garbage")
+    (tmp_path / f"{10**6:020d}.seg").write_bytes(b"\x00" * 100)
+    corrupt: list[int] = []
+    sp2 = Spool(tmp_path, on_corrupt=corrupt.append)
+    assert corrupt == [1]
+    # with the cursor lost, everything still on disk is replayed (receivers ignore duplicates)
+    assert chunk(2).data in data_of(sp2.take(1000))
+    await sp2.close()
+
+
+def test_unwritable_directory_raises_spool_error_with_fix(tmp_path: Path) -> None:
+    blocker = tmp_path / "file"
+    blocker.write_text("x")
+    with pytest.raises(SpoolError) as ei:
+        Spool(blocker / "spool")
+    assert "--spool-dir" in str(ei.value)
+
+
+async def test_concurrent_appends_share_fsyncs_and_keep_all_records(tmp_path: Path) -> None:
+    sp = Spool(tmp_path)
+    await asyncio.gather(*(sp.put([chunk(i)]) for i in range(50)))
+    assert sorted(data_of(sp.take(10**6))) == sorted(chunk(i).data for i in range(50))
+    await sp.close()
+
+
+async def test_remote_write_with_spool_survives_outage_and_restart(tmp_path: Path) -> None:
+    m = SelfMetrics()
+    rec = Receiver(script=[(503, {"Retry-After": "0"}, "down")] * 10**6)
+    async with running_receiver(rec):
+        s = WriterSettings(url=rec.url, name="w", batch=50, flush_deadline=0.0, min_backoff=0.01)
+        rw = RemoteWrite([s], metrics=m, spool_dir=tmp_path, clock=FakeClock())
+        await rw.start()
+        for ts in range(1, 21):
+            await rw.append([Chunk(chunk_bytes("m", [(1.0, ts)], t="a"), 1)])
+        await asyncio.sleep(0.05)
+        await rw.close(0.05)
+        assert rw.stats()[0].pending_samples == 20
+        rec.script.clear()  # the backend recovers; a new process opens the same spool
+        m2 = SelfMetrics()
+        rw2 = RemoteWrite([s], metrics=m2, spool_dir=tmp_path)
+        await rw2.start()
+        await rw2.append([Chunk(chunk_bytes("m", [(1.0, 21)], t="a"), 1)])
+        await rw2.close(5.0)
+    assert [ts for _, _, ts in rec.samples()] == list(range(1, 22))
+    assert rw2.stats()[0].pending_samples == 0
+    assert m2.registry.get_sample_value("kubescrape_samples_sent_total", {"writer": "w"}) == 21
+    assert segments(tmp_path / "w") == []
