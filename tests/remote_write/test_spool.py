@@ -2,13 +2,14 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections.abc import Sequence
 from pathlib import Path
 
 import pytest
 
 from kubescrape.errors import SpoolError
 from kubescrape.remote_write import Chunk
-from kubescrape.remote_write.queue import RemoteWrite, WriterSettings
+from kubescrape.remote_write.queue import Record, RemoteWrite, WriterSettings
 from kubescrape.remote_write.spool import HEADER, Spool, frame_chunks, scan_segment, unframe_chunks
 from kubescrape.selfmon import SelfMetrics
 from kubescrape.testing import FakeClock
@@ -23,8 +24,8 @@ def segments(d: Path) -> list[Path]:
     return sorted(d.glob("*.seg"))
 
 
-def data_of(records: list[object]) -> list[bytes]:
-    return [r.chunks[0].data for r in records]  # type: ignore[attr-defined]
+def data_of(records: Sequence[Record]) -> list[bytes]:
+    return [r.chunks[0].data for r in records]
 
 
 def test_frame_roundtrip() -> None:
