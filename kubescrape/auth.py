@@ -181,8 +181,17 @@ def _iso(epoch: float) -> str:
     return dt.datetime.fromtimestamp(epoch, dt.UTC).isoformat(timespec="seconds")
 
 
+_TLS_VERSIONS = {
+    "1.0": ssl.TLSVersion.TLSv1,
+    "1.1": ssl.TLSVersion.TLSv1_1,
+    "1.2": ssl.TLSVersion.TLSv1_2,
+    "1.3": ssl.TLSVersion.TLSv1_3,
+}
+
+
 class TLSOptions(Protocol):
-    """The TLS settings of a target (``kubescrape.scrape.targets.TLSSettings`` has this shape)."""
+    """The TLS settings of a target (``kubescrape.scrape.targets.TLSSettings`` has this shape; its optional
+    ``min_version`` ("1.2") and ``key_password`` are used when present)."""
 
     @property
     def use_tls(self) -> bool: ...
@@ -198,31 +207,19 @@ class TLSOptions(Protocol):
     def insecure_skip_verify(self) -> bool: ...
 
 
-def tls_configured(tls: TLSOptions) -> bool:
-    """True if any TLS option is set.
-
-    Categraf ignores ``tls_*``/``insecure_skip_verify`` unless ``use_tls = true``; we honour them whenever
-    they are given, because silently verifying against the system store after the user asked for a CA (or
-    for no verification) only produces a confusing "unknown authority" failure.
-    """
-    return bool(
-        tls.use_tls or tls.ca_file or tls.cert_file or tls.key_file or tls.server_name
-        or tls.insecure_skip_verify
-    )
-
-
 def client_ssl_context(tls: TLSOptions) -> ssl.SSLContext | None:
-    """The client SSL context for a target, or None when no TLS option is set (https then verifies
-    against the system trust store, as Go's default transport does).
+    """The client SSL context for a target, or None without ``use_tls`` (as in Categraf, the ``tls_*``
+    options then do not apply, and https verifies against the system trust store like Go's default).
 
     Verification is on unless ``insecure_skip_verify``; ``tls_ca`` replaces the system store; ``tls_cert``
     + ``tls_key`` present a client certificate. ``tls_server_name`` is not part of the context: pass it
     as ``server_hostname`` to the request. Raises :class:`TLSConfigError` naming the file and the fix.
     """
-    if not tls_configured(tls):
+    if not tls.use_tls:
         return None
     ctx = ssl.create_default_context(ssl.Purpose.SERVER_AUTH)
-    ctx.minimum_version = ssl.TLSVersion.TLSv1_2
+    min_version = getattr(tls, "min_version", None) or "1.2"
+    ctx.minimum_version = _TLS_VERSIONS.get(min_version, ssl.TLSVersion.TLSv1_2)
     if tls.ca_file:
         _load_ca(ctx, tls.ca_file)
     if tls.insecure_skip_verify:
@@ -235,7 +232,7 @@ def client_ssl_context(tls: TLSOptions) -> ssl.SSLContext | None:
                 f"a client certificate needs both tls_cert and tls_key; {missing} is not set",
                 f"set {missing} to the client {'key' if missing == 'tls_key' else 'certificate'} PEM file",
             )
-        _load_client_cert(ctx, tls.cert_file, tls.key_file)
+        _load_client_cert(ctx, tls.cert_file, tls.key_file, getattr(tls, "key_password", None))
     return ctx
 
 
@@ -262,13 +259,13 @@ def _load_ca(ctx: ssl.SSLContext, ca_file: str) -> None:
                              "tls_ca must be a valid PEM certificate bundle") from e
 
 
-def _load_client_cert(ctx: ssl.SSLContext, cert_file: str, key_file: str) -> None:
+def _load_client_cert(ctx: ssl.SSLContext, cert_file: str, key_file: str, password: str | None) -> None:
     for option, name in (("tls_cert", cert_file), ("tls_key", key_file)):
         if not Path(name).is_file():
             raise TLSConfigError(f"{option} file {name} does not exist",
                                  f"point {option} at the PEM file of the client {option[4:]}")
     try:
-        ctx.load_cert_chain(cert_file, key_file)
+        ctx.load_cert_chain(cert_file, key_file, password=password or None)
     except ssl.SSLError as e:
         raise TLSConfigError(
             f"client certificate {cert_file} and key {key_file} do not load: {e.reason or e}",

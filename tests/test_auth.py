@@ -171,8 +171,22 @@ class TLS:
     insecure_skip_verify: bool = False
 
 
+@dataclass(frozen=True)
+class TLSV(TLS):
+    min_version: str | None = None
+
+
 def test_no_tls_options_gives_none() -> None:
     assert client_ssl_context(TLS()) is None
+
+
+def test_tls_options_without_use_tls_do_not_apply_as_in_categraf() -> None:
+    assert client_ssl_context(TLS(insecure_skip_verify=True, ca_file="/nonexistent")) is None
+
+
+def test_min_version() -> None:
+    ctx = client_ssl_context(TLSV(use_tls=True, min_version="1.3"))
+    assert ctx is not None and ctx.minimum_version == ssl.TLSVersion.TLSv1_3
 
 
 def test_use_tls_verifies_by_default() -> None:
