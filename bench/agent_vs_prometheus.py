@@ -510,7 +510,12 @@ class Processes:
     def start(self, args: Sequence[str], log: Path, cwd: Path | None = None) -> subprocess.Popen[bytes]:
         with log.open("ab") as out:
             p = subprocess.Popen(
-                list(args), stdout=out, stderr=subprocess.STDOUT, cwd=cwd, start_new_session=True
+                list(args),
+                stdout=out,
+                stderr=subprocess.STDOUT,
+                cwd=cwd,
+                start_new_session=True,
+                env=child_env(),
             )
         self.procs.append(p)
         return p
@@ -566,6 +571,13 @@ def http_get(url: str, timeout: float = 10.0) -> str:
 
 def kubescrape_cmd(*args: str) -> list[str]:
     return [sys.executable, "-m", "kubescrape", *args]
+
+
+def child_env() -> dict[str, str]:
+    """The environment for child processes: this checkout's ``kubescrape`` first, even if not installed."""
+    env = dict(os.environ)
+    env["PYTHONPATH"] = os.pathsep.join(p for p in (str(ROOT), env.get("PYTHONPATH", "")) if p)
+    return env
 
 
 def node_addresses(nodes: int) -> list[str]:
@@ -854,8 +866,8 @@ def profile_summary(collapsed: str, top: int = 20) -> str:
 
 
 @contextlib.contextmanager
-def emulator(procs: Processes, workdir: Path, nodes: int, pods: int) -> Iterator[tuple[str, list[ScrapeJob]]]:
-    """Start ``kubescrape emulate``; yield its Categraf ``prometheus.toml`` and the scrape jobs in it."""
+def emulator(procs: Processes, workdir: Path, nodes: int, pods: int) -> Iterator[tuple[str, int]]:
+    """Start ``kubescrape emulate``; yield its Categraf ``prometheus.toml`` and its secure port."""
     state = workdir / "emulator"
     hosts = node_addresses(nodes)
     port = free_port_on_all(hosts)
@@ -898,23 +910,25 @@ def emulator(procs: Processes, workdir: Path, nodes: int, pods: int) -> Iterator
             text=True,
             timeout=60,
             check=True,
+            env=child_env(),
         ).stdout
-        categraf_toml = _keep_live_instances(printed, port)
-        yield categraf_toml, jobs_from_categraf(categraf_toml)
+        yield printed, port
     finally:
         Processes.stop(proc)
 
 
-def _keep_live_instances(toml_text: str, port: int) -> str:
-    """Only the [[instances]] whose URLs are on the secure port (healthz and kube-proxy ports are off)."""
-    doc = tomllib.loads(toml_text)
-    kept = [
-        i
-        for i in doc.get("instances", [])
-        if all(urllib.parse.urlsplit(u).port == port for u in i.get("urls", []))
-    ]
-    if len(kept) == len(doc.get("instances", [])):
-        return toml_text
+def bench_instances_toml(printed: str, port: int, interval: float) -> str:
+    """The emulator's Categraf ``prometheus.toml``, made equivalent to the Prometheus agent's scrape config.
+
+    Keeps only the [[instances]] on the secure port (healthz and kube-proxy are off in the bench), sets
+    ``url_label_value = "{{.Host}}"`` so ``instance`` is ``host:port`` as in Prometheus (Categraf's default is
+    the whole URL), and ``timeout`` to the interval, which is the Prometheus agent's ``scrape_timeout``.
+    """
+    doc = tomllib.loads(printed)
+    kept: list[dict[str, Any]] = []
+    for inst in doc.get("instances", []):
+        if all(urllib.parse.urlsplit(u).port == port for u in inst.get("urls", [])):
+            kept.append({**inst, "url_label_value": "{{.Host}}", "timeout": f"{interval:g}s"})
     return _dump_instances(kept)
 
 
@@ -951,7 +965,9 @@ def run_scenario(
     receiver = Prometheus(workdir / "receiver")
     results: dict[str, AgentResult] = {}
     try:
-        with emulator(procs, workdir, sc.nodes, sc.pods) as (categraf_toml, jobs):
+        with emulator(procs, workdir, sc.nodes, sc.pods) as (printed, port):
+            categraf_toml = bench_instances_toml(printed, port, sc.interval)
+            jobs = jobs_from_categraf(categraf_toml)
             receiver.start()
             run = Run(sc, workdir, receiver, jobs, categraf_toml, profile_dir, spool)
             for agent in agents:

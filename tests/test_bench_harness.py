@@ -1,0 +1,293 @@
+"""The pure parts of bench/agent_vs_prometheus.py and bench/procstat.py (nothing here is timed)."""
+
+from __future__ import annotations
+
+import math
+import os
+import time
+import tomllib
+
+import pytest
+import yaml
+
+from bench.agent_vs_prometheus import (
+    QUICK,
+    AgentResult,
+    Scenario,
+    bench_instances_toml,
+    bucket_delta,
+    compare_series_sets,
+    histogram_buckets,
+    histogram_quantile,
+    jobs_from_categraf,
+    kubescrape_config_toml,
+    metric_sum,
+    parse_exposition,
+    percentile,
+    profile_summary,
+    prometheus_agent_yaml,
+    ratio,
+    render_diff,
+    render_table,
+)
+from bench.procstat import (
+    RssSampler,
+    RssSummary,
+    cpu_seconds,
+    cpu_times,
+    parse_stat,
+    parse_status_kib,
+    peak_rss_bytes,
+    rss_bytes,
+    summarize_rss,
+)
+
+# --- /proc parsing ---------------------------------------------------------------------------------------
+
+
+def test_parse_stat_counts_fields_after_the_last_parenthesis() -> None:
+    # comm may hold spaces and parentheses: "(a) (b c)" must not shift the fields
+    fields = ["S"] + [str(n) for n in range(4, 53)]  # field 3 = state, then fields 4..52 hold their number
+    text = "1234 (a) (b c) " + " ".join(fields)
+    times = parse_stat(text, ticks=100)
+    assert times == (0.14, 0.15, 0.16, 0.17)
+    assert times.total == pytest.approx(0.62)
+
+
+def test_parse_status_fields_in_bytes() -> None:
+    text = "Name:\tpython3\nVmHWM:\t  2048 kB\nVmRSS:\t  1024 kB\nThreads:\t1\n"
+    assert parse_status_kib(text, "VmRSS") == 1024 * 1024
+    assert parse_status_kib(text, "VmHWM") == 2048 * 1024
+    with pytest.raises(KeyError):
+        parse_status_kib(text, "VmSwap")
+
+
+def test_this_process_cpu_and_memory_from_proc() -> None:
+    pid = os.getpid()
+    before = cpu_times(pid)
+    sum(i * i for i in range(200_000))  # some CPU work so user time can move
+    after = cpu_seconds(pid)
+    assert after >= before.total > 0
+    rss = rss_bytes(pid)
+    assert 1 << 20 < rss <= peak_rss_bytes(pid)
+
+
+def test_summarize_rss_peak_and_median_of_second_half() -> None:
+    # start-up growth in the first half does not count towards steady; the spike counts towards peak
+    s = summarize_rss([10, 50, 20, 30, 100, 30, 32, 31])
+    assert s == RssSummary(peak=100, steady=31, samples=8)
+    with pytest.raises(ValueError):
+        summarize_rss([])
+
+
+def test_rss_sampler_windows_on_this_process() -> None:
+    sampler = RssSampler(os.getpid(), period=0.01).start()
+    try:
+        deadline = time.monotonic() + 5
+        while not (_has_samples(sampler) and sampler.overall().samples >= 3):
+            assert time.monotonic() < deadline, "no RSS samples within 5 s"
+            time.sleep(0.01)
+        sampler.mark()
+        deadline = time.monotonic() + 5
+        while not _has_window(sampler):
+            assert time.monotonic() < deadline, "no RSS samples after mark within 5 s"
+            time.sleep(0.01)
+        window, overall = sampler.window(), sampler.overall()
+        assert 0 < window.samples < overall.samples
+        assert window.steady > 0 and overall.peak >= window.peak
+    finally:
+        sampler.stop()
+
+
+def _has_samples(sampler: RssSampler) -> bool:
+    try:
+        sampler.overall()
+    except ValueError:
+        return False
+    return True
+
+
+def _has_window(sampler: RssSampler) -> bool:
+    try:
+        sampler.window()
+    except ValueError:
+        return False
+    return True
+
+
+# --- percentiles and histograms ----------------------------------------------------------------------------
+
+
+def test_percentile_interpolates_between_ranks() -> None:
+    assert percentile([4.0, 1.0, 3.0, 2.0], 0.5) == 2.5
+    assert percentile([1.0, 2.0, 3.0], 0.0) == 1.0
+    assert percentile([1.0, 2.0, 3.0], 1.0) == 3.0
+    assert math.isnan(percentile([], 0.5))
+
+
+def test_histogram_quantile_matches_prometheus_semantics() -> None:
+    inf = float("inf")
+    buckets = {0.1: 10.0, 0.5: 20.0, inf: 20.0}
+    assert histogram_quantile(0.5, buckets) == pytest.approx(0.1)  # rank 10 ends the first bucket
+    assert histogram_quantile(0.75, buckets) == pytest.approx(0.3)  # rank 15: halfway through (0.1, 0.5]
+    # a quantile in the +Inf bucket is the last finite upper bound
+    assert histogram_quantile(0.99, {0.1: 10.0, inf: 20.0}) == pytest.approx(0.1)
+    assert math.isnan(histogram_quantile(0.5, {0.1: 0.0, inf: 0.0}))
+
+
+EXPOSITION = """\
+# TYPE kubescrape_scrape_duration_seconds histogram
+kubescrape_scrape_duration_seconds_bucket{target="a",le="0.01"} 3
+kubescrape_scrape_duration_seconds_bucket{target="a",le="0.1"} 5
+kubescrape_scrape_duration_seconds_bucket{target="a",le="+Inf"} 6
+kubescrape_scrape_duration_seconds_sum{target="a"} 0.5
+kubescrape_scrape_duration_seconds_count{target="a"} 6
+kubescrape_scrape_duration_seconds_bucket{target="b",le="0.01"} 1
+kubescrape_scrape_duration_seconds_bucket{target="b",le="0.1"} 1
+kubescrape_scrape_duration_seconds_bucket{target="b",le="+Inf"} 2
+kubescrape_scrape_duration_seconds_sum{target="b"} 1.0
+kubescrape_scrape_duration_seconds_count{target="b"} 2
+# TYPE kubescrape_scrapes_total counter
+kubescrape_scrapes_total{target="a",result="ok"} 6
+kubescrape_scrapes_total{target="b",result="error"} 2
+"""
+
+
+def test_self_metrics_sums_and_histogram_buckets() -> None:
+    samples = parse_exposition(EXPOSITION)
+    assert metric_sum(samples, "kubescrape_scrapes_total") == 8
+    assert metric_sum(samples, "kubescrape_scrapes_total", {"result": "ok"}) == 6
+    assert metric_sum(samples, "absent_total") == 0
+    buckets = histogram_buckets(samples, "kubescrape_scrape_duration_seconds")
+    assert buckets == {0.01: 4.0, 0.1: 6.0, float("inf"): 8.0}
+    assert bucket_delta(buckets, {0.01: 1.0, 0.1: 1.0, float("inf"): 1.0}) == {
+        0.01: 3.0,
+        0.1: 5.0,
+        float("inf"): 7.0,
+    }
+
+
+# --- series-set comparison ---------------------------------------------------------------------------------
+
+
+def _s(name: str, **labels: str) -> dict[str, str]:
+    return {"__name__": name, **labels}
+
+
+def test_series_sets_equal_apart_from_agent_labels() -> None:
+    prom = [_s("m", job="kubelet", instance="n1:10250", bench_agent="prometheus")]
+    ks = [_s("m", job="kubelet", instance="n1:10250", bench_agent="kubescrape", agent_hostname="bench")]
+    diff = compare_series_sets("prometheus", prom, "kubescrape", ks)
+    assert diff.same
+    assert diff.labels_only_a == [] and diff.labels_only_b == []
+    assert "SAME series set" in render_diff(diff)
+
+
+def test_one_sided_labels_are_dropped_and_listed_names_apart() -> None:
+    prom = [_s("m", pod="p1"), _s("m", pod="p2"), _s("up", pod="")]
+    ks = [_s("m", pod="p1", extra="x"), _s("m", pod="p2", extra="x")]
+    diff = compare_series_sets("prometheus", prom, "kubescrape", ks)
+    assert diff.labels_only_b == ["extra"]
+    assert diff.names_only_a == ["up"] and diff.names_only_b == []
+    assert diff.only_a == [] and diff.only_b == []
+    assert not diff.same
+    text = render_diff(diff)
+    assert "up*" in text and "only whole metric names differ" in text
+
+
+def test_series_differences_and_collapsed_series_show() -> None:
+    prom = [_s("m", pod="p1", node="n1"), _s("m", pod="p1", node="n2"), _s("m", pod="p3", node="n1")]
+    # `node` only on one side: dropped, so prometheus' two p1 series collapse into one key counted twice
+    ks = [_s("m", pod="p1"), _s("m", pod="p4")]
+    diff = compare_series_sets("prometheus", prom, "kubescrape", ks)
+    assert diff.labels_only_a == ["node"]
+    assert diff.only_a == [(("__name__", "m"), ("pod", "p1")), (("__name__", "m"), ("pod", "p3"))]
+    assert diff.only_b == [(("__name__", "m"), ("pod", "p4"))]
+    text = render_diff(diff)
+    assert 'only kubescrape: `m{pod="p4"}`' in text
+    assert "DIFFERENT series sets" in text
+
+
+# --- configuration translation -----------------------------------------------------------------------------
+
+PRINTED = """\
+[[instances]]
+urls = ["http://127.0.1.1:10249/metrics"]
+labels = { job="kube-proxy" }
+
+[[instances]]
+urls = ["https://127.0.1.1:12345/metrics", "https://127.0.1.2:12345/metrics"]
+bearer_token_file = "/s/tokens/flashcat/categraf-daemonset"
+use_tls = true
+tls_ca = "/s/ca.crt"
+labels = { job="kubelet" }
+"""
+
+
+def test_categraf_toml_becomes_equivalent_prometheus_agent_config() -> None:
+    toml = bench_instances_toml(PRINTED, 12345, 2.0)
+    instances = tomllib.loads(toml)["instances"]
+    assert len(instances) == 1  # kube-proxy (port 10249, off in the bench) is dropped
+    assert instances[0]["url_label_value"] == "{{.Host}}" and instances[0]["timeout"] == "2s"
+    jobs = jobs_from_categraf(toml)
+    assert [(j.job, j.scheme, j.metrics_path, j.addresses) for j in jobs] == [
+        ("kubelet", "https", "/metrics", ("127.0.1.1:12345", "127.0.1.2:12345"))
+    ]
+    cfg = yaml.safe_load(prometheus_agent_yaml(jobs, 2.0, "http://127.0.0.1:9/api/v1/write"))
+    assert cfg["global"]["external_labels"] == {"bench_agent": "prometheus"}
+    assert cfg["global"]["scrape_interval"] == cfg["global"]["scrape_timeout"] == "2s"
+    (sc,) = cfg["scrape_configs"]
+    assert sc["authorization"] == {"credentials_file": "/s/tokens/flashcat/categraf-daemonset"}
+    assert sc["tls_config"] == {"insecure_skip_verify": False, "ca_file": "/s/ca.crt"}
+    assert sc["static_configs"][0]["labels"] == {"job": "kubelet"}
+    assert cfg["remote_write"] == [{"url": "http://127.0.0.1:9/api/v1/write"}]
+    ks = tomllib.loads(kubescrape_config_toml(2.0, "http://127.0.0.1:9/api/v1/write"))
+    assert ks["global"]["labels"] == {"bench_agent": "kubescrape"}
+    assert ks["writers"] == [{"url": "http://127.0.0.1:9/api/v1/write"}]
+
+
+# --- tables --------------------------------------------------------------------------------------------
+
+
+def _result(agent: str, cpu: float, rss_mib: int, scraped: float) -> AgentResult:
+    rss = RssSummary(peak=rss_mib << 20, steady=rss_mib << 20, samples=10)
+    return AgentResult(
+        agent=agent,
+        window=10.0,
+        cpu_seconds=cpu,
+        rss=rss,
+        rss_overall=rss,
+        samples_scraped=scraped,
+        samples_received=scraped,
+        scrapes=10,
+        failed_scrapes=0,
+        scrape_p50=0.01,
+        scrape_p90=0.02,
+        scrape_p99=0.04,
+    )
+
+
+def test_table_has_both_agents_and_the_ratio() -> None:
+    sc = Scenario("t", nodes=1, pods=10, interval=2.0, warmup=1.0, window=10.0)
+    text = render_table(
+        sc,
+        {
+            "prometheus": _result("prometheus", 1.0, 40, 1e5),
+            "kubescrape": _result("kubescrape", 0.2, 20, 1e5),
+        },
+    )
+    lines = {line.split("|")[1].strip(): line for line in text.splitlines() if line.startswith("| ")}
+    assert "kubescrape / Prometheus" in lines["figure"]
+    assert lines["CPU µs per sample scraped"].split("|")[2:5] == [" 10.00 ", " 2.00 ", " 0.20 "]
+    assert lines["RSS steady (MiB, median 2nd half)"].split("|")[2:5] == [" 40.0 ", " 20.0 ", " 0.50 "]
+    assert ratio(1.0, 0.0) == "n/a" and ratio(float("nan"), 1.0) == "n/a"
+    only = render_table(QUICK, {"prometheus": _result("prometheus", 1.0, 40, 0.0)})
+    assert "kubescrape / Prometheus" not in only and "| CPU µs per sample scraped | n/a |" in only
+
+
+def test_profile_summary_self_and_inclusive_shares() -> None:
+    collapsed = "main;loop;parse 60\nmain;loop;encode 30\nmain;loop 10\n"
+    text = profile_summary(collapsed)
+    assert text.startswith("100 samples")
+    assert "| 60.0 | 60.0 | `parse` |" in text
+    assert "| 10.0 | 100.0 | `loop` |" in text
