@@ -666,7 +666,7 @@ class _Doctor:
             return body, content_type, elapsed
         if status == 400 and GO_HTTP_ON_HTTPS in text:
             raise self.https_port()
-        detail = f"{status} {reason}: {text.strip()[:300]}"
+        detail = f"{status} {reason}: {' '.join(text.split())[:300]}"
         if status == 401:
             if self.token is None and not spec.cert_file:
                 raise self.fail(

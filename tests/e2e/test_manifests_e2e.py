@@ -130,28 +130,43 @@ async def test_without_the_generated_rbac_the_same_service_account_is_forbidden(
     assert status == 403
 
 
-async def test_generated_config_scrapes_the_emulator_through_doctor(tmp_path: Path) -> None:
-    """The generated Categraf config, with the in-pod paths pointed at the emulator's files, scrapes OK."""
+def generated_conf(emu: Emulator, conf: Path) -> Path:
+    """The generated Categraf config with the in-pod paths pointed at the emulator's files."""
+    (conf / "input.prometheus").mkdir(parents=True)
+    (conf / "config.toml").write_text(config_toml("http://127.0.0.1:1/write"))
+    toml = prometheus_toml()
+    # kube-proxy is not emulated here: keep the two kubelet instances.
+    toml = toml[toml.index("# The kubelet"):]
+    toml = (toml.replace(":10250", f":{emu.nodes[0].port}")
+            .replace(SA_TOKEN_FILE, str(emu.token_path(NAMESPACE, "kubescrape")))
+            .replace(SA_CA_FILE, str(emu.ca_path)))
+    (conf / "input.prometheus" / "prometheus.toml").write_text(toml)
+    return conf
+
+
+async def kubescrape(*args: str) -> tuple[int, str, str]:
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "kubescrape", *args,
+        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
+        env={**os.environ, "HOSTIP": "127.0.0.1", "HOSTNAME": "node-1"},
+        cwd=Path(__file__).resolve().parents[2],
+    )
+    out, err = await asyncio.wait_for(proc.communicate(), 30)
+    assert proc.returncode is not None
+    return proc.returncode, out.decode(), err.decode()
+
+
+async def test_generated_config_scrapes_the_emulator_with_doctor_and_the_agent(tmp_path: Path) -> None:
     async with Emulator(tmp_path / "state", port=0, healthz_port=None, proxy_port=None,
                         rbac_files=[rbac_file(tmp_path)], payload_factory=payloads) as emu:
-        conf = tmp_path / "conf"
-        (conf / "input.prometheus").mkdir(parents=True)
-        (conf / "config.toml").write_text(config_toml("http://127.0.0.1:1/write"))
-        toml = prometheus_toml()
-        # kube-proxy is not emulated here: keep the two kubelet instances.
-        toml = toml[toml.index("# The kubelet"):]
-        toml = (toml.replace(":10250", f":{emu.nodes[0].port}")
-                .replace(SA_TOKEN_FILE, str(emu.token_path(NAMESPACE, "kubescrape")))
-                .replace(SA_CA_FILE, str(emu.ca_path)))
-        (conf / "input.prometheus" / "prometheus.toml").write_text(toml)
-        proc = await asyncio.create_subprocess_exec(
-            sys.executable, "-m", "kubescrape", "doctor", "--config-dir", str(conf), "--json",
-            stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
-            env={**os.environ, "HOSTIP": "127.0.0.1", "HOSTNAME": "node-1"},
-            cwd=Path(__file__).resolve().parents[2],
+        conf = generated_conf(emu, tmp_path / "conf")
+        (code, out, err), (agent_code, agent_out, agent_err) = await asyncio.gather(
+            kubescrape("doctor", "--config-dir", str(conf), "--json"),
+            kubescrape("run", "--config-dir", str(conf), "--test", "--no-spool", "--listen", ""),
         )
-        out, err = await asyncio.wait_for(proc.communicate(), 30)
-    assert proc.returncode == 0, (out.decode(), err.decode())
+    assert agent_code == 0, (agent_out, agent_err)
+    assert "kubelet_running_pods" in agent_out and "container_cpu_usage_seconds_total" in agent_out
+    assert code == 0, (out, err)
     results = json.loads(out)
     assert sorted(r["url"] for r in results) == [
         f"https://127.0.0.1:{emu.nodes[0].port}/metrics",
