@@ -1,0 +1,269 @@
+"""The emulator's exposition engine: series templates rendered with one ``%`` format per call.
+
+A payload is built in two steps. When the set of pods changes (start-up, churn) a :class:`TextBuilder`
+renders every series' static text (name, labels, constant values) once and records, for each
+dynamic number, a triple ``(base, rate, slot)``. On every scrape, :class:`Timebase` computes a small
+table of time functions (a few hundred floats) and the payload is ``template % tuple(base + rate *
+table[slot] ...)``: one list comprehension and one C-level format call, no per-series Python logic.
+
+Every dynamic number is affine in one table entry, which keeps the guarantees simple:
+
+* counters use monotonic kernels ``F_k`` (derivative ``1 + a*sin`` with ``a < 1``), so with
+  ``rate >= 0`` they never decrease while the clock moves forward;
+* histogram buckets are ``rate * cdf(le) * F_k`` with a non-decreasing ``cdf``, so buckets stay
+  cumulative and monotonic (``%d`` truncation is monotonic too);
+* gauges are ``mean + amplitude * W_k`` with waves ``W_k`` in ``[-1, 1]``.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterable, Mapping
+from decimal import Decimal
+from typing import Final
+
+KERNELS: Final = 8
+"""Distinct counter kernels / gauge waves: enough that series do not move in lockstep."""
+PHASES: Final = 16
+"""Distinct cAdvisor housekeeping phases: containers are refreshed at different moments."""
+HOUSEKEEPING_S: Final = 10.0
+"""cAdvisor's per-container housekeeping interval under the kubelet."""
+
+# Layout of the per-call table.
+CONST: Final = 0  # always 1.0: ``base + rate * 1``
+NOW_MS: Final = 1  # scrape time, epoch milliseconds
+NOW_S: Final = 2  # scrape time, epoch seconds
+_NOW_F: Final = 3  # counter kernels at scrape time
+_NOW_W: Final = _NOW_F + KERNELS  # gauge waves at scrape time
+_PHASE0: Final = _NOW_W + KERNELS
+_PHASE_STRIDE: Final = 1 + 2 * KERNELS  # ts_ms, F_0..F_K-1, W_0..W_K-1
+TABLE_SIZE: Final = _PHASE0 + PHASES * _PHASE_STRIDE
+
+
+def counter_slot(kernel: int, phase: int | None = None) -> int:
+    """Table slot of counter kernel ``kernel`` evaluated at scrape time or at a housekeeping phase."""
+    if phase is None:
+        return _NOW_F + kernel % KERNELS
+    return _PHASE0 + (phase % PHASES) * _PHASE_STRIDE + 1 + kernel % KERNELS
+
+
+def wave_slot(kernel: int, phase: int | None = None) -> int:
+    """Table slot of gauge wave ``kernel`` evaluated at scrape time or at a housekeeping phase."""
+    if phase is None:
+        return _NOW_W + kernel % KERNELS
+    return _PHASE0 + (phase % PHASES) * _PHASE_STRIDE + 1 + KERNELS + kernel % KERNELS
+
+
+def ts_slot(phase: int) -> int:
+    """Table slot of the epoch-millisecond timestamp of housekeeping phase ``phase``."""
+    return _PHASE0 + (phase % PHASES) * _PHASE_STRIDE
+
+
+class Timebase:
+    """Time functions of one emulated node; ``t0`` is the origin of the kernels (node boot)."""
+
+    def __init__(self, t0: float, seed: int) -> None:
+        self.t0 = t0
+        # Deterministic per-node kernel shapes: amplitude < 1 keeps F_k strictly increasing.
+        self._amp = [0.25 + 0.5 * ((seed * 7919 + k * 104729) % 1000) / 1000.0 for k in range(KERNELS)]
+        self._omega = [
+            2.0 * math.pi / (90.0 + 1700.0 * ((seed * 31 + k * 7717) % 997) / 997.0) for k in range(KERNELS)
+        ]
+        self._phi = [2.0 * math.pi * ((seed * 13 + k * 3301) % 1009) / 1009.0 for k in range(KERNELS)]
+        self._cos_phi = [math.cos(p) for p in self._phi]
+        self._offsets = [
+            HOUSEKEEPING_S * (p + 0.37 * ((seed + p * 17) % 11) / 11.0) / PHASES for p in range(PHASES)
+        ]
+
+    def counter(self, kernel: int, t: float) -> float:
+        """``F_k(t - t0)``: increasing, ``F_k(t0) == 0``, average slope 1."""
+        k = kernel % KERNELS
+        x = t - self.t0
+        a, w, p = self._amp[k], self._omega[k], self._phi[k]
+        return x + a * (self._cos_phi[k] - math.cos(w * x + p)) / w
+
+    def wave(self, kernel: int, t: float) -> float:
+        """``W_k(t)`` in ``[-1, 1]``: a slow, irregular oscillation."""
+        k = kernel % KERNELS
+        x = (t - self.t0) * self._omega[k]
+        return 0.7 * math.sin(x + self._phi[k]) + 0.3 * math.sin(2.71 * x + 1.3 * self._phi[k])
+
+    def stats_time(self, phase: int, now: float) -> float:
+        """Last housekeeping time of ``phase`` at or before ``now`` (what cAdvisor would report)."""
+        off = self._offsets[phase % PHASES]
+        rel = now - self.t0 - off
+        return self.t0 + off + math.floor(rel / HOUSEKEEPING_S) * HOUSEKEEPING_S
+
+    def table(self, now: float) -> list[float]:
+        """Every time function at scrape time ``now``."""
+        tab = [0.0] * TABLE_SIZE
+        tab[CONST] = 1.0
+        now_ms = math.floor(now * 1000.0)
+        tab[NOW_MS] = float(now_ms)
+        tab[NOW_S] = now_ms / 1000.0
+        self._fill(tab, _NOW_F, now)
+        for p in range(PHASES):
+            st = self.stats_time(p, now)
+            base = _PHASE0 + p * _PHASE_STRIDE
+            tab[base] = float(math.floor(st * 1000.0))
+            self._fill(tab, base + 1, st)
+        return tab
+
+    def _fill(self, tab: list[float], at: int, t: float) -> None:
+        x = t - self.t0
+        for k in range(KERNELS):
+            a, w, p = self._amp[k], self._omega[k], self._phi[k]
+            tab[at + k] = x + a * (self._cos_phi[k] - math.cos(w * x + p)) / w
+            y = x * w
+            tab[at + KERNELS + k] = 0.7 * math.sin(y + p) + 0.3 * math.sin(2.71 * y + 1.3 * p)
+
+
+def go_float(value: float) -> str:
+    """Format like Go's ``strconv.FormatFloat(v, 'g', -1, 64)``, as the Prometheus Go client does."""
+    if math.isinf(value):
+        return "+Inf" if value > 0 else "-Inf"
+    if math.isnan(value):
+        return "NaN"
+    if value == 0:
+        return "0"
+    sign, digits, exp = Decimal(repr(float(value))).normalize().as_tuple()
+    assert isinstance(exp, int)
+    ds = "".join(map(str, digits))
+    point = len(ds) + exp  # position of the decimal point relative to the digits
+    x = point - 1
+    neg = "-" if sign else ""
+    # Shortest 'g' switches to an exponent below 1e-4 and from 1e6 on.
+    if x < -4 or x >= 6:
+        mant = ds[0] + ("." + ds[1:] if len(ds) > 1 else "")
+        return f"{neg}{mant}e{'-' if x < 0 else '+'}{abs(x):02d}"
+    if point <= 0:
+        return f"{neg}0.{'0' * -point}{ds}"
+    if point >= len(ds):
+        return f"{neg}{ds}{'0' * (point - len(ds))}"
+    return f"{neg}{ds[:point]}.{ds[point:]}"
+
+
+def escape_label(value: str) -> str:
+    """Escape a label value for the text exposition format."""
+    return value.replace("\\", "\\\\").replace("\n", "\\n").replace('"', '\\"')
+
+
+def labels_text(labels: Mapping[str, str]) -> str:
+    """``{a="1",b="2"}`` with names sorted, as the Go client renders them (``""`` when empty)."""
+    if not labels:
+        return ""
+    inner = ",".join(f'{k}="{escape_label(labels[k])}"' for k in sorted(labels))
+    return "{" + inner + "}"
+
+
+_Series = tuple[tuple[str, int], list[str], list[tuple[float, float, int]]]
+
+
+class TextBuilder:
+    """Accumulates one payload's template: static text plus affine slots for the dynamic numbers.
+
+    Families may be opened in any order; :meth:`build` emits them sorted by name, and the series of
+    each family sorted by their label text, like the Go client's registry.
+    """
+
+    def __init__(self) -> None:
+        self._families: dict[str, tuple[str, list[_Series]]] = {}
+
+    def family(self, name: str, mtype: str, help_text: str) -> None:
+        """Declare a metric family (idempotent)."""
+        if name not in self._families:
+            self._families[name] = (f"# HELP {name} {help_text}\n# TYPE {name} {mtype}\n", [])
+
+    def sample(
+        self,
+        family: str,
+        name: str,
+        labels: str,
+        value: tuple[float, float, int] | float,
+        *,
+        fmt: str = "%.12g",
+        ts: int | None = None,
+        key: tuple[str, int] | None = None,
+    ) -> None:
+        """Add one sample line.
+
+        ``value`` is either a constant (rendered now, Go-style) or ``(base, rate, slot)`` meaning
+        ``base + rate * table[slot]`` rendered with ``fmt`` at every call. ``ts`` is a table slot
+        holding an epoch-millisecond timestamp, or ``None`` for no timestamp. ``key`` orders the
+        sample within its family (default: its label text).
+        """
+        head = f"{name}{labels} ".replace("%", "%%")
+        parts: list[str] = [head]
+        slots: list[tuple[float, float, int]] = []
+        if isinstance(value, tuple) and value[1] == 0.0:
+            # Constant: bake it into the text once instead of formatting it on every call.
+            parts.append((fmt % value[0]).replace("%", "%%"))
+        elif isinstance(value, tuple):
+            parts.append(fmt)
+            slots.append(value)
+        else:
+            parts.append(go_float(float(value)).replace("%", "%%"))
+        if ts is not None:
+            parts.append(" %d")
+            slots.append((0.0, 1.0, ts))
+        parts.append("\n")
+        self._families[family][1].append((key or (labels, 0), parts, slots))
+
+    def histogram(
+        self,
+        family: str,
+        labels: Mapping[str, str],
+        buckets: Iterable[float],
+        cdf: Iterable[float],
+        count: tuple[float, float, int],
+        mean: float,
+    ) -> None:
+        """A cumulative histogram: ``count`` observations, ``cdf[i]`` of them at or below ``buckets[i]``."""
+        base, rate, slot = count
+        plain = labels_text(labels)
+        seq = 0
+        for le, frac in zip([*buckets, math.inf], [*cdf, 1.0], strict=True):
+            lab = labels_text({**labels, "le": go_float(le)})
+            self.sample(
+                family, f"{family}_bucket", lab, (base * frac, rate * frac, slot), fmt="%d", key=(plain, seq)
+            )
+            seq += 1
+        self.sample(family, f"{family}_sum", plain, (base * mean, rate * mean, slot), key=(plain, seq))
+        self.sample(family, f"{family}_count", plain, (base, rate, slot), fmt="%d", key=(plain, seq + 1))
+
+    def build(self) -> Template:
+        """Freeze into a :class:`Template`."""
+        text: list[str] = []
+        bases: list[float] = []
+        rates: list[float] = []
+        slots: list[int] = []
+        for name in sorted(self._families):
+            header, series = self._families[name]
+            text.append(header)
+            for _, parts, sl in sorted(series, key=lambda s: s[0]):
+                text.extend(parts)
+                for b, r, i in sl:
+                    bases.append(b)
+                    rates.append(r)
+                    slots.append(i)
+        return Template("".join(text).encode(), bases, rates, slots)
+
+
+class Template:
+    """A frozen payload: render it against a time table."""
+
+    __slots__ = ("_bases", "_rates", "_slots", "_template", "samples")
+
+    def __init__(self, template: bytes, bases: list[float], rates: list[float], slots: list[int]) -> None:
+        self._template = template
+        self._bases = bases
+        self._rates = rates
+        self._slots = slots
+        self.samples = template.count(b"\n") - 2 * template.count(b"# TYPE ")
+
+    def render(self, table: list[float]) -> bytes:
+        """The payload at the time described by ``table`` (from :meth:`Timebase.table`)."""
+        if not self._slots:
+            return self._template
+        values = [b + r * table[i] for b, r, i in zip(self._bases, self._rates, self._slots, strict=True)]
+        return self._template % tuple(values)
