@@ -121,8 +121,10 @@ async def ship(url: str, scrapes: int, spool_dir: Path | None, run: str) -> tupl
     """Append ``scrapes`` chunks, wait until Prometheus acknowledged all: (seconds, CPU seconds, samples)."""
     labels = label_set(run)
     chunks = [scrape_chunk(labels, int(time.time() * 1000) - (scrapes - i) * 1000) for i in range(scrapes)]
-    rw = RemoteWrite([WriterSettings(url=url, name="bench", batch=2000, max_shards=4, flush_deadline=0.05)],
-                     metrics=SelfMetrics(), spool_dir=spool_dir)
+    # queue_capacity: four full rounds, so the memory run measures delivery, not the default bound
+    ws = WriterSettings(url=url, name="bench", batch=2000, max_shards=4, flush_deadline=0.05,
+                        queue_capacity=4 * 4 * 2000)
+    rw = RemoteWrite([ws], metrics=SelfMetrics(), spool_dir=spool_dir)
     await rw.start()
     c0, t0 = cpu(), time.perf_counter()
     for c in chunks:

@@ -105,6 +105,11 @@ class Backlog(Protocol):
     def unread_samples(self) -> int: ...
 
     @property
+    def blocked(self) -> bool:
+        """An ``append`` is waiting for room: send now rather than wait for more data."""
+        ...
+
+    @property
     def pending_samples(self) -> int:
         """Samples not yet acknowledged (unread + in flight)."""
         ...
@@ -136,6 +141,11 @@ class MemoryBacklog:
         self._inflight_samples = 0
         self._bytes = 0
         self._seq = 0
+        self._waiting = 0
+
+    @property
+    def blocked(self) -> bool:
+        return self._waiting > 0
 
     async def put(self, chunks: Sequence[Chunk]) -> None:
         n = sum(c.samples for c in chunks)
@@ -144,7 +154,12 @@ class MemoryBacklog:
             remaining = deadline - self.clock.monotonic()
             if remaining > 0:
                 self._room.clear()
-                await wait_event(self._room, remaining, self.clock)
+                self._waiting += 1
+                self.data_ready.set()  # the dispatcher must not wait for a flush deadline now
+                try:
+                    await wait_event(self._room, remaining, self.clock)
+                finally:
+                    self._waiting -= 1
                 continue
             if not self._unread:
                 break  # only in-flight data is left: it frees itself, overshoot is bounded by one round
@@ -339,7 +354,7 @@ class WriterQueue:
                 continue
             target = s.batch * self.shards
             deadline = self.clock.monotonic() + s.flush_deadline
-            while not self._closing and self.backlog.unread_samples < target:
+            while not self._closing and self.backlog.unread_samples < target and not self.backlog.blocked:
                 remaining = deadline - self.clock.monotonic()
                 if remaining <= 0:
                     break
