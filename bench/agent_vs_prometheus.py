@@ -39,11 +39,11 @@ import yaml
 from prometheus_client.parser import text_string_to_metric_families
 
 ROOT = Path(__file__).resolve().parent.parent
-if str(ROOT) not in sys.path:  # run as a script: make `bench` and `tests` importable
+if str(ROOT) not in sys.path:  # run as a script: make `bench` and `kubescrape` importable
     sys.path.insert(0, str(ROOT))
 
 from bench.procstat import RssSampler, RssSummary, cpu_seconds  # noqa: E402
-from tests.e2e.prom import PROMETHEUS_BIN, Prometheus, free_port  # noqa: E402
+from kubescrape.prometheus import PROMETHEUS_BIN, Prometheus, free_port  # noqa: E402
 
 AGENT_LABEL = "bench_agent"
 # Labels one agent adds by design and the other does not: never part of the equivalence check.
@@ -60,6 +60,11 @@ PROMETHEUS_SYNTHETIC = frozenset(
 )
 PROMETHEUS = "prometheus"
 KUBESCRAPE = "kubescrape"
+# Each agent's own counter of samples sent to remote write.
+SENT_METRIC = {
+    PROMETHEUS: "prometheus_remote_storage_samples_total",
+    KUBESCRAPE: "kubescrape_samples_sent_total",
+}
 
 
 # ----------------------------------------------------------------------------------------------------------
@@ -366,6 +371,7 @@ class AgentResult:
     rss_overall: RssSummary
     samples_scraped: float
     samples_received: float
+    samples_sent: float
     scrapes: float
     failed_scrapes: float
     scrape_p50: float
@@ -397,11 +403,12 @@ def table_rows(r: AgentResult) -> list[tuple[str, float, str]]:
         ("CPU seconds (user+sys) in window", r.cpu_seconds, ".2f"),
         ("CPU % of one core", 100 * r.cpu_seconds / r.window if r.window else float("nan"), ".1f"),
         ("CPU µs per sample scraped", r.cpu_us_per_sample, ".2f"),
-        ("CPU µs per sample received", r.cpu_us_per_received, ".2f"),
+        ("CPU µs per sample stored", r.cpu_us_per_received, ".2f"),
         ("RSS peak (MiB, whole run)", r.rss_overall.peak / MIB, ".1f"),
         ("RSS steady (MiB, median 2nd half)", r.rss.steady / MIB, ".1f"),
         ("samples scraped in window", r.samples_scraped, ".0f"),
-        ("samples received by receiver", r.samples_received, ".0f"),
+        ("samples sent (agent's own count)", r.samples_sent, ".0f"),
+        ("samples stored by receiver", r.samples_received, ".0f"),
         ("samples scraped per second", r.samples_per_second, ".0f"),
         ("scrapes in window", r.scrapes, ".0f"),
         ("failed scrapes in window", r.failed_scrapes, ".0f"),
@@ -465,6 +472,14 @@ def _agent_title(agent: str) -> str:
     return "Prometheus agent" if agent == PROMETHEUS else "kubescrape"
 
 
+def load_average() -> str:
+    """The 1, 5 and 15 minute load averages (other work on the machine skews every figure)."""
+    try:
+        return " ".join(Path("/proc/loadavg").read_text().split()[:3])
+    except OSError:
+        return "unknown"
+
+
 def machine_header() -> str:
     """CPU model, cores, kernel, Python and Prometheus versions, kubescrape commit."""
     model = "unknown"
@@ -493,7 +508,7 @@ def machine_header() -> str:
     return (
         f"- CPU: {model}, {cores} cores ({usable} usable)\n"
         f"- kernel: {platform.release()}; Python {platform.python_version()}; {prom}\n"
-        f"- kubescrape commit: {commit}\n"
+        f"- kubescrape commit: {commit}; load average at start: {load_average()}\n"
     )
 
 
@@ -741,6 +756,7 @@ def measure(run: Run, procs: Processes, agent: str) -> AgentResult:
         if proc.poll() is not None:
             raise RuntimeError(f"{agent} exited with {proc.returncode} during the window: {_tail(log)}")
         received = wait_received(run.receiver, agent, t1 - t0, t1, settle=6 + sc.interval, timeout=90)
+        sent_metric = SENT_METRIC[agent]
         if agent == PROMETHEUS:
             scraped, scrapes, failed, durations = _prometheus_figures(run.receiver, t1 - t0, t1)
             p50, p90, p99 = (percentile(durations, q) for q in (0.5, 0.9, 0.99))
@@ -767,6 +783,7 @@ def measure(run: Run, procs: Processes, agent: str) -> AgentResult:
             rss_overall=sampler.overall(),
             samples_scraped=scraped,
             samples_received=received,
+            samples_sent=metric_sum(after, sent_metric) - metric_sum(before, sent_metric),
             scrapes=scrapes,
             failed_scrapes=failed,
             scrape_p50=p50,
@@ -1018,6 +1035,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         parser.error(f"unknown agent(s) {sorted(unknown)}: use {PROMETHEUS} and/or {KUBESCRAPE}")
 
     report = ["## kubescrape vs the Prometheus agent (kubelet job)", "", machine_header()]
+    print("\n".join(report), flush=True)
     base = Path(tempfile.mkdtemp(prefix="kubescrape-bench-"))
     try:
         for sc in scenarios:
@@ -1029,6 +1047,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                 part.append(render_diff(diff) + "\n")
             if ns.profile is not None and (prof := ns.profile / f"{sc.name}.txt").exists():
                 part.append(f"py-spy profile of kubescrape ({prof}):\n\n" + profile_summary(prof.read_text()))
+            part.append(f"Load average after the scenario: {load_average()}\n")
             text = "\n".join(part)
             print(text, flush=True)
             report.append(text)

@@ -259,6 +259,7 @@ def _result(agent: str, cpu: float, rss_mib: int, scraped: float) -> AgentResult
         rss_overall=rss,
         samples_scraped=scraped,
         samples_received=scraped,
+        samples_sent=scraped,
         scrapes=10,
         failed_scrapes=0,
         scrape_p50=0.01,
