@@ -233,7 +233,11 @@ def build_manifests(namespace: str, writer_url: str, image: str) -> list[tuple[s
          {"apiVersion": "v1", "kind": "Namespace", "metadata": _meta(namespace)}),
         ("The agent's identity; its token is mounted at " + SA_TOKEN_FILE + ".",
          {"apiVersion": "v1", "kind": "ServiceAccount", "metadata": _meta(NAME, namespace)}),
-        ("Read-only kubelet access: /metrics*, /stats/* and /pods map to get on these subresources.", role),
+        ("Read-only kubelet access: /metrics* → nodes/metrics, /stats/* → nodes/stats,\n"
+         "/pods → nodes/proxy (nodes/pods on kubelets with fine-grained authorization).\n"
+         "nodes/proxy is the broad one: the kubelet maps every path without a subresource of its own\n"
+         "to it, so bind this role to this ServiceAccount only.",
+         role),
         ("Grants the ClusterRole to the ServiceAccount on every node.", binding),
         ("Categraf config.toml: where to remote-write.",
          {"apiVersion": "v1", "kind": "ConfigMap", "metadata": _meta(f"{NAME}-config", namespace),

@@ -332,6 +332,12 @@ class _Doctor:
 
     def check_url(self) -> None:
         parts = urllib.parse.urlsplit(self.spec.url)
+        if parts.scheme in ("http", "https") and not parts.hostname:
+            raise self.fail(
+                "url", f"no host in {self.spec.url!r}", f"{self.spec.url!r} has no host",
+                "an environment variable in the URL is probably unset and expanded to nothing: set HOSTIP "
+                "(the generated DaemonSet sets it from status.hostIP) or write the node address",
+            )
         if parts.scheme not in ("http", "https") or not parts.hostname:
             raise self.fail(
                 "url", f"cannot use {self.spec.url!r}",

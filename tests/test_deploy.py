@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import tomllib
 from pathlib import Path
 from typing import Any
@@ -178,3 +179,17 @@ def test_generated_config_loads_with_load_categraf(tmp_path: Path, monkeypatch: 
             assert t.tls.ca_file is not None and str(t.tls.ca_file) == SA_CA_FILE
             assert t.tls.insecure_skip_verify is False
             assert t.bearer_token_file is not None and str(t.bearer_token_file) == SA_TOKEN_FILE
+
+
+def test_dockerfile_matches_the_daemonset() -> None:
+    """The image's user and ENTRYPOINT are what the DaemonSet's securityContext and mounts assume."""
+    from kubescrape.deploy import CONFIG_DIR, RUN_AS
+
+    root = Path(__file__).resolve().parent.parent
+    lines = [line.strip() for line in (root / "Dockerfile").read_text().splitlines()]
+    assert "FROM python:3.11-slim" in lines
+    assert f"USER {RUN_AS}:{RUN_AS}" in lines
+    (entry,) = [line for line in lines if line.startswith("ENTRYPOINT")]
+    assert json.loads(entry.removeprefix("ENTRYPOINT")) == ["kubescrape", "run", "--config-dir", CONFIG_DIR]
+    ignored = (root / ".dockerignore").read_text().splitlines()
+    assert "*" in ignored and "!kubescrape/" in ignored and "!pyproject.toml" in ignored

@@ -175,9 +175,12 @@ async def test_unresolvable_name() -> None:
     assert failed_step(d) == "resolve"
 
 
-async def test_bad_url_scheme() -> None:
+async def test_bad_url_scheme_and_an_unset_host_variable() -> None:
     d = await diagnose(TargetSpec(url="ftp://127.0.0.1/metrics"), timeout=1)
     assert failed_step(d) == "url"
+    d = await diagnose(TargetSpec(url="https://:10250/metrics"), timeout=1)
+    assert failed_step(d) == "url"
+    assert d.finding is not None and "HOSTIP" in d.finding.fix
 
 
 async def test_http_to_a_go_https_port_suggests_https() -> None:
