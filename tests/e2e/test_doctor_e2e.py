@@ -249,3 +249,30 @@ async def test_working_target_text_and_json(emulator: Emulator) -> None:
     code, out = await cli(url, "--ca", str(emulator.ca_path), "--token-file", token)
     assert code == 0
     assert "✓ tls" in out and f"{SERIES} series" in out and "1 of 1 target(s) OK" in out
+
+
+async def test_client_certificate_user_403_and_rbac_round_trip(tmp_path: Path) -> None:
+    """The seed's kube-controller-manager certificate: authenticated by x509, forbidden, then granted."""
+    state = tmp_path / "state"
+    async with start_emulator(state) as emu:
+        ca = CertificateAuthority.load(emu.ca_path, state / "pki" / "ca.key")
+        cert, key = tmp_path / "kcm.crt", tmp_path / "kcm.key"
+        ca.issue_client("system:kube-controller-manager").write(cert, key)
+        client = {"token_file": None, "cert_file": str(cert), "key_file": str(key)}
+        d = await diagnose(spec(emu, **client), timeout=3)
+        admin_cert, admin_key = emu.admin_cert_paths()
+        admin = await diagnose(
+            spec(emu, token_file=None, cert_file=str(admin_cert), key_file=str(admin_key)), timeout=3
+        )
+    assert admin.ok, admin.finding
+    cause, _ = failed(d, "http")
+    assert "system:kube-controller-manager" in cause
+    assert d.finding is not None and d.finding.yaml is not None
+    _, binding = yaml.safe_load_all(d.finding.yaml)
+    assert binding["subjects"] == [
+        {"kind": "User", "apiGroup": "rbac.authorization.k8s.io", "name": "system:kube-controller-manager"}
+    ]
+    rbac = tmp_path / "fix.yaml"
+    rbac.write_text(d.finding.yaml)
+    async with start_emulator(state, rbac_files=[rbac]) as emu:
+        assert (await diagnose(spec(emu, **client), timeout=3)).ok
