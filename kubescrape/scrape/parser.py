@@ -31,10 +31,16 @@ from kubescrape.errors import ParseError
 
 __all__ = [
     "METRIC_TYPES",
+    "Metadata",
     "Sample",
+    "escape_label_value",
+    "format_value",
+    "has_invalid_utf8",
     "parse",
     "parse_float",
+    "parse_line",
     "parse_metadata",
+    "parse_sample_line",
     "parse_series",
     "render",
 ]
@@ -179,7 +185,7 @@ def _series_problem(series: str) -> str:
     return "unexpected text after the metric name"
 
 
-def _sample_line(line: str) -> tuple[str, list[tuple[str, str]], float, int | None, int]:
+def parse_sample_line(line: str) -> tuple[str, list[tuple[str, str]], float, int | None, int]:
     """Parse one sample line: name, labels, value, timestamp and where the series text ends."""
     match = _SAMPLE_LINE.match(line)
     if match is None:
@@ -229,7 +235,7 @@ def _sample_problem(line: str) -> str:
     return f"invalid value {parts[0]!r}"
 
 
-class _Metadata:
+class Metadata:
     """HELP and TYPE lines seen so far in one exposition."""
 
     __slots__ = ("helps", "types")
@@ -280,32 +286,50 @@ def _is_help(line: str) -> bool:
     return match is not None and match.group(1) == "HELP"
 
 
-def _parse(text: str, metadata: _Metadata) -> list[Sample]:
+def parse_line(
+    line: str, metadata: Metadata, check_utf8: bool = False
+) -> tuple[str, list[tuple[str, str]], float, int | None, int] | None:
+    """Parse one line: ``None`` for a blank, comment or metadata line, else what
+    :func:`parse_sample_line` returns. ``check_utf8`` rejects lone surrogates (undecodable bytes) in
+    label values and help text. Raises :class:`ParseError` without line information.
+    """
+    first = line[:1]
+    if not first:
+        return None
+    if first == "#" or (first in " \t" and line.lstrip(" \t")[:1] in ("#", "")):
+        metadata.comment(line)
+        if check_utf8 and _utf8_problem(line) and _is_help(line):
+            raise ParseError("help text is not valid UTF-8")
+        return None
+    parsed = parse_sample_line(line)
+    if check_utf8 and _utf8_problem(line):
+        raise ParseError("label value is not valid UTF-8")
+    return parsed
+
+
+def has_invalid_utf8(text: str) -> bool:
+    """True when ``text`` was decoded with ``surrogateescape`` from bytes that are not UTF-8."""
+    return not text.isascii() and _utf8_problem(text)
+
+
+def _parse(text: str, metadata: Metadata) -> list[Sample]:
     samples: list[Sample] = []
     append = samples.append
-    check_utf8 = not text.isascii() and _utf8_problem(text)
+    check_utf8 = has_invalid_utf8(text)
     for line_no, line in enumerate(text.split("\n"), 1):
         try:
-            first = line[:1]
-            if not first:
-                continue
-            if first == "#" or (first in " \t" and line.lstrip(" \t")[:1] in ("#", "")):
-                metadata.comment(line)
-                if check_utf8 and _utf8_problem(line) and _is_help(line):
-                    raise ParseError("help text is not valid UTF-8")
-                continue
-            name, labels, value, timestamp, _ = _sample_line(line)
-            if check_utf8 and _utf8_problem(line):
-                raise ParseError("label value is not valid UTF-8")
-            append(Sample(name, tuple(labels), value, timestamp))
+            parsed = parse_line(line, metadata, check_utf8)
         except ParseError as exc:
             raise ParseError(exc.message, line_no=line_no, line=line) from None
+        if parsed is not None:
+            name, labels, value, timestamp, _ = parsed
+            append(Sample(name, tuple(labels), value, timestamp))
     return samples
 
 
 def parse(text: str) -> list[Sample]:
     """Parse and validate a whole exposition; raise :class:`ParseError` at the first bad line."""
-    return _parse(text, _Metadata())
+    return _parse(text, Metadata())
 
 
 def parse_metadata(text: str) -> dict[str, tuple[str, str]]:
@@ -313,7 +337,7 @@ def parse_metadata(text: str) -> dict[str, tuple[str, str]]:
 
     A name with HELP but no TYPE is ``untyped``; a name with TYPE but no HELP has help ``""``.
     """
-    metadata = _Metadata()
+    metadata = Metadata()
     _parse(text, metadata)
     names = list(metadata.types) + [name for name in metadata.helps if name not in metadata.types]
     return {name: (metadata.types.get(name, "untyped"), metadata.helps.get(name, "")) for name in names}

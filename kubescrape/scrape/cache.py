@@ -1,0 +1,361 @@
+"""The scrape cache: exposition text straight to remote-write bytes, one dict lookup per sample.
+
+Like Prometheus' scrape cache, it is keyed by the raw series text of a line (everything before the
+value). The first time a series is seen, the line is fully parsed, handed to the labeler (target labels
++ relabeling) and the final labels are encoded once into the bytes that precede the value of a
+remote-write ``timeseries`` field. From then on a sample costs a ``str.split`` of the value part, a
+``float()`` with cheap guards for what Go's ``ParseFloat`` rejects, and three byte strings appended to a
+list. Lines the fast path is not sure about (comments, leading blanks, unusual whitespace, non-ASCII)
+take the full validating parser, so the cache accepts exactly what :func:`~kubescrape.scrape.parser.parse`
+accepts.
+"""
+
+from __future__ import annotations
+
+import re
+import struct
+from collections.abc import Callable
+from typing import NamedTuple
+
+from kubescrape.errors import ParseError, ScrapeError
+from kubescrape.remote_write import Chunk
+from kubescrape.remote_write.encode import encode_labels, sample_head, varint
+from kubescrape.scrape.parser import Metadata, has_invalid_utf8, parse, parse_float, parse_line
+
+__all__ = ["DROPPED", "Labeler", "ScrapeResult", "SeriesCache"]
+
+Labeler = Callable[[str, list[tuple[str, str]]], list[tuple[str, str]] | None]
+"""Metric name + exposed labels -> final labels including ``__name__``, or ``None`` to drop the series."""
+
+DROPPED = b""
+"""Cache value of a series the labeler dropped."""
+
+# Cached series heads assume a 6-byte timestamp varint (2^35..2^42 ms: the years 1971-2109); any
+# other timestamp length is encoded in full.
+_TAIL_LEN = 7
+_INT64_MAX = (1 << 63) - 1
+# Whitespace that Python's str.split()/float() accept but Prometheus' lexer does not treat as blank.
+_ODD_WHITESPACE = re.compile(r"[\x0b\x0c\r\x1c-\x1f]")
+_pack_double = struct.Struct("<d").pack
+# Order entry of a series the fast path cannot predict: a newline never starts a line.
+_NEVER = "\n"
+_NO_ENTRY = (_NEVER, 1, DROPPED)
+# Tail marker of a sample the fast path hands to the full parser.
+_ODD = b"odd"
+
+
+class ScrapeResult(NamedTuple):
+    """What one scrape produced.
+
+    ``series_added`` counts series (after relabeling) not present in the previous scrape;
+    ``samples_duplicate`` counts later samples of a series already seen in the same scrape, which are
+    left out as Prometheus does (a remote-write backend would reject the whole request).
+    """
+
+    chunks: list[Chunk]
+    samples_scraped: int
+    samples_post_relabel: int
+    series_added: int
+    samples_duplicate: int = 0
+
+
+def _labels_of(head: bytes) -> bytes:
+    """The label bytes inside a cached head (see :func:`sample_head`)."""
+    start = 1
+    while head[start] & 0x80:
+        start += 1
+    return head[start + 1 : -3]
+
+
+class SeriesCache:
+    """Per-target cache from raw series text to pre-encoded, relabeled label bytes.
+
+    Two levels: the series of the previous scrape, in order, predict the series of each line (targets
+    expose their series in a stable order, so a ``str.startswith`` at the line's offset replaces
+    slicing and hashing a ~300-byte key); on a misprediction a dict keyed by the series text is used.
+    Every ``generation`` scrapes the dict is rebuilt from the series of that scrape, so entries of
+    series that went away (pod churn) are evicted and memory stays bounded.
+    """
+
+    def __init__(
+        self,
+        labeler: Labeler,
+        *,
+        honor_timestamps: bool = True,
+        batch: int = 2000,
+        generation: int = 4,
+    ) -> None:
+        if batch < 1:
+            raise ValueError("batch must be at least 1")
+        self._labeler = labeler
+        self._honor = honor_timestamps
+        self._batch = batch
+        self._generation = max(1, generation)
+        self._entries: dict[str, bytes] = {}
+        self._order: list[tuple[str, int, bytes]] = []
+        self._order_had_duplicates = False
+        # Value text -> packed double. Many series (limits, specs, idle counters) keep their value
+        # between scrapes; a dict hit is cheaper than float() + pack. Bounded to about one scrape.
+        self._values: dict[str, bytes] = {}
+        self._scrapes = 0
+        self._previous: set[bytes] = set()
+
+    def __len__(self) -> int:
+        return len(self._entries)
+
+    def invalidate(self) -> None:
+        """Forget every entry, e.g. after the relabel configuration or target labels changed."""
+        self._entries = {}
+        self._order = []
+        self._order_had_duplicates = False
+        self._values = {}
+        self._previous = set()
+
+    def process(self, body: bytes | str, scrape_ts_ms: int) -> ScrapeResult:
+        """Validate a whole exposition and encode its samples into chunks of ``batch`` samples.
+
+        Samples without a timestamp (or all samples when ``honor_timestamps`` is off) get
+        ``scrape_ts_ms``. A malformed line raises :class:`ParseError` with its line number and nothing
+        of the scrape is returned.
+        """
+        if isinstance(body, bytes):
+            try:
+                text = body.decode("utf-8")
+            except UnicodeDecodeError:
+                text = body.decode("utf-8", "surrogateescape")
+        else:
+            text = body
+        order: list[tuple[str, int, bytes]] = []
+        try:
+            pieces, scraped, predicted = self._encode(text, scrape_ts_ms, order)
+        except ParseError as exc:
+            if exc.line_no:
+                raise
+            # The fast loop does not count lines; the full parser finds the line and says what is wrong.
+            parse(text)
+            raise
+        self._scrapes += 1
+        if predicted and not self._order_had_duplicates:
+            # Same series in the same order as last time: nothing added, no duplicates.
+            added = duplicates = 0
+        else:
+            heads = pieces[0::3]
+            current = set(heads)
+            duplicates = 0
+            if len(current) != len(heads):
+                pieces, duplicates = _drop_duplicates(pieces)
+            added = len(current - self._previous)
+            self._previous = current
+            self._order_had_duplicates = duplicates > 0
+        self._order = order
+        if self._scrapes % self._generation == 0 and len(self._entries) > len(order):
+            self._entries = {key[:-1]: head for key, _, head in order if key != _NEVER}
+        kept = len(pieces) // 3
+        step = 3 * self._batch
+        chunks = [
+            Chunk(b"".join(pieces[start : start + step]), min(self._batch, kept - start // 3))
+            for start in range(0, len(pieces), step)
+        ]
+        return ScrapeResult(chunks, scraped, kept, added, duplicates)
+
+    def _encode(
+        self, text: str, scrape_ts_ms: int, order: list[tuple[str, int, bytes]]
+    ) -> tuple[list[bytes], int, bool]:
+        """The hot loop: three pieces (head, value, tail) per kept sample, the sample count, and
+        whether every series was predicted by the previous scrape's order.
+
+        ``order`` receives, per sample, ``(series text + " ", its length, head)``: the prediction for
+        the next scrape. The trailing blank makes ``startswith`` also check the separator.
+        """
+        entries_get = self._entries.get
+        values = self._values
+        if len(values) > len(self._order) + 1024:
+            values.clear()
+        values_get = values.get
+        predicted = self._order
+        honor = self._honor
+        pack = _pack_double
+        pieces: list[bytes] = []
+        add = pieces.append
+        remember = order.append
+        default_tail = b"\x10" + varint(scrape_ts_ms)
+        tails: dict[str, bytes] = {}
+        tails_get = tails.get
+        metadata = Metadata()
+        ascii_body = text.isascii()
+        # Python's float() strips \v, \f and \r where Prometheus' lexer keeps them in the value token,
+        # and a scrape time outside 1971-2109 does not fit the cached heads: both take the full parser.
+        fast = (
+            "\r" not in text
+            and "\x0b" not in text
+            and "\x0c" not in text
+            and len(default_tail) == _TAIL_LEN
+        )
+        check_utf8 = not ascii_body and has_invalid_utf8(text)
+        slow = self._slow_line
+        if not text.endswith("\n"):
+            text += "\n"
+        find = text.find
+        startswith = text.startswith
+        size = len(text)
+        pos = 0
+        index = 0
+        all_predicted = True
+
+        while pos < size:
+            end = find("\n", pos)
+            try:
+                entry = predicted[index]
+            except IndexError:
+                entry = _NO_ENTRY
+            if startswith(entry[0], pos):
+                rest = text[pos + entry[1] : end]
+            else:
+                line = text[pos:end]
+                if not line:
+                    pos = end + 1
+                    continue
+                if line[0] in "# \t" or not fast or not (ascii_body or line.isascii()):
+                    counted = slow(line, metadata, check_utf8, scrape_ts_ms, pieces, order)
+                    index += counted
+                    all_predicted = all_predicted and not counted
+                    pos = end + 1
+                    continue
+                all_predicted = False
+                brace = line.rfind("}")
+                key = line.partition(" ")[0] if brace < 0 else line[: brace + 1]
+                head = entries_get(key)
+                if head is None or line[len(key) : len(key) + 1] != " ":
+                    index += slow(line, metadata, check_utf8, scrape_ts_ms, pieces, order)
+                    pos = end + 1
+                    continue
+                entry = (key + " ", len(key) + 1, head)
+                rest = line[entry[1] :]
+            parts = rest.split(" ")
+            if len(parts) == 2:
+                value, stamp = parts
+                tail = tails_get(stamp) or _tail(stamp, tails)
+                if not honor:
+                    tail = default_tail
+            elif len(parts) == 1:
+                value = rest
+                tail = default_tail
+            else:
+                value = rest
+                tail = _ODD
+            packed = values_get(value)
+            if packed is None and tail is not _ODD:
+                # Python's float() also takes "1_0" and non-ASCII digits, which Go's ParseFloat rejects.
+                if "_" in value or not (ascii_body or value.isascii()):
+                    tail = _ODD
+                else:
+                    try:
+                        number = float(value)
+                    except ValueError:
+                        tail = _ODD
+                    else:
+                        if number - number:
+                            # NaN or ±Inf: check the spelling as Go's ParseFloat does (no +NaN, 1e400).
+                            number = _special(value)
+                        packed = values[value] = pack(number)
+            if tail is _ODD:
+                # Unusual but maybe valid (tabs, odd timestamp length): the full parser decides.
+                index += slow(text[pos:end], metadata, check_utf8, scrape_ts_ms, pieces, order)
+                pos = end + 1
+                all_predicted = False
+                continue
+            pos = end + 1
+            index += 1
+            remember(entry)
+            if entry[2]:
+                add(entry[2])
+                add(packed)  # type: ignore[arg-type]
+                add(tail)
+        return pieces, index, all_predicted and index == len(predicted)
+
+    def _slow_line(
+        self,
+        line: str,
+        metadata: Metadata,
+        check_utf8: bool,
+        scrape_ts_ms: int,
+        pieces: list[bytes],
+        order: list[tuple[str, int, bytes]],
+    ) -> int:
+        """Fully parse one line, fill the cache on a miss and append its pieces; return 1 per sample."""
+        parsed = parse_line(line, metadata, check_utf8)
+        if parsed is None:
+            return 0
+        name, labels, value, timestamp, series_end = parsed
+        series = line[:series_end]
+        brace = line.rfind("}")
+        fast_key = line.partition(" ")[0] if brace < 0 else line[: brace + 1]
+        cacheable = fast_key == series
+        head = self._entries.get(series) if cacheable else None
+        if head is None:
+            final = self._labeler(name, labels)
+            if final is None:
+                head = DROPPED
+            else:
+                try:
+                    head = sample_head(encode_labels(final), _TAIL_LEN - 1)
+                except ValueError:
+                    raise ScrapeError(
+                        f"relabeling removed the metric name of series {series.strip()!r}",
+                        "a series must keep a non-empty __name__ label; fix the metric_relabel_configs "
+                        "rule that drops or empties __name__ (drop the series with action: drop instead)",
+                        reason="relabel",
+                    ) from None
+        if cacheable:
+            self._entries[series] = head
+            order.append((series + " ", len(series) + 1, head))
+        else:
+            order.append((_NEVER, 1, head))
+        if head:
+            ts = timestamp if self._honor and timestamp is not None else scrape_ts_ms
+            tail = b"\x10" + varint(ts)
+            if len(tail) != _TAIL_LEN:
+                head = sample_head(_labels_of(head), len(tail) - 1)
+            pieces.append(head)
+            pieces.append(_pack_double(value))
+            pieces.append(tail)
+        return 1
+
+
+def _tail(stamp: str, tails: dict[str, bytes]) -> bytes:
+    """Validate an explicit timestamp and encode ``0x10 + varint``; memoised per scrape.
+
+    Returns ``_ODD`` for a timestamp whose varint does not fit the cached heads.
+    """
+    if not (stamp.isascii() and stamp.isdigit()):
+        raise ParseError(f"invalid timestamp {stamp!r}: expected an integer number of milliseconds")
+    ts = int(stamp)
+    if ts > _INT64_MAX:
+        raise ParseError(f"timestamp {stamp} does not fit an int64 of milliseconds")
+    tail = b"\x10" + varint(ts)
+    if len(tail) != _TAIL_LEN:
+        return _ODD
+    tails[stamp] = tail
+    return tail
+
+
+def _special(value: str) -> float:
+    try:
+        return parse_float(value)
+    except ValueError as exc:
+        raise ParseError(f"{exc}: expected a value such as 1, 1.5e3, NaN, +Inf or -Inf") from None
+
+
+def _drop_duplicates(pieces: list[bytes]) -> tuple[list[bytes], int]:
+    """Keep the first sample of each series in a scrape; return the pieces and how many were left out."""
+    kept: list[bytes] = []
+    seen: set[bytes] = set()
+    duplicates = 0
+    for i in range(0, len(pieces), 3):
+        head = pieces[i]
+        if head in seen:
+            duplicates += 1
+            continue
+        seen.add(head)
+        kept.extend(pieces[i : i + 3])
+    return kept, duplicates
