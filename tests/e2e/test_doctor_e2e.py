@@ -7,6 +7,7 @@ authn → authz chain and its 401/403 bodies. The command line runs as a subproc
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import datetime as dt
 import json
 import os
@@ -15,6 +16,7 @@ import sys
 import time
 from collections.abc import AsyncIterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 import yaml
@@ -79,12 +81,13 @@ async def emulator(tmp_path: Path) -> AsyncIterator[Emulator]:
         yield emu
 
 
-def spec(emu: Emulator, path: str = "/metrics", **kw: object) -> TargetSpec:
-    defaults: dict[str, object] = {
-        "ca_file": str(emu.ca_path), "token_file": str(emu.token_path("flashcat", "categraf-daemonset")),
-    }
-    defaults.update(kw)
-    return TargetSpec(url=emu.nodes[0].url + path, **defaults)  # type: ignore[arg-type]
+def spec(emu: Emulator, path: str = "/metrics", /, **changes: Any) -> TargetSpec:
+    """The seed's kubelet instance (CA + the categraf-daemonset token) for ``path``, with ``changes``."""
+    base = TargetSpec(
+        url=emu.nodes[0].url + path, ca_file=str(emu.ca_path),
+        token_file=str(emu.token_path("flashcat", "categraf-daemonset")),
+    )
+    return dataclasses.replace(base, **changes)
 
 
 def failed(d: Diagnosis, step: str) -> tuple[str, str]:
