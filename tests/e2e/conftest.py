@@ -18,6 +18,7 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
 def prometheus(tmp_path: Path) -> Iterator[Prometheus]:
     """A real Prometheus server with the remote-write receiver on a free loopback port."""
     if not prometheus_available():
-        pytest.fail("the Debian package 'prometheus' is not installed: run `bash scripts/test`, which installs it")
+        pytest.fail("the Debian package 'prometheus' is not installed: "
+                    "run `bash scripts/test`, which installs it")
     with running_prometheus(tmp_path / "prometheus") as prom:
         yield prom
