@@ -76,7 +76,9 @@ class ScrapeError(KubescrapeError):
 
     reason = "scrape"
 
-    def __init__(self, cause: str, fix: str | None = None, *, target: str = "", reason: str | None = None) -> None:
+    def __init__(
+        self, cause: str, fix: str | None = None, *, target: str = "", reason: str | None = None
+    ) -> None:
         self.target = target
         super().__init__(cause, fix, reason=reason)
 

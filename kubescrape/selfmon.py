@@ -20,50 +20,102 @@ class SelfMetrics:
         self.registry = registry if registry is not None else CollectorRegistry()
         r = self.registry
         # scraping
-        self.scrapes = Counter("kubescrape_scrapes_total", "Scrapes attempted, by target and result.",
-                               ["target", "result"], registry=r)
-        self.scrape_errors = Counter("kubescrape_scrape_errors_total",
-                                     "Failed scrapes by target and reason (connect, tls, http_401, parse …).",
-                                     ["target", "reason"], registry=r)
-        self.samples_scraped = Counter("kubescrape_samples_scraped_total",
-                                       "Samples parsed from successful scrapes.", ["target"], registry=r)
-        self.target_up = Gauge("kubescrape_target_up", "1 if the last scrape of the target succeeded.",
-                               ["target"], registry=r)
+        self.scrapes = Counter(
+            "kubescrape_scrapes_total",
+            "Scrapes attempted, by target and result.",
+            ["target", "result"],
+            registry=r,
+        )
+        self.scrape_errors = Counter(
+            "kubescrape_scrape_errors_total",
+            "Failed scrapes by target and reason (connect, tls, http_401, parse …).",
+            ["target", "reason"],
+            registry=r,
+        )
+        self.samples_scraped = Counter(
+            "kubescrape_samples_scraped_total",
+            "Samples parsed from successful scrapes.",
+            ["target"],
+            registry=r,
+        )
+        self.target_up = Gauge(
+            "kubescrape_target_up", "1 if the last scrape of the target succeeded.", ["target"], registry=r
+        )
         self.scrape_duration = Histogram(
-            "kubescrape_scrape_duration_seconds", "Scrape duration (request + parse + encode).", ["target"],
-            buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30), registry=r)
-        self.token_reloads = Counter("kubescrape_token_reloads_total",
-                                     "Bearer token files re-read because they changed or after a 401.",
-                                     ["file"], registry=r)
-        self.config_warnings = Counter("kubescrape_config_warnings_total",
-                                       "Warnings raised while loading the configuration.", registry=r)
+            "kubescrape_scrape_duration_seconds",
+            "Scrape duration (request + parse + encode).",
+            ["target"],
+            buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30),
+            registry=r,
+        )
+        self.token_reloads = Counter(
+            "kubescrape_token_reloads_total",
+            "Bearer token files re-read because they changed or after a 401.",
+            ["file"],
+            registry=r,
+        )
+        self.config_warnings = Counter(
+            "kubescrape_config_warnings_total", "Warnings raised while loading the configuration.", registry=r
+        )
         # delivery
-        self.samples_appended = Counter("kubescrape_samples_appended_total",
-                                        "Samples accepted into a writer's queue/spool (durable when spooled).",
-                                        ["writer"], registry=r)
-        self.samples_sent = Counter("kubescrape_samples_sent_total",
-                                    "Samples acknowledged by a remote-write backend.", ["writer"], registry=r)
-        self.samples_retried = Counter("kubescrape_samples_retried_total",
-                                       "Samples in batches that were sent again after a retryable failure.",
-                                       ["writer"], registry=r)
-        self.samples_failed = Counter("kubescrape_samples_failed_total",
-                                      "Samples in send attempts that failed (retryable or not).",
-                                      ["writer"], registry=r)
-        self.samples_dropped = Counter("kubescrape_samples_dropped_total",
-                                       "Samples given up on, by writer and reason.", ["writer", "reason"],
-                                       registry=r)
-        self.samples_evicted = Counter("kubescrape_spool_samples_evicted_total",
-                                       "Samples evicted from the spool because it reached its size limit.",
-                                       ["writer"], registry=r)
-        self.spool_corrupt = Counter("kubescrape_spool_corrupt_records_total",
-                                     "Spool records skipped because they were truncated or failed a checksum.",
-                                     ["writer"], registry=r)
+        self.samples_appended = Counter(
+            "kubescrape_samples_appended_total",
+            "Samples accepted into a writer's queue/spool (durable when spooled).",
+            ["writer"],
+            registry=r,
+        )
+        self.samples_sent = Counter(
+            "kubescrape_samples_sent_total",
+            "Samples acknowledged by a remote-write backend.",
+            ["writer"],
+            registry=r,
+        )
+        self.samples_retried = Counter(
+            "kubescrape_samples_retried_total",
+            "Samples in batches that were sent again after a retryable failure.",
+            ["writer"],
+            registry=r,
+        )
+        self.samples_failed = Counter(
+            "kubescrape_samples_failed_total",
+            "Samples in send attempts that failed (retryable or not).",
+            ["writer"],
+            registry=r,
+        )
+        self.samples_dropped = Counter(
+            "kubescrape_samples_dropped_total",
+            "Samples given up on, by writer and reason.",
+            ["writer", "reason"],
+            registry=r,
+        )
+        self.samples_evicted = Counter(
+            "kubescrape_spool_samples_evicted_total",
+            "Samples evicted from the spool because it reached its size limit.",
+            ["writer"],
+            registry=r,
+        )
+        self.spool_corrupt = Counter(
+            "kubescrape_spool_corrupt_records_total",
+            "Spool records skipped because they were truncated or failed a checksum.",
+            ["writer"],
+            registry=r,
+        )
         self.spool_bytes = Gauge("kubescrape_spool_bytes", "Bytes held in the spool.", ["writer"], registry=r)
-        self.oldest_unsent_age = Gauge("kubescrape_spool_oldest_unsent_age_seconds",
-                                       "Age of the oldest sample not yet acknowledged.", ["writer"], registry=r)
-        self.shards = Gauge("kubescrape_remote_write_shards", "Parallel senders in use.", ["writer"], registry=r)
-        self.send_duration = Histogram("kubescrape_remote_write_duration_seconds",
-                                       "Duration of remote-write requests.", ["writer"], registry=r)
+        self.oldest_unsent_age = Gauge(
+            "kubescrape_spool_oldest_unsent_age_seconds",
+            "Age of the oldest sample not yet acknowledged.",
+            ["writer"],
+            registry=r,
+        )
+        self.shards = Gauge(
+            "kubescrape_remote_write_shards", "Parallel senders in use.", ["writer"], registry=r
+        )
+        self.send_duration = Histogram(
+            "kubescrape_remote_write_duration_seconds",
+            "Duration of remote-write requests.",
+            ["writer"],
+            registry=r,
+        )
 
     def exposition(self) -> bytes:
         return generate_latest(self.registry)
@@ -83,4 +135,3 @@ def make_app(metrics: SelfMetrics, healthy: Callable[[], tuple[bool, str]] | Non
     app.router.add_get("/metrics", handle_metrics)
     app.router.add_get("/healthz", handle_healthz)
     return app
-
