@@ -22,7 +22,7 @@ from kubescrape.emulator.payloads_cadvisor import Cgroup, Machine, build_cadviso
 from kubescrape.emulator.payloads_json import configz, pod_list, stats_summary
 from kubescrape.emulator.payloads_kubelet import build_kube_proxy, build_metrics, build_probes, build_resource
 from kubescrape.emulator.payloads_pods import Pod, daemonset_count, make_pod
-from kubescrape.emulator.payloads_render import PHASES, Template, Timebase
+from kubescrape.emulator.payloads_render import PHASES, Fragment, Template, Timebase
 
 __all__ = ["NodePayloads"]
 
@@ -75,10 +75,13 @@ class NodePayloads:
         self._churned = 0
         self._gens = [0] * pods
         self._pods: list[Pod] = [self._make(slot, 0, None) for slot in range(pods)]
+        self._initial = tuple(self._pods)
         self._templates: dict[str, Template] = {}
+        self._fragments: dict[str, Fragment] = {}
+        self._pods_body: bytes | None = None
         self._cgroups: list[Cgroup] | None = None
         self._table_at: float | None = None
-        self._table: list[float] = []
+        self._table: tuple[list[float], list[bytes]] = ([], [])
 
     # -- public API -----------------------------------------------------------------------------------------
 
@@ -98,7 +101,9 @@ class NodePayloads:
 
     def cadvisor(self) -> bytes:
         """``/metrics/cadvisor``."""
-        return self._render("cadvisor", lambda: build_cadvisor(self._all_cgroups(), self.machine, self._tb))
+        return self._render(
+            "cadvisor", lambda: build_cadvisor(self._all_cgroups(), self.machine, self._tb, self._fragments)
+        )
 
     def resource(self) -> bytes:
         """``/metrics/resource``."""
@@ -168,12 +173,9 @@ class NodePayloads:
     def pods_json(self) -> bytes:
         """``/pods``: a v1 PodList."""
         self._now()
-        cached = self._templates.get("pods_json")
-        if cached is None:
-            body = pod_list(node=self.node_name, node_ip=self.node_ip, pods=self._pods)
-            cached = Template(body.replace(b"%", b"%%"), [], [], [])
-            self._templates["pods_json"] = cached
-        return cached.render([])
+        if self._pods_body is None:
+            self._pods_body = pod_list(node=self.node_name, node_ip=self.node_ip, pods=self._pods)
+        return self._pods_body
 
     def configz(self) -> bytes:
         """``/configz``: ``{"kubeletconfig": {...}}``."""
@@ -231,11 +233,12 @@ class NodePayloads:
             self._pods[slot] = self._make(slot, self._gens[slot], born)
         self._churned = due
         self._templates.clear()
+        self._pods_body = None
         self._cgroups = None
 
     def _all_cgroups(self) -> list[Cgroup]:
         if self._cgroups is None:
-            cgs = node_cgroups(self._pods, self.machine, self.boot)
+            cgs = node_cgroups(self._initial, self._pods, self.machine, self.boot)
             for p in self._pods:
                 cgs.extend(pod_cgroups(p))
             self._cgroups = cgs
@@ -250,7 +253,7 @@ class NodePayloads:
         if now != self._table_at:
             self._table = self._tb.table(now)
             self._table_at = now
-        return tpl.render(self._table)
+        return tpl.render(*self._table)
 
 
 def _hex(rng: random.Random, n: int) -> str:

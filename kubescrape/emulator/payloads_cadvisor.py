@@ -19,6 +19,7 @@ from kubescrape.emulator.payloads_render import (
     NOW_MS,
     NOW_S,
     PHASES,
+    Fragment,
     Template,
     TextBuilder,
     Timebase,
@@ -156,7 +157,8 @@ class Cgroup:
     fds: int = 16
     read_bps: float = 0.0
     write_bps: float = 0.0
-    net: Sequence[tuple[str, float, float]] = field(default_factory=tuple)  # (interface, rx B/s, tx B/s)
+    # (interface, rx B/s, tx B/s, since): counters of an interface count from its creation.
+    net: Sequence[tuple[str, float, float, float]] = field(default_factory=tuple)
     fs: Sequence[tuple[str, int, int]] = field(default_factory=tuple)  # (device, capacity, used) — root only
 
 
@@ -223,7 +225,7 @@ def pod_cgroups(pod: Pod) -> list[Cgroup]:
         cpu_shares=2,
         threads=1,
         fds=3,
-        net=(("eth0", pod.rx_bps, pod.tx_bps),),
+        net=(("eth0", pod.rx_bps, pod.tx_bps, pod.start),),
     )
     pod_cg = Cgroup(
         labels={"container": "", "id": pod.cgroup, "image": "", "name": "", "namespace": ns, "pod": pname},
@@ -244,8 +246,13 @@ def pod_cgroups(pod: Pod) -> list[Cgroup]:
     return [pod_cg, sandbox, *out]
 
 
-def node_cgroups(pods: Sequence[Pod], machine: Machine, boot: float) -> list[Cgroup]:
-    """``/`` and the slices above the pods, aggregating what runs beneath them."""
+def node_cgroups(pods: Sequence[Pod], current: Sequence[Pod], machine: Machine, boot: float) -> list[Cgroup]:
+    """``/`` and the slices above the pods, aggregating what runs beneath them.
+
+    Rates come from ``pods`` (the node's pods when the emulator started) and stay fixed for the
+    node's life, so churn never makes a node-level counter step back; the root cgroup's host
+    interfaces include one veth per ``current`` pod, as the host network namespace does.
+    """
 
     def agg(path: str, members: Sequence[Pod], extra_cpu: float, extra_mem: float, kernel: int) -> Cgroup:
         groups = [pod_cgroups(p)[0] for p in members]
@@ -277,9 +284,9 @@ def node_cgroups(pods: Sequence[Pod], machine: Machine, boot: float) -> list[Cgr
     ]
     root = agg("/", pods, 0.3, 1400 * MI, 10)
     root.net = (
-        ("ens5", sum(p.rx_bps for p in pods) * 1.1 + 4e4, sum(p.tx_bps for p in pods) * 1.1 + 3e4),
-        ("tunl0", 500.0, 400.0),
-        *((p.veth, p.tx_bps, p.rx_bps) for p in pods),
+        ("ens5", sum(p.rx_bps for p in pods) * 1.1 + 4e4, sum(p.tx_bps for p in pods) * 1.1 + 3e4, boot),
+        ("tunl0", 500.0, 400.0, boot),
+        *((p.veth, p.tx_bps, p.rx_bps, p.start) for p in current),
     )
     root.fs = (
         (ROOT_FS, 107_361_579_008, 31_742_541_824),
@@ -291,8 +298,14 @@ def node_cgroups(pods: Sequence[Pod], machine: Machine, boot: float) -> list[Cgr
     return [root, *out]
 
 
-def build_cadvisor(cgroups: Sequence[Cgroup], machine: Machine, tb: Timebase) -> Template:
-    """The template of ``/metrics/cadvisor`` for these cgroups (node and pod cgroups)."""
+def build_cadvisor(
+    cgroups: Sequence[Cgroup], machine: Machine, tb: Timebase, cache: dict[str, Fragment] | None = None
+) -> Template:
+    """The template of ``/metrics/cadvisor`` for these cgroups (node and pod cgroups).
+
+    ``cache`` keeps each cgroup's rendered samples by cgroup path across rebuilds, so churn only
+    renders the new pods' cgroups; entries of cgroups that are gone are dropped.
+    """
     b = TextBuilder()
     for name, (mtype, help_text) in HELP.items():
         b.family(name, mtype, help_text)
@@ -333,7 +346,22 @@ def build_cadvisor(cgroups: Sequence[Cgroup], machine: Machine, tb: Timebase) ->
             ts=mts,
         )
     for cg in cgroups:
-        _emit(b, cg, tb)
+        path = cg.labels["id"]
+        frag = cache.get(path) if cache is not None else None
+        if frag is None:
+            fb = TextBuilder()
+            for name, (mtype, help_text) in HELP.items():
+                fb.family(name, mtype, help_text)
+            _emit(fb, cg, tb)
+            frag = fb.fragment()
+            # The root cgroup lists one veth per current pod: it changes with churn.
+            if cache is not None and path != "/":
+                cache[path] = frag
+        b.add(frag)
+    if cache is not None:
+        live = {cg.labels["id"] for cg in cgroups}
+        for path in [p for p in cache if p not in live]:
+            del cache[path]
     return b.build()
 
 
@@ -452,14 +480,19 @@ def _emit(b: TextBuilder, cg: Cgroup, tb: Timebase) -> None:
             put("container_fs_io_time_seconds_total", ctr(0.02, 6), dev)
             put("container_fs_io_time_weighted_seconds_total", ctr(0.03, 6), dev)
 
-    for iface, rx, tx in cg.net:
+    for iface, rx, tx, since in cg.net:
         i = {"interface": iface}
-        put("container_network_receive_bytes_total", ctr(rx, 7), i, fmt="%d")
-        put("container_network_receive_packets_total", ctr(rx / 900, 7), i, fmt="%d")
+
+        def nctr(rate: float, kern: int, since: float = since) -> tuple[float, float, int]:
+            kk = k + kern
+            return (-rate * tb.counter(kk, since), rate, counter_slot(kk, phase))
+
+        put("container_network_receive_bytes_total", nctr(rx, 7), i, fmt="%d")
+        put("container_network_receive_packets_total", nctr(rx / 900, 7), i, fmt="%d")
         put("container_network_receive_errors_total", const(0), i)
-        put("container_network_receive_packets_dropped_total", ctr(rx / 9e6, 7), i, fmt="%d")
-        put("container_network_transmit_bytes_total", ctr(tx, 8), i, fmt="%d")
-        put("container_network_transmit_packets_total", ctr(tx / 700, 8), i, fmt="%d")
+        put("container_network_receive_packets_dropped_total", nctr(rx / 9e6, 7), i, fmt="%d")
+        put("container_network_transmit_bytes_total", nctr(tx, 8), i, fmt="%d")
+        put("container_network_transmit_packets_total", nctr(tx / 700, 8), i, fmt="%d")
         put("container_network_transmit_errors_total", const(0), i)
         put("container_network_transmit_packets_dropped_total", const(0), i)
 

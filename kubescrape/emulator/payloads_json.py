@@ -80,7 +80,7 @@ def stats_summary(
             "txBytes": int(net(tx, root)),
             "txErrors": 0,
         }
-        for i, rx, tx in root.net[:2]
+        for i, rx, tx, _ in root.net[:2]
     ]
     node_json: Json = {
         "nodeName": node,

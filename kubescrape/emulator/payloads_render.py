@@ -18,7 +18,8 @@ Every dynamic number is affine in one table entry, which keeps the guarantees si
 from __future__ import annotations
 
 import math
-from collections.abc import Iterable, Mapping
+import operator
+from collections.abc import Callable, Iterable, Mapping
 from decimal import Decimal
 from typing import Final
 
@@ -94,8 +95,8 @@ class Timebase:
         rel = now - self.t0 - off
         return self.t0 + off + math.floor(rel / HOUSEKEEPING_S) * HOUSEKEEPING_S
 
-    def table(self, now: float) -> list[float]:
-        """Every time function at scrape time ``now``."""
+    def table(self, now: float) -> tuple[list[float], list[bytes]]:
+        """Every time function at scrape time ``now``, and the per-call strings (timestamps as integers)."""
         tab = [0.0] * TABLE_SIZE
         tab[CONST] = 1.0
         now_ms = math.floor(now * 1000.0)
@@ -107,7 +108,10 @@ class Timebase:
             base = _PHASE0 + p * _PHASE_STRIDE
             tab[base] = float(math.floor(st * 1000.0))
             self._fill(tab, base + 1, st)
-        return tab
+        strings = [b"%.0f" % tab[_PHASE0 + p * _PHASE_STRIDE] for p in range(PHASES)]
+        strings.append(b"%.0f" % tab[NOW_MS])
+        strings.append(go_float(float(math.floor(now))).encode())  # Go's float64(time.Unix()): 1.7e+09
+        return tab, strings
 
     def _fill(self, tab: list[float], at: int, t: float) -> None:
         x = t - self.t0
@@ -156,7 +160,24 @@ def labels_text(labels: Mapping[str, str]) -> str:
     return "{" + inner + "}"
 
 
-_Series = tuple[tuple[str, int], list[str], list[tuple[float, float, int]]]
+# One sample line: sort key, text parts (``None`` marks a dynamic number) and its dynamic slots,
+# one per ``None``: ``(base, rate, table_slot, fmt)`` for a number, or ``(0, 0, -1 - key, "")`` for a
+# per-call string (``Timebase.table``: the phases' timestamps, then scrape time in ms and in s).
+_Slot = tuple[float, float, int, str]
+_Series = tuple[tuple[str, int], list[str | None], list[_Slot]]
+Fragment = dict[str, list[_Series]]
+"""The samples of one source (e.g. one cgroup) by family: reusable across rebuilds."""
+
+
+def _string_key(slot: int) -> int | None:
+    """The per-call string that renders table slot ``slot`` as an integer, if there is one."""
+    if slot == NOW_MS:
+        return PHASES
+    if slot == NOW_S:
+        return PHASES + 1
+    if slot >= _PHASE0 and (slot - _PHASE0) % _PHASE_STRIDE == 0:
+        return (slot - _PHASE0) // _PHASE_STRIDE
+    return None
 
 
 class TextBuilder:
@@ -192,20 +213,25 @@ class TextBuilder:
         holding an epoch-millisecond timestamp, or ``None`` for no timestamp. ``key`` orders the
         sample within its family (default: its label text).
         """
-        head = f"{name}{labels} ".replace("%", "%%")
-        parts: list[str] = [head]
-        slots: list[tuple[float, float, int]] = []
+        parts: list[str | None] = [f"{name}{labels} "]
+        slots: list[_Slot] = []
         if isinstance(value, tuple) and value[1] == 0.0:
             # Constant: bake it into the text once instead of formatting it on every call.
-            parts.append((fmt % value[0]).replace("%", "%%"))
+            parts.append(fmt % value[0])
         elif isinstance(value, tuple):
-            parts.append(fmt)
-            slots.append(value)
+            skey = _string_key(value[2]) if value[:2] == (0.0, 1.0) and fmt == "%d" else None
+            parts.append(None)
+            slots.append((*value, fmt) if skey is None else (0.0, 0.0, -1 - skey, ""))
         else:
-            parts.append(go_float(float(value)).replace("%", "%%"))
+            parts.append(go_float(float(value)))
         if ts is not None:
-            parts.append(" %d")
-            slots.append((0.0, 1.0, ts))
+            skey = _string_key(ts)
+            if skey is None:
+                raise ValueError(f"table slot {ts} is not a timestamp")
+            # Timestamps are shared by many samples: formatted once per call, inserted as strings.
+            parts.append(" ")
+            parts.append(None)
+            slots.append((0.0, 0.0, -1 - skey, ""))
         parts.append("\n")
         self._families[family][1].append((key or (labels, 0), parts, slots))
 
@@ -231,39 +257,102 @@ class TextBuilder:
         self.sample(family, f"{family}_sum", plain, (base * mean, rate * mean, slot), key=(plain, seq))
         self.sample(family, f"{family}_count", plain, (base, rate, slot), fmt="%d", key=(plain, seq + 1))
 
+    def fragment(self) -> Fragment:
+        """The samples added so far, by family, to merge into other builders with :meth:`add`."""
+        return {name: series for name, (_, series) in self._families.items() if series}
+
+    def add(self, fragment: Fragment) -> None:
+        """Merge samples rendered by another builder (their families must be declared here)."""
+        for name, series in fragment.items():
+            self._families[name][1].extend(series)
+
     def build(self) -> Template:
         """Freeze into a :class:`Template`."""
-        text: list[str] = []
+        pieces: list[str] = []  # literal text at even positions, a placeholder at every odd one
+        literal: list[str] = []
         bases: list[float] = []
         rates: list[float] = []
         slots: list[int] = []
+        fmts: list[str] = []
+        order: list[int] = []  # per placeholder: >= 0 value index, < 0 string key
         for name in sorted(self._families):
             header, series = self._families[name]
-            text.append(header)
+            literal.append(header)
             for _, parts, sl in sorted(series, key=lambda s: s[0]):
-                text.extend(parts)
-                for b, r, i in sl:
-                    bases.append(b)
-                    rates.append(r)
-                    slots.append(i)
-        return Template("".join(text).encode(), bases, rates, slots)
+                dynamic = iter(sl)
+                for part in parts:
+                    if part is not None:
+                        literal.append(part)
+                        continue
+                    pieces.append("".join(literal))
+                    pieces.append("")
+                    literal = []
+                    b, r, i, fmt = next(dynamic)
+                    if i < 0:
+                        order.append(i)
+                    else:
+                        order.append(len(bases))
+                        bases.append(b)
+                        rates.append(r)
+                        slots.append(i)
+                        fmts.append(fmt)
+        pieces.append("".join(literal))
+        n = len(bases)
+        perm = [i if i >= 0 else n + (-1 - i) for i in order]
+        return Template([p.encode() for p in pieces], bases, rates, slots, "\n".join(fmts), perm)
 
 
 class Template:
-    """A frozen payload: render it against a time table."""
+    """A frozen payload: render it against a time table.
 
-    __slots__ = ("_bases", "_rates", "_slots", "_template", "samples")
+    Rendering formats only the dynamic numbers (one ``%`` over a short format string, split into
+    fields), puts them and the per-call timestamp strings into the odd positions of the pre-encoded
+    literal pieces, and joins: the static text is copied, never parsed again.
+    """
 
-    def __init__(self, template: bytes, bases: list[float], rates: list[float], slots: list[int]) -> None:
-        self._template = template
+    __slots__ = ("_bases", "_getter", "_nvalues", "_pieces", "_rates", "_slots", "_vfmt", "samples")
+
+    def __init__(
+        self,
+        pieces: list[bytes],
+        bases: list[float],
+        rates: list[float],
+        slots: list[int],
+        value_format: str,
+        perm: list[int],
+    ) -> None:
+        self._pieces = pieces
         self._bases = bases
         self._rates = rates
         self._slots = slots
-        self.samples = template.count(b"\n") - 2 * template.count(b"# TYPE ")
+        self._vfmt = value_format
+        self._nvalues = len(bases)
+        self._getter: Callable[[list[bytes]], tuple[bytes, ...]]
+        if len(perm) == 1:
+            only = perm[0]
+            self._getter = lambda values: (values[only],)
+        elif perm:
+            # itemgetter builds the argument tuple in C.
+            self._getter = operator.itemgetter(*perm)
+        else:
+            self._getter = lambda values: ()
+        text = b"".join(pieces[::2])
+        self.samples = text.count(b"\n") - 2 * text.count(b"# TYPE ")
 
-    def render(self, table: list[float]) -> bytes:
-        """The payload at the time described by ``table`` (from :meth:`Timebase.table`)."""
-        if not self._slots:
-            return self._template
-        values = [b + r * table[i] for b, r, i in zip(self._bases, self._rates, self._slots, strict=True)]
-        return self._template % tuple(values)
+    @classmethod
+    def constant(cls, body: bytes) -> Template:
+        """A body that does not change with time."""
+        return cls([body], [], [], [], "", [])
+
+    def render(self, table: list[float], strings: list[bytes]) -> bytes:
+        """The payload at the time described by ``table`` and ``strings`` (from :meth:`Timebase.table`)."""
+        if len(self._pieces) == 1:
+            return self._pieces[0]
+        fields: list[bytes] = []
+        if self._nvalues:
+            values = [b + r * table[i] for b, r, i in zip(self._bases, self._rates, self._slots, strict=True)]
+            fields = (self._vfmt % tuple(values)).encode().split(b"\n")
+        fields.extend(strings)
+        pieces = self._pieces.copy()
+        pieces[1::2] = self._getter(fields)
+        return b"".join(pieces)
