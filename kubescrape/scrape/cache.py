@@ -99,6 +99,7 @@ class SeriesCache:
         self._values: dict[str, bytes] = {}
         self._scrapes = 0
         self._previous: set[bytes] = set()
+        self._odd_heads: dict[bytes, bytes] = {}
 
     def __len__(self) -> int:
         return len(self._entries)
@@ -126,6 +127,7 @@ class SeriesCache:
         else:
             text = body
         order: list[tuple[str, int, bytes]] = []
+        self._odd_heads = {}
         try:
             pieces, scraped, predicted = self._encode(text, scrape_ts_ms, order)
         except ParseError as exc:
@@ -140,10 +142,14 @@ class SeriesCache:
             added = duplicates = 0
         else:
             heads = pieces[0::3]
+            if self._odd_heads:
+                # Samples with an unusual timestamp length: identify their series by the usual head.
+                canonical = self._odd_heads.get
+                heads = [canonical(head, head) for head in heads]
             current = set(heads)
             duplicates = 0
             if len(current) != len(heads):
-                pieces, duplicates = _drop_duplicates(pieces)
+                pieces, duplicates = _drop_duplicates(pieces, heads)
             added = len(current - self._previous)
             self._previous = current
             self._order_had_duplicates = duplicates > 0
@@ -172,7 +178,6 @@ class SeriesCache:
         if len(values) > len(self._order) + 1024:
             values.clear()
         values_get = values.get
-        predicted = self._order
         honor = self._honor
         pack = _pack_double
         pieces: list[bytes] = []
@@ -186,11 +191,9 @@ class SeriesCache:
         # Python's float() strips \v, \f and \r where Prometheus' lexer keeps them in the value token,
         # and a scrape time outside 1971-2109 does not fit the cached heads: both take the full parser.
         fast = (
-            "\r" not in text
-            and "\x0b" not in text
-            and "\x0c" not in text
-            and len(default_tail) == _TAIL_LEN
+            "\r" not in text and "\x0b" not in text and "\x0c" not in text and len(default_tail) == _TAIL_LEN
         )
+        predicted = self._order if fast else []
         check_utf8 = not ascii_body and has_invalid_utf8(text)
         slow = self._slow_line
         if not text.endswith("\n"):
@@ -235,7 +238,7 @@ class SeriesCache:
             if len(parts) == 2:
                 value, stamp = parts
                 tail = tails_get(stamp) or _tail(stamp, tails)
-                if not honor:
+                if not honor and tail is not _ODD:
                     tail = default_tail
             elif len(parts) == 1:
                 value = rest
@@ -315,7 +318,9 @@ class SeriesCache:
             ts = timestamp if self._honor and timestamp is not None else scrape_ts_ms
             tail = b"\x10" + varint(ts)
             if len(tail) != _TAIL_LEN:
-                head = sample_head(_labels_of(head), len(tail) - 1)
+                odd_head = sample_head(_labels_of(head), len(tail) - 1)
+                self._odd_heads[odd_head] = head
+                head = odd_head
             pieces.append(head)
             pieces.append(_pack_double(value))
             pieces.append(tail)
@@ -323,15 +328,16 @@ class SeriesCache:
 
 
 def _tail(stamp: str, tails: dict[str, bytes]) -> bytes:
-    """Validate an explicit timestamp and encode ``0x10 + varint``; memoised per scrape.
+    """Encode an explicit timestamp as ``0x10 + varint``; memoised per scrape.
 
-    Returns ``_ODD`` for a timestamp whose varint does not fit the cached heads.
+    Returns ``_ODD`` (hand the line to the full parser) for anything but a plain int64 whose varint fits
+    the cached heads: the full parser decides whether the line is valid and says what is wrong.
     """
     if not (stamp.isascii() and stamp.isdigit()):
-        raise ParseError(f"invalid timestamp {stamp!r}: expected an integer number of milliseconds")
+        return _ODD
     ts = int(stamp)
     if ts > _INT64_MAX:
-        raise ParseError(f"timestamp {stamp} does not fit an int64 of milliseconds")
+        return _ODD
     tail = b"\x10" + varint(ts)
     if len(tail) != _TAIL_LEN:
         return _ODD
@@ -346,13 +352,16 @@ def _special(value: str) -> float:
         raise ParseError(f"{exc}: expected a value such as 1, 1.5e3, NaN, +Inf or -Inf") from None
 
 
-def _drop_duplicates(pieces: list[bytes]) -> tuple[list[bytes], int]:
-    """Keep the first sample of each series in a scrape; return the pieces and how many were left out."""
+def _drop_duplicates(pieces: list[bytes], heads: list[bytes]) -> tuple[list[bytes], int]:
+    """Keep the first sample of each series in a scrape; return the pieces and how many were left out.
+
+    ``heads`` identifies the series of each sample (one per three pieces).
+    """
     kept: list[bytes] = []
     seen: set[bytes] = set()
     duplicates = 0
     for i in range(0, len(pieces), 3):
-        head = pieces[i]
+        head = heads[i // 3]
         if head in seen:
             duplicates += 1
             continue

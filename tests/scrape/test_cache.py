@@ -1,0 +1,324 @@
+"""SeriesCache: the fast path must accept and produce exactly what the full parser does."""
+
+from __future__ import annotations
+
+import math
+import struct
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from kubescrape.errors import ParseError, ScrapeError
+from kubescrape.remote_write.encode import decode_write_request
+from kubescrape.scrape.cache import ScrapeResult, SeriesCache
+from kubescrape.scrape.parser import Sample, parse, render
+
+NOW = 1_764_000_000_000  # a realistic scrape time in ms
+Decoded = list[tuple[dict[str, str], list[tuple[float, int]]]]
+
+
+class Labeler:
+    """Adds target labels, drops series whose name starts with ``drop_``; counts its calls."""
+
+    def __init__(self) -> None:
+        self.calls: list[str] = []
+
+    def __call__(self, name: str, labels: list[tuple[str, str]]) -> list[tuple[str, str]] | None:
+        self.calls.append(name)
+        if name.startswith("drop_"):
+            return None
+        return [("__name__", name), *labels, ("instance", "node-1"), ("job", "kubelet")]
+
+
+def decode(result: ScrapeResult) -> Decoded:
+    return decode_write_request(b"".join(chunk.data for chunk in result.chunks))
+
+
+def expected(text: str, scrape_ts: int, honor: bool = True) -> Decoded:
+    """What the cache must produce, computed from the full parser: relabeled, deduplicated."""
+    labeler = Labeler()
+    out: Decoded = []
+    seen: set[tuple[tuple[str, str], ...]] = set()
+    for sample in parse(text):
+        final = labeler(sample.name, list(sample.labels))
+        if final is None:
+            continue
+        labels = {name: value for name, value in final if value}
+        identity = tuple(sorted(labels.items()))
+        if identity in seen:
+            continue
+        seen.add(identity)
+        ts = sample.timestamp_ms if honor and sample.timestamp_ms is not None else scrape_ts
+        out.append((labels, [(sample.value, ts)]))
+    return out
+
+
+def _bits(value: float) -> int:
+    return int(struct.unpack("<Q", struct.pack("<d", value))[0])
+
+
+def same(a: Decoded, b: Decoded) -> bool:
+    """Equal, comparing values bit for bit (NaN == NaN, -0.0 != 0.0)."""
+    if len(a) != len(b):
+        return False
+    for (la, sa), (lb, sb) in zip(a, b, strict=True):
+        if la != lb or len(sa) != len(sb):
+            return False
+        for (va, ta), (vb, tb) in zip(sa, sb, strict=True):
+            if ta != tb or (_bits(va) != _bits(vb) and not (math.isnan(va) and math.isnan(vb))):
+                return False
+    return True
+
+
+CADVISOR = (
+    "# HELP container_cpu_usage_seconds_total Cumulative cpu time consumed in seconds.\n"
+    "# TYPE container_cpu_usage_seconds_total counter\n"
+    'container_cpu_usage_seconds_total{container="app",cpu="total",id="/kubepods/pod1/c1",image="app:1",'
+    'name="c1",namespace="default",pod="app-1"} 12.5 1763999990000\n'
+    'container_cpu_usage_seconds_total{container="",cpu="total",id="/kubepods/pod1",image="",name="",'
+    'namespace="default",pod="app-1"} 13.25 1763999991000\n'
+    "# HELP container_memory_usage_bytes Current memory usage in bytes.\n"
+    "# TYPE container_memory_usage_bytes gauge\n"
+    'container_memory_usage_bytes{container="app",id="/kubepods/pod1/c1",namespace="default",pod="app-1"} '
+    "1.048576e+06 1763999990000\n"
+    "drop_me 1\n"
+    "machine_cpu_cores 8\n"
+)
+
+
+def test_first_scrape_matches_parser_and_second_is_all_hits() -> None:
+    labeler = Labeler()
+    cache = SeriesCache(labeler)
+    first = cache.process(CADVISOR.encode(), NOW)
+    assert same(decode(first), expected(CADVISOR, NOW))
+    assert (first.samples_scraped, first.samples_post_relabel, first.series_added) == (5, 4, 4)
+    assert len(labeler.calls) == 5
+    second_text = CADVISOR.replace("12.5 ", "99.5 ").replace("1763999990000", "1764000005000")
+    second = cache.process(second_text.encode(), NOW + 15_000)
+    assert same(decode(second), expected(second_text, NOW + 15_000))
+    assert (second.samples_scraped, second.samples_post_relabel, second.series_added) == (5, 4, 0)
+    assert len(labeler.calls) == 5  # every series was a cache hit, the labeler was not called again
+
+
+def test_dropped_series_stay_dropped_without_labeler_calls() -> None:
+    labeler = Labeler()
+    cache = SeriesCache(labeler)
+    for i in range(3):
+        result = cache.process(f'drop_a 1\ndrop_b{{x="y"}} {i}\nkeep 2\n', NOW)
+        assert (result.samples_scraped, result.samples_post_relabel) == (3, 1)
+        assert [labels["__name__"] for labels, _ in decode(result)] == ["keep"]
+    assert labeler.calls == ["drop_a", "drop_b", "keep"]
+
+
+@pytest.mark.parametrize("honor", [True, False])
+def test_honor_timestamps(honor: bool) -> None:
+    cache = SeriesCache(Labeler(), honor_timestamps=honor)
+    text = "a 1 1763999990000\nb 2\n"
+    for _ in range(2):  # cold then warm
+        got = decode(cache.process(text, NOW))
+        stamps = [samples[0][1] for _, samples in got]
+        assert stamps == ([1763999990000, NOW] if honor else [NOW, NOW])
+
+
+def test_explicit_timestamp_still_validated_when_not_honored() -> None:
+    cache = SeriesCache(Labeler(), honor_timestamps=False)
+    cache.process("a 1 1763999990000\n", NOW)
+    with pytest.raises(ParseError) as info:
+        cache.process("a 1 17639x9990000\n", NOW)
+    assert info.value.line_no == 1
+
+
+def test_chunks_are_cut_at_batch() -> None:
+    text = "".join(f'm{{i="{i}"}} {i}\n' for i in range(25))
+    cache = SeriesCache(Labeler(), batch=10)
+    for _ in range(2):
+        result = cache.process(text, NOW)
+        assert [chunk.samples for chunk in result.chunks] == [10, 10, 5]
+        for chunk in result.chunks:
+            assert len(decode_write_request(chunk.data)) == chunk.samples
+        assert same(decode(result), expected(text, NOW))
+
+
+def test_empty_scrape_has_no_chunks() -> None:
+    result = SeriesCache(Labeler()).process(b"# only comments\n\n", NOW)
+    assert result == ScrapeResult([], 0, 0, 0, 0)
+
+
+def test_series_added_counts_series_new_since_previous_scrape() -> None:
+    cache = SeriesCache(Labeler())
+    assert cache.process("a 1\nb 1\n", NOW).series_added == 2
+    assert cache.process("a 2\nb 2\n", NOW).series_added == 0
+    assert cache.process("a 3\nc 3\n", NOW).series_added == 1
+    # b comes back: it is still cached (no labeler call) but it is new since the previous scrape.
+    assert cache.process("a 3\nb 3\nc 3\n", NOW).series_added == 1
+    # Reordered lines are all cache hits through the dict, nothing is added.
+    assert cache.process("c 4\nb 4\na 4\n", NOW).series_added == 0
+
+
+def test_churn_is_evicted() -> None:
+    labeler = Labeler()
+    cache = SeriesCache(labeler, generation=2)
+    for scrape in range(20):
+        text = "".join(f'm{{pod="p{scrape}-{i}"}} 1\n' for i in range(50)) + "stable 1\n"
+        result = cache.process(text, NOW)
+        assert result.samples_post_relabel == 51
+        assert len(cache) <= 2 * 51 + 1
+    assert labeler.calls.count("stable") == 1  # a series present in every scrape is never evicted
+
+
+def test_duplicate_series_keep_the_first_sample() -> None:
+    cache = SeriesCache(Labeler())
+    text = 'a{x="1",y="2"} 1\na{y="2",x="1"} 2\nb 3\nb 4\n'
+    for _ in range(2):
+        result = cache.process(text, NOW)
+        assert result.samples_scraped == 4
+        assert result.samples_duplicate == 2
+        assert [samples[0][0] for _, samples in decode(result)] == [1.0, 3.0]
+
+
+def test_parse_error_fails_whole_scrape_and_keeps_state() -> None:
+    labeler = Labeler()
+    cache = SeriesCache(labeler)
+    good = "a 1\nb 2\n"
+    cache.process(good, NOW)
+    with pytest.raises(ParseError) as info:
+        cache.process("a 1\nb 2\nc 1_000\n", NOW)
+    assert (info.value.line_no, info.value.line) == (3, "c 1_000")
+    with pytest.raises(ParseError) as info:
+        cache.process('a 1\nb{x="1} 2\n', NOW)
+    assert info.value.line_no == 2
+    # The failed scrapes left the cache as it was: the next good scrape is all hits.
+    again = cache.process(good, NOW)
+    assert again.series_added == 0
+    assert labeler.calls == ["a", "b"]
+
+
+@pytest.mark.parametrize(
+    ("bad", "line_no"),
+    [
+        ("a 1\r\n", 1),
+        ("a 1\nb +NaN\n", 2),
+        ("a 1\nb 1e999\n", 2),
+        ("a 1 -5\n", 1),
+        ("a 1 2 3\n", 1),
+        ("a 1\n# TYPE a counter\n# TYPE a gauge\n", 3),
+        ("a ١\n", 1),
+        ("a 1\t\x0b\n", 1),
+    ],
+)
+def test_fast_path_rejects_what_prometheus_rejects(bad: str, line_no: int) -> None:
+    cache = SeriesCache(Labeler())
+    cache.process("a 1\nb 2\n", NOW)  # warm: a and b are cached
+    with pytest.raises(ParseError) as info:
+        cache.process(bad, NOW)
+    assert info.value.line_no == line_no
+
+
+def test_unusual_but_valid_lines_take_the_full_parser() -> None:
+    text = 'a\t1\n  b 2\nc{x="ü"}   3   1763999990000  \nd{x="1"}4\ne 5 17\nf NaN\ng -Inf\n'
+    cache = SeriesCache(Labeler())
+    for _ in range(3):
+        assert same(decode(cache.process(text, NOW)), expected(text, NOW))
+
+
+def test_odd_timestamp_lengths() -> None:
+    cache = SeriesCache(Labeler())
+    text = "a 1 5\nb 2 1763999990000\na 3 1763999990001\n"
+    for ts in (1000, NOW):
+        result = cache.process(text, ts)
+        assert same(decode(result), expected(text, ts))
+        assert result.samples_duplicate == 1
+
+
+def test_invalid_utf8_in_label_value_is_a_parse_error() -> None:
+    cache = SeriesCache(Labeler())
+    with pytest.raises(ParseError, match="UTF-8"):
+        cache.process(b'a{x="\xff"} 1\n', NOW)
+    assert same(
+        decode(cache.process(b"# caf\xe9\na 1\n", NOW)),
+        [({"__name__": "a", "instance": "node-1", "job": "kubelet"}, [(1.0, NOW)])],
+    )
+
+
+def test_relabeling_away_the_name_is_an_error() -> None:
+    cache = SeriesCache(lambda name, labels: [("job", "x")])
+    with pytest.raises(ScrapeError, match="__name__"):
+        cache.process("a 1\n", NOW)
+
+
+def test_invalidate_calls_the_labeler_again() -> None:
+    labeler = Labeler()
+    cache = SeriesCache(labeler)
+    cache.process("a 1\n", NOW)
+    cache.invalidate()
+    assert cache.process("a 1\n", NOW).series_added == 1
+    assert labeler.calls == ["a", "a"]
+
+
+def test_stale_values_and_specials() -> None:
+    text = "a NaN\nb +Inf\nc -Inf\nd -0\ne 1e-400\nf Infinity\n"
+    cache = SeriesCache(Labeler())
+    for _ in range(2):
+        assert same(decode(cache.process(text, NOW)), expected(text, NOW))
+
+
+# Property: for any sequence of scrapes, the cache agrees with the full parser (samples or line number).
+_names = st.sampled_from(["a", "b", "m_total", "drop_x", "c:d"])
+_values = st.sampled_from(
+    ["1", "0", "-2.5", "1e3", "NaN", "+Inf", "-Inf", "1_0", "+nan", "1e400", "x", "0x1"]
+)
+_stamps = st.sampled_from(["", " 1763999990000", " 5", " -1", " 1.5", " 99999999999999999999"])
+_label_sets = st.sampled_from(
+    ["", '{x="1"}', '{x="1",y="2"}', '{y="2",x="1"}', '{x="\\"}"}', '{x="1",}', "{}"]
+)
+_seps = st.sampled_from([" ", " ", " ", "  ", "\t"])
+_lines = st.builds(
+    lambda name, labels, sep, value, stamp: f"{name}{labels}{sep}{value}{stamp}",
+    _names,
+    _label_sets,
+    _seps,
+    _values,
+    _stamps,
+) | st.sampled_from(["# TYPE a counter", "# HELP a help", "", "# comment", "garbage{", "a{x=1} 1"])
+_scrape = st.lists(_lines, max_size=8).map(lambda lines: "\n".join(lines) + "\n")
+
+
+def _check(cache: SeriesCache, text: str, honor: bool) -> None:
+    try:
+        want = expected(text, NOW, honor)
+    except ParseError as err:
+        with pytest.raises(ParseError) as info:
+            cache.process(text.encode(), NOW)
+        assert info.value.line_no == err.line_no
+        return
+    assert same(decode(cache.process(text.encode(), NOW)), want)
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.lists(_scrape, min_size=1, max_size=4), st.booleans())
+def test_cache_agrees_with_parser(scrapes: list[str], honor: bool) -> None:
+    cache = SeriesCache(Labeler(), honor_timestamps=honor, batch=3, generation=2)
+    for text in scrapes:
+        _check(cache, text, honor)
+
+
+@settings(max_examples=100, deadline=None)
+@given(
+    st.lists(
+        st.builds(
+            Sample,
+            st.sampled_from(["a", "b", "c"]),
+            st.sampled_from([(), (("x", "1"),), (("x", 'é\n\\"'),)]),
+            st.floats(),
+            st.one_of(st.none(), st.integers(0, 2**63 - 1)),
+        ),
+        max_size=6,
+    ),
+    st.integers(0, 3),
+)
+def test_cache_agrees_on_rendered_samples(samples: list[Sample], repeat: int) -> None:
+    text = render(samples)
+    cache = SeriesCache(Labeler())
+    for _ in range(repeat + 1):
+        _check(cache, text, True)
