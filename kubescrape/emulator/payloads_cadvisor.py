@@ -349,9 +349,7 @@ def build_cadvisor(
         path = cg.labels["id"]
         frag = cache.get(path) if cache is not None else None
         if frag is None:
-            fb = TextBuilder()
-            for name, (mtype, help_text) in HELP.items():
-                fb.family(name, mtype, help_text)
+            fb = TextBuilder(fragment=True)
             _emit(fb, cg, tb)
             frag = fb.fragment()
             # The root cgroup lists one veth per current pod: it changes with churn.

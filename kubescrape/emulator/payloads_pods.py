@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import random
 from dataclasses import dataclass
+from functools import cached_property
 from typing import Final
 
 MI: Final = 1024 * 1024
@@ -467,7 +468,7 @@ class Pod:
         """The pod's namespace."""
         return self.workload.namespace
 
-    @property
+    @cached_property
     def qos(self) -> str:
         """``Guaranteed``, ``Burstable`` or ``BestEffort`` from its containers' resources."""
         specs = [c.spec for c in self.containers]
@@ -480,7 +481,7 @@ class Pod:
             return "Guaranteed"
         return "Burstable"
 
-    @property
+    @cached_property
     def cgroup(self) -> str:
         """The pod's cgroup path under the cgroupfs driver."""
         tier = {"Guaranteed": "", "Burstable": "/burstable", "BestEffort": "/besteffort"}[self.qos]

@@ -17,11 +17,12 @@ Every dynamic number is affine in one table entry, which keeps the guarantees si
 
 from __future__ import annotations
 
+import itertools
 import math
 import operator
 from collections.abc import Callable, Iterable, Mapping
 from decimal import Decimal
-from typing import Final
+from typing import Final, NamedTuple
 
 KERNELS: Final = 8
 """Distinct counter kernels / gauge waves: enough that series do not move in lockstep."""
@@ -149,6 +150,8 @@ def go_float(value: float) -> str:
 
 def escape_label(value: str) -> str:
     """Escape a label value for the text exposition format."""
+    if "\\" not in value and '"' not in value and "\n" not in value:
+        return value
     return value.replace("\\", "\\\\").replace("\n", "\\n").replace('"', '\\"')
 
 
@@ -160,12 +163,22 @@ def labels_text(labels: Mapping[str, str]) -> str:
     return "{" + inner + "}"
 
 
-# One sample line: sort key, text parts (``None`` marks a dynamic number) and its dynamic slots,
-# one per ``None``: ``(base, rate, table_slot, fmt)`` for a number, or ``(0, 0, -1 - key, "")`` for a
-# per-call string (``Timebase.table``: the phases' timestamps, then scrape time in ms and in s).
-_Slot = tuple[float, float, int, str]
-_Series = tuple[tuple[str, int], list[str | None], list[_Slot]]
-Fragment = dict[str, list[_Series]]
+# Placeholder tokens of a compiled sample: a dynamic number, or (>= 0) the index of a per-call string
+# (``Timebase.table``: the phases' timestamps, then scrape time in ms and in s).
+_VALUE: Final = -1
+
+
+class _Sample(NamedTuple):
+    """One compiled sample line (or a family header): literal pieces around its placeholders."""
+
+    key: tuple[str, int]
+    pieces: tuple[bytes, ...]  # literal, b"" (a placeholder's position), literal, ... literal
+    tokens: tuple[int, ...]  # one per placeholder
+    values: tuple[tuple[float, float, int], ...]  # one per _VALUE token: base, rate, table slot
+    fmts: tuple[str, ...]
+
+
+Fragment = dict[str, list[_Sample]]
 """The samples of one source (e.g. one cgroup) by family: reusable across rebuilds."""
 
 
@@ -187,13 +200,16 @@ class TextBuilder:
     each family sorted by their label text, like the Go client's registry.
     """
 
-    def __init__(self) -> None:
-        self._families: dict[str, tuple[str, list[_Series]]] = {}
+    def __init__(self, *, fragment: bool = False) -> None:
+        """With ``fragment=True`` families need no declaration: the samples are meant for :meth:`add`."""
+        self._families: dict[str, tuple[_Sample, list[_Sample]]] = {}
+        self._fragment = fragment
 
     def family(self, name: str, mtype: str, help_text: str) -> None:
         """Declare a metric family (idempotent)."""
         if name not in self._families:
-            self._families[name] = (f"# HELP {name} {help_text}\n# TYPE {name} {mtype}\n", [])
+            header = f"# HELP {name} {help_text}\n# TYPE {name} {mtype}\n".encode()
+            self._families[name] = (_Sample(("", 0), (header,), (), (), ()), [])
 
     def sample(
         self,
@@ -213,27 +229,41 @@ class TextBuilder:
         holding an epoch-millisecond timestamp, or ``None`` for no timestamp. ``key`` orders the
         sample within its family (default: its label text).
         """
-        parts: list[str | None] = [f"{name}{labels} "]
-        slots: list[_Slot] = []
+        pieces: list[bytes] = []
+        tokens: list[int] = []
+        values: tuple[tuple[float, float, int], ...] = ()
+        fmts: tuple[str, ...] = ()
+        text = f"{name}{labels} "
         if isinstance(value, tuple) and value[1] == 0.0:
             # Constant: bake it into the text once instead of formatting it on every call.
-            parts.append(fmt % value[0])
+            text += fmt % value[0]
         elif isinstance(value, tuple):
             skey = _string_key(value[2]) if value[:2] == (0.0, 1.0) and fmt == "%d" else None
-            parts.append(None)
-            slots.append((*value, fmt) if skey is None else (0.0, 0.0, -1 - skey, ""))
+            pieces.append(text.encode())
+            text = ""
+            if skey is None:
+                tokens.append(_VALUE)
+                values, fmts = (value,), (fmt,)
+            else:
+                tokens.append(skey)
         else:
-            parts.append(go_float(float(value)))
+            text += go_float(float(value))
         if ts is not None:
             skey = _string_key(ts)
             if skey is None:
                 raise ValueError(f"table slot {ts} is not a timestamp")
             # Timestamps are shared by many samples: formatted once per call, inserted as strings.
-            parts.append(" ")
-            parts.append(None)
-            slots.append((0.0, 0.0, -1 - skey, ""))
-        parts.append("\n")
-        self._families[family][1].append((key or (labels, 0), parts, slots))
+            pieces.append((text + " ").encode())
+            tokens.append(skey)
+            text = ""
+        pieces.append((text + "\n").encode())
+        if self._fragment and family not in self._families:
+            self._families[family] = (_Sample(("", 0), (b"",), (), (), ()), [])
+        expanded = [pieces[0]]
+        for lit in pieces[1:]:
+            expanded += (b"", lit)
+        rec = _Sample(key or (labels, 0), tuple(expanded), tuple(tokens), values, fmts)
+        self._families[family][1].append(rec)
 
     def histogram(
         self,
@@ -267,39 +297,43 @@ class TextBuilder:
             self._families[name][1].extend(series)
 
     def build(self) -> Template:
-        """Freeze into a :class:`Template`."""
-        pieces: list[str] = []  # literal text at even positions, a placeholder at every odd one
-        literal: list[str] = []
-        bases: list[float] = []
-        rates: list[float] = []
-        slots: list[int] = []
-        fmts: list[str] = []
-        order: list[int] = []  # per placeholder: >= 0 value index, < 0 string key
+        """Freeze into a :class:`Template`: a few C-level list operations per (precompiled) sample."""
+        records: list[_Sample] = []
+        by_key = operator.itemgetter(0)
         for name in sorted(self._families):
             header, series = self._families[name]
-            literal.append(header)
-            for _, parts, sl in sorted(series, key=lambda s: s[0]):
-                dynamic = iter(sl)
-                for part in parts:
-                    if part is not None:
-                        literal.append(part)
-                        continue
-                    pieces.append("".join(literal))
-                    pieces.append("")
-                    literal = []
-                    b, r, i, fmt = next(dynamic)
-                    if i < 0:
-                        order.append(i)
-                    else:
-                        order.append(len(bases))
-                        bases.append(b)
-                        rates.append(r)
-                        slots.append(i)
-                        fmts.append(fmt)
-        pieces.append("".join(literal))
-        n = len(bases)
-        perm = [i if i >= 0 else n + (-1 - i) for i in order]
-        return Template([p.encode() for p in pieces], bases, rates, slots, "\n".join(fmts), perm)
+            records.append(header)
+            records.extend(sorted(series, key=by_key))
+        chain = itertools.chain.from_iterable
+        tokens = list(chain(map(operator.itemgetter(2), records)))
+        values = list(chain(map(operator.itemgetter(3), records)))
+        fmts = list(chain(map(operator.itemgetter(4), records)))
+        # Glue each record's first literal onto the previous record's last one (runs of constant
+        # samples are joined once, not appended to repeatedly); every sample line ends with its own
+        # literal (at least "\n"), so the glued list alternates literal/placeholder.
+        pieces: list[bytes] = []
+        pending: list[bytes] = []
+        append, extend, join = pieces.append, pieces.extend, b"".join
+        for rec in records:
+            rp = rec[1]
+            pending.append(rp[0])
+            if len(rp) > 1:
+                append(join(pending))
+                extend(rp[1:-1])
+                pending = [rp[-1]]
+        append(join(pending))
+        n = len(values)
+        counter = itertools.count()
+        perm = [next(counter) if t == _VALUE else n + t for t in tokens]
+        return Template(
+            pieces,
+            [v[0] for v in values],
+            [v[1] for v in values],
+            [v[2] for v in values],
+            "\n".join(fmts),
+            perm,
+            len(records) - len(self._families),
+        )
 
 
 class Template:
@@ -320,8 +354,9 @@ class Template:
         slots: list[int],
         value_format: str,
         perm: list[int],
+        samples: int,
     ) -> None:
-        self._pieces = pieces
+        self._pieces = pieces if perm else [b"".join(pieces)]
         self._bases = bases
         self._rates = rates
         self._slots = slots
@@ -330,19 +365,16 @@ class Template:
         self._getter: Callable[[list[bytes]], tuple[bytes, ...]]
         if len(perm) == 1:
             only = perm[0]
-            self._getter = lambda values: (values[only],)
-        elif perm:
-            # itemgetter builds the argument tuple in C.
-            self._getter = operator.itemgetter(*perm)
+            self._getter = lambda fields: (fields[only],)
         else:
-            self._getter = lambda values: ()
-        text = b"".join(pieces[::2])
-        self.samples = text.count(b"\n") - 2 * text.count(b"# TYPE ")
+            # itemgetter builds the argument tuple in C.
+            self._getter = operator.itemgetter(*perm) if perm else (lambda fields: ())
+        self.samples = samples
 
     @classmethod
     def constant(cls, body: bytes) -> Template:
         """A body that does not change with time."""
-        return cls([body], [], [], [], "", [])
+        return cls([body], [], [], [], "", [], 0)
 
     def render(self, table: list[float], strings: list[bytes]) -> bytes:
         """The payload at the time described by ``table`` and ``strings`` (from :meth:`Timebase.table`)."""
