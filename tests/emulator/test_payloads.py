@@ -42,9 +42,39 @@ def parse(body: bytes) -> dict[str, tuple[str, list[tuple[SampleKey, float, floa
     return out
 
 
-def values(body: bytes) -> dict[SampleKey, tuple[str, float]]:
-    """sample key -> (family type, value)"""
-    return {key: (mtype, v) for mtype, samples in parse(body).values() for key, v, _ in samples}
+def values(body: bytes) -> dict[str, tuple[str, float]]:
+    """series text -> (family type, value): a quick line parser for the many-call dynamics tests
+    (validity is checked with prometheus_client's parser elsewhere)."""
+    types: dict[str, str] = {}
+    out: dict[str, tuple[str, float]] = {}
+    for line in body.decode().splitlines():
+        if line.startswith("# TYPE "):
+            _, _, name, mtype = line.split(" ")
+            types[name] = mtype
+            continue
+        if line.startswith("#"):
+            continue
+        cut = line.rfind("}") + 1 or line.index(" ")
+        series, rest = line[:cut], line[cut:].split()
+        name = series.split("{", 1)[0]
+        fam = next(
+            (
+                name[: -len(sfx)]
+                for sfx in ("_bucket", "_sum", "_count")
+                if name.endswith(sfx) and name[: -len(sfx)] in types
+            ),
+            name,
+        )
+        out[series] = (types[fam], float(rest[0]))
+    return out
+
+
+def series_name(series: str) -> str:
+    return series.split("{", 1)[0]
+
+
+def series_labels(series: str) -> dict[str, str]:
+    return dict(re.findall(r'(\w+)="([^"]*)"', series))
 
 
 def endpoint(n: NodePayloads, name: str) -> Callable[[], bytes]:
@@ -70,8 +100,8 @@ def test_every_text_payload_parses_with_help_and_type(name: str) -> None:
 def test_cadvisor_series_per_pod_is_realistic(pods: int) -> None:
     n = node(pods)
     body = n.cadvisor()
-    samples = sum(len(s) for _, s in parse(body).values())
-    empty = sum(len(s) for _, s in parse(node(0).cadvisor()).values())
+    samples = len(values(body))
+    empty = len(values(node(0).cadvisor()))
     per_pod = (samples - empty) / pods
     assert 100 <= per_pod <= 200 if pods > 1 else 100 <= per_pod <= 260, per_pod
     # Bytes per pod in the range of real kubelets (tens of KB).
@@ -154,7 +184,7 @@ def test_counters_never_decrease_and_grow_with_time(name: str) -> None:
         cur = values(fn())
         assert cur.keys() == prev.keys()  # no churn: the same series
         for key, (mtype, v) in cur.items():
-            if mtype in ("counter", "histogram") or key[0].endswith(("_sum", "_count")):
+            if mtype in ("counter", "histogram") or series_name(key).endswith(("_sum", "_count")):
                 assert v >= prev[key][1], (key, prev[key][1], v)
                 grew += v > prev[key][1]
         prev = cur
@@ -167,15 +197,15 @@ def test_cadvisor_counters_and_gauges_move_like_a_node() -> None:
     a = values(n.cadvisor())
     clock.advance(60)
     b = values(n.cadvisor())
-    cpu = [k for k in a if k[0] == "container_cpu_usage_seconds_total"]
+    cpu = [k for k in a if series_name(k) == "container_cpu_usage_seconds_total"]
     assert cpu and all(b[k][1] > a[k][1] for k in cpu)
     rates = [(b[k][1] - a[k][1]) / 60 for k in cpu]
     assert all(0 < r < 16 for r in rates)  # cores
-    ws = [k for k in a if k[0] == "container_memory_working_set_bytes"]
+    ws = [k for k in a if series_name(k) == "container_memory_working_set_bytes"]
     moved = sum(a[k][1] != b[k][1] for k in ws)
     assert moved > len(ws) // 2
     assert all(b[k][1] > 0 for k in ws)
-    rx = [k for k in a if k[0] == "container_network_receive_bytes_total"]
+    rx = [k for k in a if series_name(k) == "container_network_receive_bytes_total"]
     assert rx and all(b[k][1] > a[k][1] for k in rx)
 
 
@@ -225,8 +255,8 @@ def test_seed_histogram_and_kubelet_families() -> None:
         "kubernetes_build_info",
     ):
         assert fam in fams, fam
-    assert values(text.encode())[("kubelet_running_pods", ())][1] == 20
-    assert ("kubelet_node_name", (("node", "ip-10-0-1-17.ec2.internal"),)) in values(text.encode())
+    assert values(text.encode())["kubelet_running_pods"][1] == 20
+    assert 'kubelet_node_name{node="ip-10-0-1-17.ec2.internal"}' in values(text.encode())
     ops = {
         dict(k[1]).get("operation_type") for k, _, _ in fams["kubelet_runtime_operations_duration_seconds"][1]
     }
@@ -238,13 +268,10 @@ def test_resource_and_probes_match_the_pods() -> None:
     pods = n.pods()
     res = values(n.resource())
     for p in pods:
-        assert ("pod_cpu_usage_seconds_total", (("namespace", p.namespace), ("pod", p.name))) in res
+        assert f'pod_cpu_usage_seconds_total{{namespace="{p.namespace}",pod="{p.name}"}}' in res
         for c in p.containers:
-            key = (
-                "container_memory_working_set_bytes",
-                (("container", c.name), ("namespace", p.namespace), ("pod", p.name)),
-            )
-            assert res[key][1] > 0
+            labels = f'container="{c.name}",namespace="{p.namespace}",pod="{p.name}"'
+            assert res[f"container_memory_working_set_bytes{{{labels}}}"][1] > 0
     probes = parse(n.probes())["prober_probe"][1]
     assert probes
     for (_, labels), v, _ in probes:
@@ -288,9 +315,9 @@ def test_churned_pods_start_at_zero_and_counters_stay_valid() -> None:
     n = node(20, churn=30.0, clock=clock)
     for _ in range(12):
         clock.advance(7.0)
-        for (name, _), (mtype, v) in values(n.cadvisor()).items():
+        for series, (mtype, v) in values(n.cadvisor()).items():
             if mtype == "counter":
-                assert v >= 0, name
+                assert v >= 0, series
 
 
 def test_churn_is_independent_of_call_spacing() -> None:
