@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import math
 import random
+import re
 import zlib
 from collections.abc import Callable
 
@@ -23,6 +24,7 @@ from kubescrape.emulator.payloads_json import configz, pod_list, stats_summary
 from kubescrape.emulator.payloads_kubelet import build_kube_proxy, build_metrics, build_probes, build_resource
 from kubescrape.emulator.payloads_pods import Pod, daemonset_count, make_pod
 from kubescrape.emulator.payloads_render import PHASES, Fragment, Template, Timebase
+from kubescrape.errors import EmulatorError
 
 __all__ = ["NodePayloads"]
 
@@ -49,9 +51,18 @@ class NodePayloads:
         kubelet_version: str = "v1.29.0",
     ) -> None:
         if not 0 <= pods <= _MAX_PODS:
-            raise ValueError(f"pods must be between 0 and {_MAX_PODS}, got {pods}")
+            raise EmulatorError(
+                f"{pods} pods per node is out of range", f"use 0 to {_MAX_PODS} pods per node"
+            )
         if churn_per_min < 0 or not math.isfinite(churn_per_min):
-            raise ValueError(f"churn_per_min must be a finite number >= 0, got {churn_per_min}")
+            raise EmulatorError(
+                f"pod churn of {churn_per_min} per minute is not valid",
+                "use a churn rate >= 0 pods per minute",
+            )
+        if not re.fullmatch(r"v?\d+\.\d+(\.\d+)?([-+].*)?", kubelet_version):
+            raise EmulatorError(
+                f"kubelet version {kubelet_version!r} is not a version like v1.29.0", "pass e.g. v1.29.0"
+            )
         self.node_name = node_name
         self.node_ip = node_ip
         self.kubelet_version = kubelet_version

@@ -11,6 +11,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from kubescrape.emulator.payloads import NodePayloads
 from kubescrape.emulator.payloads_render import go_float
+from kubescrape.errors import EmulatorError
 from kubescrape.testing import FakeClock
 
 TEXT_ENDPOINTS = ("metrics", "cadvisor", "resource", "probes", "kube_proxy_metrics")
@@ -270,8 +271,8 @@ def test_resource_and_probes_match_the_pods() -> None:
     for p in pods:
         assert f'pod_cpu_usage_seconds_total{{namespace="{p.namespace}",pod="{p.name}"}}' in res
         for c in p.containers:
-            labels = f'container="{c.name}",namespace="{p.namespace}",pod="{p.name}"'
-            assert res[f"container_memory_working_set_bytes{{{labels}}}"][1] > 0
+            text = f'container="{c.name}",namespace="{p.namespace}",pod="{p.name}"'
+            assert res[f"container_memory_working_set_bytes{{{text}}}"][1] > 0
     probes = parse(n.probes())["prober_probe"][1]
     assert probes
     for (_, labels), v, _ in probes:
@@ -395,10 +396,12 @@ def test_same_time_same_body_and_zero_pods() -> None:
 
 
 def test_rejects_bad_arguments() -> None:
-    with pytest.raises(ValueError, match="pods"):
+    with pytest.raises(EmulatorError, match="pods"):
         node(-1)
-    with pytest.raises(ValueError, match="churn"):
+    with pytest.raises(EmulatorError, match="churn"):
         node(3, churn=-1.0)
+    with pytest.raises(EmulatorError, match="version"):
+        NodePayloads("n", "10.0.0.1", 1, kubelet_version="latest")
 
 
 @pytest.mark.parametrize(
