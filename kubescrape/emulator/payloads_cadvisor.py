@@ -403,16 +403,17 @@ def _emit(b: TextBuilder, cg: Cgroup, tb: Timebase) -> None:
 
     b.sample("container_last_seen", "container_last_seen", lab0, (0.0, 1.0, NOW_S), fmt="%d", ts=NOW_MS)
     cpu = cg.cpu
-    put("container_cpu_usage_seconds_total", ctr(cpu), {"cpu": "total"})
-    put("container_cpu_user_seconds_total", ctr(cpu * 0.68, 1))
-    put("container_cpu_system_seconds_total", ctr(cpu * 0.3, 2))
+    # Nanosecond counters in seconds, as cAdvisor divides them: nine decimals.
+    put("container_cpu_usage_seconds_total", ctr(cpu), {"cpu": "total"}, fmt="%.9f")
+    put("container_cpu_user_seconds_total", ctr(cpu * 0.68, 1), fmt="%.9f")
+    put("container_cpu_system_seconds_total", ctr(cpu * 0.3, 2), fmt="%.9f")
     if cg.cpu_quota:
         limit = cg.cpu_quota / 100_000
         busy = min(1.0, 4 * cpu / limit)
         throttled = min(0.3, (cpu / limit) ** 2)
         put("container_cpu_cfs_periods_total", ctr(10 * busy, 3), fmt="%d")
         put("container_cpu_cfs_throttled_periods_total", ctr(10 * busy * throttled, 3), fmt="%d")
-        put("container_cpu_cfs_throttled_seconds_total", ctr(10 * busy * throttled * 0.012, 3))
+        put("container_cpu_cfs_throttled_seconds_total", ctr(10 * busy * throttled * 0.012, 3), fmt="%.9f")
     put("container_cpu_load_average_10s", const(0))
     for state, v in (
         ("iowaiting", 0),
@@ -495,9 +496,9 @@ def _emit(b: TextBuilder, cg: Cgroup, tb: Timebase) -> None:
         put("container_network_transmit_packets_dropped_total", const(0), i)
 
     put("container_processes", const(cg.processes))
-    put("container_threads", gauge(cg.threads, 0.49), fmt="%.0f")
+    put("container_threads", gauge(cg.threads, 1.4), fmt="%.0f")
     put("container_threads_max", const(0))
-    put("container_file_descriptors", gauge(cg.fds, 0.49, 1), fmt="%.0f")
-    put("container_sockets", gauge(max(0, cg.fds // 4), 0.49, 2), fmt="%.0f")
+    put("container_file_descriptors", gauge(cg.fds, 1.4, 1), fmt="%.0f")
+    put("container_sockets", gauge(max(1, cg.fds // 4), 0.9, 2), fmt="%.0f")
     put("container_ulimits_soft", const(1048576), {"ulimit": "max_open_files"})
     put("container_oom_events_total", const(0))

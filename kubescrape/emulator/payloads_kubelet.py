@@ -681,16 +681,8 @@ def build_resource(
             f"{kind}_memory_working_set_bytes", f"{kind}_memory_working_set_bytes", lab, ws, fmt="%d", ts=ts
         )
         if kind == "container":
-            # The real kubelet stamps this sample with the start time itself, which remote-write backends
-            # reject as too old; the housekeeping time keeps the value and stays ingestible.
-            b.sample(
-                "container_start_time_seconds",
-                "container_start_time_seconds",
-                lab,
-                (float(int(cg.start)), 0.0, 0),
-                fmt="%.9g",
-                ts=ts,
-            )
+            # No timestamp here: the value is the start time in seconds with its nanoseconds.
+            b.sample("container_start_time_seconds", "container_start_time_seconds", lab, cg.start)
     return b.build()
 
 

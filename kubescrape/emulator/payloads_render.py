@@ -166,6 +166,7 @@ def labels_text(labels: Mapping[str, str]) -> str:
 # Placeholder tokens of a compiled sample: a dynamic number, or (>= 0) the index of a per-call string
 # (``Timebase.table``: the phases' timestamps, then scrape time in ms and in s).
 _VALUE: Final = -1
+_RETUNE_S: Final = 3600.0
 
 
 class _Sample(NamedTuple):
@@ -333,6 +334,7 @@ class TextBuilder:
             "\n".join(fmts),
             perm,
             len(records) - len(self._families),
+            [j for j, f in enumerate(fmts) if f == "%d"],
         )
 
 
@@ -344,7 +346,19 @@ class Template:
     literal pieces, and joins: the static text is copied, never parsed again.
     """
 
-    __slots__ = ("_bases", "_getter", "_nvalues", "_pieces", "_rates", "_slots", "_vfmt", "samples")
+    __slots__ = (
+        "_bases",
+        "_fmts",
+        "_getter",
+        "_int_fields",
+        "_nvalues",
+        "_pieces",
+        "_rates",
+        "_slots",
+        "_tuned_at",
+        "_vfmt",
+        "samples",
+    )
 
     def __init__(
         self,
@@ -355,6 +369,7 @@ class Template:
         value_format: str,
         perm: list[int],
         samples: int,
+        int_fields: list[int] | None = None,
     ) -> None:
         self._pieces = pieces if perm else [b"".join(pieces)]
         self._bases = bases
@@ -370,11 +385,26 @@ class Template:
             # itemgetter builds the argument tuple in C.
             self._getter = operator.itemgetter(*perm) if perm else (lambda fields: ())
         self.samples = samples
+        self._int_fields = int_fields or []
+        self._fmts = value_format.split("\n")
+        self._tuned_at = -math.inf
+
+    def _tune(self, values: list[float], now: float) -> None:
+        """Print integral values from 1e6 on in exponent form with all their digits, as the Go client
+        does (44634112 -> 4.4634112e+07), using a fixed-precision ``%e`` chosen from the current
+        magnitude: the per-call format stays one C-level operation. Re-chosen now and then as
+        counters grow (a value that gained a digit meanwhile is printed one digit shorter)."""
+        fmts = self._fmts
+        for j in self._int_fields:
+            v = values[j]
+            fmts[j] = f"%.{len(str(int(v))) - 1}e" if v >= 1e6 else "%d"
+        self._vfmt = "\n".join(fmts)
+        self._tuned_at = now
 
     @classmethod
     def constant(cls, body: bytes) -> Template:
         """A body that does not change with time."""
-        return cls([body], [], [], [], "", [], 0)
+        return cls([body], [], [], [], "", [], 0, [])
 
     def render(self, table: list[float], strings: list[bytes]) -> bytes:
         """The payload at the time described by ``table`` and ``strings`` (from :meth:`Timebase.table`)."""
@@ -383,6 +413,8 @@ class Template:
         fields: list[bytes] = []
         if self._nvalues:
             values = [b + r * table[i] for b, r, i in zip(self._bases, self._rates, self._slots, strict=True)]
+            if self._int_fields and abs(table[NOW_S] - self._tuned_at) > _RETUNE_S:
+                self._tune(values, table[NOW_S])
             fields = (self._vfmt % tuple(values)).encode().split(b"\n")
         fields.extend(strings)
         pieces = self._pieces.copy()
