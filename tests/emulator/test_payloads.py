@@ -419,3 +419,31 @@ def test_rejects_bad_arguments() -> None:
 )
 def test_go_float_matches_the_go_client(value: float, text: str) -> None:
     assert go_float(value) == text
+
+
+def test_series_that_survive_churn_never_step_back() -> None:
+    clock = FakeClock(autojump=False)
+    n = node(25, churn=20.0, clock=clock)
+    prev = values(n.cadvisor())
+    for _ in range(8):
+        clock.advance(9.0)
+        cur = values(n.cadvisor())
+        common = [k for k in cur if k in prev and cur[k][0] == "counter"]
+        assert any('id="/"' in k for k in common) and any('id="/kubepods"' in k for k in common)
+        for k in common:
+            assert cur[k][1] >= prev[k][1], k
+        prev = cur
+    assert n.churned >= 20
+
+
+def test_numbers_have_the_go_clients_shapes() -> None:
+    n = node(6)
+    text = n.cadvisor().decode()
+    ws = [line for line in text.splitlines() if line.startswith("container_memory_working_set_bytes{")]
+    # Below 1e6 plain integers, from 1e6 on exponent form: 293057, 4.4634112e+07.
+    assert ws and all(re.search(r"} (\d{1,6}|\d\.\d+e\+\d\d) \d{13}$", line) for line in ws)
+    assert sum("e+" in line for line in ws) > len(ws) // 2
+    cpu = [line for line in text.splitlines() if line.startswith("container_cpu_usage_seconds_total{")]
+    assert all(re.search(r"} \d+\.\d{9} \d{13}$", line) for line in cpu)
+    start = [line for line in n.resource().decode().splitlines() if line.startswith("container_start_time")]
+    assert start and all(re.search(r"} 1\.\d+e\+09$", line) for line in start)
