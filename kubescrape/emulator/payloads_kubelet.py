@@ -288,6 +288,33 @@ def build_metrics(
         b.family(fam, "counter", "[ALPHA] Number of HTTP requests partitioned by status code.")
         b.sample(fam, fam, labels_text({"code": "201"}), _ctr(tb, 0.0012, k0 + 1, start, 1.0), fmt="%d")
 
+    # Webhook token authentication caches TokenReview results: hits on most scrapes, a miss per TTL.
+    for fam, mtype in (
+        ("authentication_token_cache_active_fetch_count", "gauge"),
+        ("authentication_token_cache_fetch_total", "counter"),
+        ("authentication_token_cache_request_duration_seconds", "histogram"),
+        ("authentication_token_cache_request_total", "counter"),
+    ):
+        b.family(fam, mtype, "[ALPHA] ")
+    for status in ("blocked", "in_flight"):
+        fam = "authentication_token_cache_active_fetch_count"
+        b.sample(fam, fam, labels_text({"status": status}), 0)
+    fam = "authentication_token_cache_fetch_total"
+    b.sample(fam, fam, labels_text({"status": "ok"}), _ctr(tb, 1 / 120, k0 + 4, start, 1.0), fmt="%d")
+    for status, rate, median in (("hit", 0.3, 0.00002), ("miss", 1 / 120, 0.008)):
+        _hist(
+            b,
+            tb,
+            "authentication_token_cache_request_duration_seconds",
+            {"status": status},
+            DEF_BUCKETS,
+            rate,
+            median,
+            k0 + 4,
+            start,
+        )
+        fam = "authentication_token_cache_request_total"
+        b.sample(fam, fam, labels_text({"status": status}), _ctr(tb, rate, k0 + 4, start), fmt="%d")
     fam = "kubelet_certificate_manager_client_expiration_renew_errors"
     b.family(fam, "counter", "[ALPHA] Counter of certificate renewal errors.")
     b.sample(fam, fam, "", 0)
@@ -300,6 +327,15 @@ def build_metrics(
         "certificate is invalid or unused, the value will be +INF.",
     )
     b.sample(fam, fam, "", (start + 3.1e7, -1.0, NOW_S), fmt="%d")
+    fam = "kubelet_certificate_manager_server_ttl_seconds"
+    b.family(
+        fam,
+        "gauge",
+        "[ALPHA] Gauge of the shortest TTL (time-to-live) of the Kubelet's serving "
+        "certificate. The value is in seconds until certificate expiry (negative if already "
+        "expired). If serving certificate is invalid or unused, the value will be +INF.",
+    )
+    b.sample(fam, fam, "", (start + 2.9e7, -1.0, NOW_S), fmt="%d")
     fam = "kubelet_cgroup_manager_duration_seconds"
     b.family(
         fam, "histogram", "[ALPHA] Duration in seconds for cgroup manager operations. Broken down by method."

@@ -280,7 +280,8 @@ class TextBuilder:
         plain = labels_text(labels)
         seq = 0
         for le, frac in zip([*buckets, math.inf], [*cdf, 1.0], strict=True):
-            lab = labels_text({**labels, "le": go_float(le)})
+            # The Go client writes ``le`` after the other labels: {operation_type="create",le="0.005"}.
+            lab = f'{plain[:-1]},le="{go_float(le)}"}}' if plain else f'{{le="{go_float(le)}"}}'
             self.sample(
                 family, f"{family}_bucket", lab, (base * frac, rate * frac, slot), fmt="%d", key=(plain, seq)
             )
