@@ -179,6 +179,7 @@ class NodePayloads:
             usage=usage,
             ws=ws,
             net=net,
+            stats_time=at,
         )
 
     def pods_json(self) -> bytes:

@@ -53,10 +53,15 @@ def stats_summary(
     usage: Callable[[Cgroup], float],
     ws: Callable[[Cgroup], float],
     net: Callable[[float, Cgroup], float],
+    stats_time: Callable[[Cgroup], float],
 ) -> bytes:
     """The Summary API body. ``usage``/``ws`` evaluate a cgroup's cpu seconds / working set now;
     ``net(rate, cgroup)`` a byte counter of that average rate."""
     at = rfc3339(now)
+
+    def when(cg: Cgroup) -> str:
+        # Each cgroup's stats carry the time of its last housekeeping, as cAdvisor's do.
+        return rfc3339(stats_time(cg))
 
     def rate(cg: Cgroup) -> float:
         return cg.cpu
@@ -88,8 +93,8 @@ def stats_summary(
             {
                 "name": name,
                 "startTime": rfc3339(boot + 20),
-                "cpu": _cpu(cgroups[path], at, usage, rate),
-                "memory": _mem(cgroups[path], at, ws, 0),
+                "cpu": _cpu(cgroups[path], when(cgroups[path]), usage, rate),
+                "memory": _mem(cgroups[path], when(cgroups[path]), ws, 0),
             }
             for name, path in (
                 ("kubelet", "/system.slice/kubelet.service"),
@@ -98,8 +103,8 @@ def stats_summary(
             )
         ],
         "startTime": rfc3339(boot),
-        "cpu": _cpu(root, at, usage, rate),
-        "memory": _mem(root, at, ws, machine.memory),
+        "cpu": _cpu(root, when(root), usage, rate),
+        "memory": _mem(root, when(root), ws, machine.memory),
         "network": {"time": at, **ifaces[0], "interfaces": ifaces},
         "fs": fs(107_361_579_008, 31_742_541_824, 6_553_600),
         "runtime": {"imageFs": fs(107_361_579_008, 9_823_000_000 + 180_000_000 * len(pods), 6_553_600)},
@@ -116,8 +121,8 @@ def stats_summary(
                 {
                     "name": c.name,
                     "startTime": rfc3339(c.start),
-                    "cpu": _cpu(ccg, at, usage, rate),
-                    "memory": _mem(ccg, at, ws, c.spec.mem_lim * MI),
+                    "cpu": _cpu(ccg, when(ccg), usage, rate),
+                    "memory": _mem(ccg, when(ccg), ws, c.spec.mem_lim * MI),
                     "rootfs": {
                         **fs(107_361_579_008, 40960 + c.kernel * 16, 6_553_600),
                         "usedBytes": 40960 + c.kernel * 16,
@@ -129,8 +134,8 @@ def stats_summary(
             "podRef": {"name": p.name, "namespace": p.namespace, "uid": p.uid},
             "startTime": rfc3339(p.start),
             "containers": containers,
-            "cpu": _cpu(pcg, at, usage, rate),
-            "memory": _mem(pcg, at, ws, 0),
+            "cpu": _cpu(pcg, when(pcg), usage, rate),
+            "memory": _mem(pcg, when(pcg), ws, 0),
             "network": {
                 "time": at,
                 "name": "eth0",

@@ -234,6 +234,13 @@ def test_histograms_are_cumulative() -> None:
                 assert vals[-1] == counts[rest]
 
 
+def test_le_is_the_last_label_as_the_go_client_writes_it() -> None:
+    text = node().metrics().decode()
+    buckets = [line for line in text.splitlines() if "_bucket{" in line]
+    assert buckets and all(re.search(r'(\{|,)le="[^"]+"\} ', line) for line in buckets)
+    assert 'kubelet_cgroup_manager_duration_seconds_bucket{operation_type="create",le="0.005"}' in text
+
+
 def test_seed_histogram_and_kubelet_families() -> None:
     text = node().metrics().decode()
     assert text.startswith(
@@ -347,6 +354,9 @@ def test_stats_summary_shape() -> None:
     s2 = json.loads(n.stats_summary())
     nd = s2["node"]
     assert nd["nodeName"] == "ip-10-0-1-17.ec2.internal"
+    # Per-cgroup stats times, up to one housekeeping interval old, not all equal.
+    times = {c["cpu"]["time"] for p in s2["pods"] for c in p["containers"]}
+    assert len(times) > 1
     assert nd["cpu"]["usageNanoCores"] > 0 and nd["memory"]["workingSetBytes"] > 0
     assert {c["name"] for c in nd["systemContainers"]} == {"kubelet", "runtime", "pods"}
     assert nd["fs"]["capacityBytes"] > nd["fs"]["usedBytes"] > 0
