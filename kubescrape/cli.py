@@ -209,11 +209,19 @@ def demo(
             "--state-dir", help="Keep emulator and spool state here (default: a temporary directory)."
         ),
     ] = None,
+    receiver: Annotated[
+        str,
+        typer.Option(
+            "--receiver", help="auto (a real Prometheus when installed), prometheus, or embedded."
+        ),
+    ] = "auto",
 ) -> None:
     """Emulated kubelet + agent + remote-write receiver on loopback, live summary; no cluster needed."""
     from kubescrape.demo import run_command
 
-    raise typer.Exit(run_command(duration=duration, pods=pods, nodes=nodes, state_dir=state_dir))
+    raise typer.Exit(
+        run_command(duration=duration, pods=pods, nodes=nodes, state_dir=state_dir, receiver=receiver)
+    )
 
 
 def main() -> None:

@@ -186,11 +186,23 @@ def _summary(agent: Agent, receiver: _ReceiverLike, receiver_name: str, rate: fl
     return table
 
 
-async def run_demo(*, duration: float, pods: int, nodes: int, state_dir: Path, console: Console) -> int:
-    """Run the demo; 0 when every target was scraped and the receiver holds the series."""
+async def run_demo(
+    *, duration: float, pods: int, nodes: int, state_dir: Path, console: Console, receiver_kind: str = "auto"
+) -> int:
+    """Run the demo; 0 when every target was scraped and the receiver holds the series.
+
+    ``receiver_kind``: ``prometheus`` (a real Prometheus), ``embedded`` (in-process receiver) or ``auto``
+    (Prometheus when installed).
+    """
+    if receiver_kind not in ("auto", "prometheus", "embedded"):
+        raise ValueError(f"unknown receiver {receiver_kind!r}: use auto, prometheus or embedded")
+    if receiver_kind == "prometheus" and not prometheus_available():
+        console.print("[red]prometheus is not installed[/]: "
+                      "apt-get install prometheus, or use --receiver embedded")
+        return 2
     emu = Emulator(state_dir / "kubelet", nodes=nodes, pods=pods, port=0, healthz_port=0, proxy_port=0)
     receiver: _EmbeddedReceiver | _PrometheusReceiver
-    if prometheus_available():
+    if receiver_kind != "embedded" and prometheus_available():
         (state_dir / "prometheus").mkdir(parents=True, exist_ok=True)
         receiver = _PrometheusReceiver(state_dir / "prometheus")
     else:
@@ -263,13 +275,12 @@ async def _watch(config: AgentConfig, receiver: _EmbeddedReceiver | _PrometheusR
     return every_target_up and receiver.series_count() > 0
 
 
-def run_command(*, duration: float, pods: int, nodes: int, state_dir: Path | None) -> int:
+def run_command(*, duration: float, pods: int, nodes: int, state_dir: Path | None, receiver: str) -> int:
     """``kubescrape demo``: returns the process exit code."""
     console = Console()
-    if state_dir is not None:
+    with contextlib.ExitStack() as stack:
+        if state_dir is None:
+            state_dir = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="kubescrape-demo-")))
         state_dir.mkdir(parents=True, exist_ok=True)
         return asyncio.run(run_demo(duration=duration, pods=pods, nodes=nodes, state_dir=state_dir,
-                                    console=console))
-    with tempfile.TemporaryDirectory(prefix="kubescrape-demo-") as tmp:
-        return asyncio.run(run_demo(duration=duration, pods=pods, nodes=nodes, state_dir=Path(tmp),
-                                    console=console))
+                                    console=console, receiver_kind=receiver))

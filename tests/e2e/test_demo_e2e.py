@@ -29,3 +29,17 @@ async def test_demo_scrapes_every_target_and_shows_403_then_200(tmp_path: Path) 
     assert "insecure_skip_verify" not in inputs
     assert 'tls_ca = "' in inputs
     assert 'labels = { job="cadvisor" }' in inputs
+
+
+async def test_demo_with_the_embedded_receiver(tmp_path: Path) -> None:
+    out = io.StringIO()
+    console = Console(file=out, width=200, force_terminal=False)
+    rc = await run_demo(duration=6, pods=2, nodes=2, state_dir=tmp_path, console=console,
+                        receiver_kind="embedded")
+    text = out.getvalue()
+    assert rc == 0, text
+    assert "receiver: embedded receiver" in text
+    # two nodes on their own loopback addresses, three jobs each
+    assert "done: 6/6 targets up" in text
+    inputs = (tmp_path / "conf" / "input.prometheus" / "prometheus.toml").read_text()
+    assert "https://127.0.1.1:" in inputs and "https://127.0.1.2:" in inputs
