@@ -113,7 +113,11 @@ class NodePayloads:
     def cadvisor(self) -> bytes:
         """``/metrics/cadvisor``."""
         return self._render(
-            "cadvisor", lambda: build_cadvisor(self._all_cgroups(), self.machine, self._tb, self._fragments)
+            "cadvisor",
+            # Without churn the template is built once: keeping per-cgroup fragments would only cost memory.
+            lambda: build_cadvisor(
+                self._all_cgroups(), self.machine, self._tb, self._fragments if self._churn > 0 else None
+            ),
         )
 
     def resource(self) -> bytes:
