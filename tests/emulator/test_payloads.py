@@ -2,9 +2,14 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
+import os
 import re
+import subprocess
+import sys
 from collections.abc import Callable
+from pathlib import Path
 
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
@@ -457,3 +462,25 @@ def test_numbers_have_the_go_clients_shapes() -> None:
     assert all(re.search(r"} \d+\.\d{9} \d{13}$", line) for line in cpu)
     start = [line for line in n.resource().decode().splitlines() if line.startswith("container_start_time")]
     assert start and all(re.search(r"} 1\.\d+e\+09$", line) for line in start)
+
+
+def test_deterministic_across_processes() -> None:
+    """Equal seeds give equal bodies in another interpreter too (no dependence on hash randomization)."""
+    script = (
+        "import hashlib, sys\n"
+        "from kubescrape.emulator.payloads import NodePayloads\n"
+        "from kubescrape.testing import FakeClock\n"
+        "clock = FakeClock(autojump=False)\n"
+        "n = NodePayloads('node-a', '10.0.0.9', 12, churn_per_min=3.0, seed=5, clock=clock)\n"
+        "sys.stdout.write(hashlib.sha256(n.cadvisor() + n.pods_json() + n.metrics()).hexdigest())\n"
+    )
+    root = Path(__file__).resolve().parents[2]
+    digests = set()
+    for hashseed in ("1", "2"):
+        env = {**os.environ, "PYTHONHASHSEED": hashseed, "PYTHONPATH": str(root)}
+        out = subprocess.run(
+            [sys.executable, "-c", script], env=env, capture_output=True, timeout=60, check=True
+        )
+        digests.add(out.stdout.decode())
+    n = NodePayloads("node-a", "10.0.0.9", 12, churn_per_min=3.0, seed=5, clock=FakeClock(autojump=False))
+    assert digests == {hashlib.sha256(n.cadvisor() + n.pods_json() + n.metrics()).hexdigest()}
