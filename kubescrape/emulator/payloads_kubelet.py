@@ -728,6 +728,8 @@ def build_probes(pods: Sequence[Pod], tb: Timebase, *, start: float) -> Template
     fam = "process_start_time_seconds"
     b.family(fam, "gauge", "[ALPHA] Start time of the process since unix epoch in seconds.")
     b.sample(fam, fam, "", round(start, 2))
+    dur = "prober_probe_duration_seconds"
+    b.family(dur, "histogram", "[ALPHA] Duration in seconds for a probe response.")
     fam = "prober_probe_total"
     b.family(
         fam,
@@ -750,6 +752,18 @@ def build_probes(pods: Sequence[Pod], tb: Timebase, *, start: float) -> Template
                     b.sample(fam, fam, labels_text({**lab, "result": "successful"}), 1 + k % 3)
                     continue
                 # Probes run every 10 s; the counters start with the kubelet (its registry is in memory).
+                # Only successful probes are timed.
+                _hist(
+                    b,
+                    tb,
+                    dur,
+                    {"container": c.name, "namespace": p.namespace, "pod": p.name, "probe_type": ptype},
+                    DEF_BUCKETS,
+                    0.1,
+                    0.0015,
+                    k,
+                    since,
+                )
                 b.sample(
                     fam,
                     fam,
