@@ -230,41 +230,36 @@ class TextBuilder:
         holding an epoch-millisecond timestamp, or ``None`` for no timestamp. ``key`` orders the
         sample within its family (default: its label text).
         """
-        pieces: list[bytes] = []
-        tokens: list[int] = []
+        head = f"{name}{labels} "
         values: tuple[tuple[float, float, int], ...] = ()
         fmts: tuple[str, ...] = ()
-        text = f"{name}{labels} "
-        if isinstance(value, tuple) and value[1] == 0.0:
-            # Constant: bake it into the text once instead of formatting it on every call.
-            text += fmt % value[0]
-        elif isinstance(value, tuple):
-            skey = _string_key(value[2]) if value[:2] == (0.0, 1.0) and fmt == "%d" else None
-            pieces.append(text.encode())
-            text = ""
-            if skey is None:
-                tokens.append(_VALUE)
-                values, fmts = (value,), (fmt,)
-            else:
-                tokens.append(skey)
-        else:
-            text += go_float(float(value))
+        tskey = -1
         if ts is not None:
-            skey = _string_key(ts)
-            if skey is None:
+            found = _string_key(ts)
+            if found is None:
                 raise ValueError(f"table slot {ts} is not a timestamp")
+            tskey = found
+        if isinstance(value, tuple) and value[1] != 0.0:
+            skey = _string_key(value[2]) if value[0] == 0.0 and value[1] == 1.0 and fmt == "%d" else None
+            if skey is None:
+                skey, values, fmts = _VALUE, (value,), (fmt,)
             # Timestamps are shared by many samples: formatted once per call, inserted as strings.
-            pieces.append((text + " ").encode())
-            tokens.append(skey)
-            text = ""
-        pieces.append((text + "\n").encode())
-        if self._fragment and family not in self._families:
-            self._families[family] = (_Sample(("", 0), (b"",), (), (), ()), [])
-        expanded = [pieces[0]]
-        for lit in pieces[1:]:
-            expanded += (b"", lit)
-        rec = _Sample(key or (labels, 0), tuple(expanded), tuple(tokens), values, fmts)
-        self._families[family][1].append(rec)
+            if ts is None:
+                pieces: tuple[bytes, ...] = (head.encode(), b"", b"\n")
+                tokens: tuple[int, ...] = (skey,)
+            else:
+                pieces, tokens = (head.encode(), b"", b" ", b"", b"\n"), (skey, tskey)
+        else:
+            # Constant: bake it into the text once instead of formatting it on every call.
+            text = head + (fmt % value[0] if isinstance(value, tuple) else go_float(float(value)))
+            if ts is None:
+                pieces, tokens = ((text + "\n").encode(),), ()
+            else:
+                pieces, tokens = ((text + " ").encode(), b"", b"\n"), (tskey,)
+        families = self._families
+        if self._fragment and family not in families:
+            families[family] = (_Sample(("", 0), (b"",), (), (), ()), [])
+        families[family][1].append(_Sample(key or (labels, 0), pieces, tokens, values, fmts))
 
     def histogram(
         self,
