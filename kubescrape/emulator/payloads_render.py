@@ -1,10 +1,13 @@
-"""The emulator's exposition engine: series templates rendered with one ``%`` format per call.
+"""The emulator's exposition engine: series templates, rendered per call by formatting numbers only.
 
 A payload is built in two steps. When the set of pods changes (start-up, churn) a :class:`TextBuilder`
-renders every series' static text (name, labels, constant values) once and records, for each
-dynamic number, a triple ``(base, rate, slot)``. On every scrape, :class:`Timebase` computes a small
-table of time functions (a few hundred floats) and the payload is ``template % tuple(base + rate *
-table[slot] ...)``: one list comprehension and one C-level format call, no per-series Python logic.
+compiles every sample line once: its literal text (name, labels, constant values) as pre-encoded
+pieces, and for each dynamic number a triple ``(base, rate, slot)``. On every scrape,
+:class:`Timebase` computes a small table of time functions (a few hundred floats) and
+:meth:`Template.render` evaluates ``base + rate * table[slot]`` in one list comprehension, formats
+all numbers with one ``%`` over a short format string, drops them (and the per-call timestamp
+strings) into the placeholder positions of the piece list and joins it: no per-series Python logic,
+the static text is copied and never parsed again.
 
 Every dynamic number is affine in one table entry, which keeps the guarantees simple:
 
