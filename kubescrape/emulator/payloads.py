@@ -71,6 +71,7 @@ class NodePayloads:
         self._n = pods
         self._churn = churn_per_min
         self._started = clock.time()
+        self._latest = self._started
         rng = random.Random(f"{seed}/{node_name}/node")
         self.boot = self._started - rng.uniform(2 * 86400, 30 * 86400)
         self._tb = Timebase(self.boot, zlib.crc32(f"{seed}/{node_name}".encode()))
@@ -219,8 +220,13 @@ class NodePayloads:
         )
 
     def _now(self) -> float:
-        """Read the clock and apply the churn due by then."""
-        now = self._clock.time()
+        """Read the clock and apply the churn due by then.
+
+        A wall clock that steps back (NTP) is held at its latest reading, so no counter ever
+        decreases; the emulated node simply pauses until time catches up.
+        """
+        now = max(self._clock.time(), self._latest)
+        self._latest = now
         if self._churn > 0:
             self._apply_churn(now)
         return now

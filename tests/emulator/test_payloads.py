@@ -197,6 +197,19 @@ def test_counters_never_decrease_and_grow_with_time(name: str) -> None:
     assert grew > 0
 
 
+def test_a_clock_stepping_back_never_makes_counters_decrease() -> None:
+    clock = FakeClock(autojump=False)
+    n = node(8, clock=clock)
+    clock.advance(600.0)
+    before = values(n.cadvisor())
+    clock.advance(-300.0)  # wall clock stepped back (NTP)
+    assert values(n.cadvisor()) == before
+    clock.advance(400.0)
+    after = values(n.cadvisor())
+    cpu = [k for k in before if series_name(k) == "container_cpu_usage_seconds_total"]
+    assert all(after[k][1] > before[k][1] for k in cpu)
+
+
 def test_cadvisor_counters_and_gauges_move_like_a_node() -> None:
     clock = FakeClock(autojump=False)
     n = node(10, clock=clock)
