@@ -254,7 +254,8 @@ class TextBuilder:
                 pieces, tokens = (head.encode(), b"", b" ", b"", b"\n"), (skey, tskey)
         else:
             # Constant: bake it into the text once instead of formatting it on every call.
-            text = head + (fmt % value[0] if isinstance(value, tuple) else go_float(float(value)))
+            # (rounded as ``fmt`` would, printed as the Go client prints floats: 4.218808e+06).
+            text = head + go_float(float(fmt % value[0]) if isinstance(value, tuple) else float(value))
             if ts is None:
                 pieces, tokens = ((text + "\n").encode(),), ()
             else:
