@@ -65,6 +65,11 @@ SENT_METRIC = {
     PROMETHEUS: "prometheus_remote_storage_samples_total",
     KUBESCRAPE: "kubescrape_samples_sent_total",
 }
+# Each agent's own counter of samples it queued for remote write (Prometheus: synthetic series included).
+APPENDED_METRIC = {
+    PROMETHEUS: "prometheus_agent_samples_appended_total",
+    KUBESCRAPE: "kubescrape_samples_scraped_total",
+}
 
 
 # ----------------------------------------------------------------------------------------------------------
@@ -88,7 +93,9 @@ SCENARIOS: dict[str, Scenario] = {
     "1x250": Scenario("1x250", nodes=1, pods=250, interval=2.0, warmup=8.0, window=60.0),
     "20x100": Scenario("20x100", nodes=20, pods=100, interval=5.0, warmup=15.0, window=60.0),
 }
-QUICK = Scenario("quick-1x50", nodes=1, pods=50, interval=2.0, warmup=3.0, window=10.0)
+# The window is not shorter than cAdvisor's housekeeping interval (10 s), so every container has a stats
+# timestamp inside it whichever moment it starts: both agents then deliver the same series.
+QUICK = Scenario("quick-1x50", nodes=1, pods=50, interval=1.0, warmup=1.0, window=10.0)
 
 
 class ScrapeJob(NamedTuple):
@@ -343,6 +350,13 @@ def render_diff(diff: SeriesDiff, examples: int = 5) -> str:
         f"only from {diff.b}: {len(diff.only_b)}",
     ]
     for side, keys in ((diff.a, diff.only_a), (diff.b, diff.only_b)):
+        if keys:
+            by_name = Counter(dict(k).get("__name__", "") for k in keys)
+            lines.append(
+                f"  - only {side}, by metric name: "
+                + ", ".join(f"{n} {c}" for n, c in by_name.most_common(8))
+                + (" …" if len(by_name) > 8 else "")
+            )
         for k in keys[:examples]:
             lines.append(f"  - only {side}: `{render_series_key(k)}`")
     verdict = "SAME series set" if diff.same else "DIFFERENT series sets"
@@ -584,6 +598,14 @@ def http_get(url: str, timeout: float = 10.0) -> str:
     return body.decode()
 
 
+_T0 = time.monotonic()
+
+
+def progress(message: str) -> None:
+    """A progress line on stderr with the seconds since the bench started."""
+    print(f"[{time.monotonic() - _T0:6.1f} s] {message}", file=sys.stderr, flush=True)
+
+
 def kubescrape_cmd(*args: str) -> list[str]:
     return [sys.executable, "-m", "kubescrape", *args]
 
@@ -629,6 +651,24 @@ def _scalar(result: list[dict[str, Any]]) -> float:
     return sum(float(r["value"][1]) for r in result)
 
 
+def receiver_api(receiver: Prometheus, path: str, params: Mapping[str, str], timeout: float = 300.0) -> Any:
+    """GET ``/api/v1/<path>`` of the receiver with a long timeout (large scenarios query 10^5+ series)."""
+    query = urllib.parse.urlencode(params)
+    with urllib.request.urlopen(f"{receiver.url}/api/v1/{path}?{query}", timeout=timeout) as r:
+        body = json.loads(r.read())
+    if body.get("status") != "success":
+        raise RuntimeError(f"receiver API {path} failed: {body}")
+    return body["data"]
+
+
+def receiver_query(receiver: Prometheus, expr: str, at: float) -> list[dict[str, Any]]:
+    """Instant query evaluated at ``at``."""
+    result: list[dict[str, Any]] = receiver_api(receiver, "query", {"query": expr, "time": f"{at:.3f}"})[
+        "result"
+    ]
+    return result
+
+
 def count_received(receiver: Prometheus, agent: str, window: float, at: float) -> float:
     """Samples of ``agent`` stored by the receiver with timestamps in the window ending at ``at``.
 
@@ -636,40 +676,47 @@ def count_received(receiver: Prometheus, agent: str, window: float, at: float) -
     collide once the function drops ``__name__``, and Prometheus rejects the query.
     """
     sel = f'{AGENT_LABEL}="{agent}"'
-    names: list[str] = receiver.api(
+    names: list[str] = receiver_api(
+        receiver,
         "label/__name__/values",
-        **{"match[]": f"{{{sel}}}", "start": f"{at - window:.3f}", "end": f"{at:.3f}"},
+        {"match[]": f"{{{sel}}}", "start": f"{at - window:.3f}", "end": f"{at:.3f}"},
     )
     w = _window(window)
 
     def one(name: str) -> float:
-        return _scalar(receiver.query(f"sum(count_over_time({name}{{{sel}}}[{w}]))", at=at))
+        return _scalar(receiver_query(receiver, f"sum(count_over_time({name}{{{sel}}}[{w}]))", at))
 
-    with ThreadPoolExecutor(max_workers=4) as pool:
+    with ThreadPoolExecutor(max_workers=2) as pool:
         return sum(pool.map(one, names))
 
 
-def wait_received(
-    receiver: Prometheus, agent: str, window: float, at: float, settle: float, timeout: float
-) -> float:
-    """``count_received`` once remote-write has caught up.
-
-    Caught up means: non-zero and unchanged for ``settle`` seconds. Agents batch (the Prometheus agent's
-    ``batch_send_deadline`` is 5 s), so ``settle`` must exceed the longest batching delay.
-    """
+def stable_count(receiver: Prometheus, agent: str, window: float, at: float, timeout: float) -> float:
+    """``count_received`` once two readings a second apart agree (the receiver has committed all)."""
     deadline = time.monotonic() + timeout
-    last, since = -1.0, time.monotonic()
+    last = count_received(receiver, agent, window, at)
     while True:
+        time.sleep(1.0)
         value = count_received(receiver, agent, window, at)
-        now = time.monotonic()
-        if value != last or value == 0:
-            last, since = value, now
-        elif now - since >= settle:
+        if value == last:
             return value
-        if now > deadline:
+        if time.monotonic() > deadline:
             print(f"warning: {agent}'s samples still arriving after {timeout:g} s", file=sys.stderr)
             return value
-        time.sleep(1.0)
+        last = value
+
+
+def wait_sent(metrics_url: str, agent: str, appended: float, timeout: float) -> None:
+    """Wait until ``agent`` reports as sent at least the ``appended`` samples it had queued at window end.
+
+    Remote write is a queue, so once the sent counter passes that mark every sample of the window has left
+    (give or take the batches in flight, which the agent flushes when it is stopped).
+    """
+    deadline = time.monotonic() + timeout
+    while metric_sum(parse_exposition(http_get(metrics_url)), SENT_METRIC[agent]) < appended:
+        if time.monotonic() > deadline:
+            print(f"warning: {agent} had not sent the window's samples after {timeout:g} s", file=sys.stderr)
+            return
+        time.sleep(0.5)
 
 
 def wait_first_sample(
@@ -680,7 +727,7 @@ def wait_first_sample(
     Agents do not scrape at once (the Prometheus agent first syncs targets, then waits for its scrape offset).
     """
     deadline = time.monotonic() + timeout
-    while not receiver.query(f'count({{{AGENT_LABEL}="{agent}"}})'):
+    while not receiver_query(receiver, f'count({{{AGENT_LABEL}="{agent}"}})', time.time()):
         if proc.poll() is not None:
             raise RuntimeError(f"{agent} exited with {proc.returncode} before delivering: {_tail(log)}")
         if time.monotonic() > deadline:
@@ -742,12 +789,14 @@ def measure(run: Run, procs: Processes, agent: str) -> AgentResult:
         wait_tcp("127.0.0.1", port, 60, proc, log)
         sampler = RssSampler(proc.pid, 0.5).start()
         wait_first_sample(run.receiver, agent, proc, log, timeout=60)
+        progress(f"{sc.name} {agent}: first sample delivered; warm-up {sc.warmup:g} s")
         time.sleep(sc.warmup)
         metrics_url = f"http://127.0.0.1:{port}/metrics"
         before = parse_exposition(http_get(metrics_url))
         if agent == KUBESCRAPE and run.profile_dir is not None:
             profiler = _start_profiler(procs, proc.pid, sc.window, run.profile_dir / f"{sc.name}.txt")
         sampler.mark()
+        progress(f"{sc.name} {agent}: window {sc.window:g} s")
         t0, cpu0 = time.time(), cpu_seconds(proc.pid)
         time.sleep(sc.window)
         t1, cpu1 = time.time(), cpu_seconds(proc.pid)
@@ -755,7 +804,21 @@ def measure(run: Run, procs: Processes, agent: str) -> AgentResult:
         after = parse_exposition(http_get(metrics_url))
         if proc.poll() is not None:
             raise RuntimeError(f"{agent} exited with {proc.returncode} during the window: {_tail(log)}")
-        received = wait_received(run.receiver, agent, t1 - t0, t1, settle=6 + sc.interval, timeout=90)
+        rss_overall = sampler.overall()
+        if profiler is not None:
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                profiler.wait(timeout=sc.window + 60)
+        # A sample stamped inside the window (cAdvisor stamps stats with the last housekeeping time) may be
+        # scraped only by the first scrape after it: keep scraping until that scrape is surely done, so both
+        # agents deliver every sample of the window whatever their scrape phase.
+        progress(f"{sc.name} {agent}: delivering the window's samples")
+        time.sleep(2 * sc.interval + 1)
+        appended = metric_sum(parse_exposition(http_get(metrics_url)), APPENDED_METRIC[agent])
+        wait_sent(metrics_url, agent, appended, timeout=60 + 2 * sc.interval)
+        # Both agents flush their remote-write queue on SIGTERM; the receiver is then idle for the queries.
+        Processes.stop(proc, timeout=60)
+        progress(f"{sc.name} {agent}: stopped; reading the receiver")
+        received = stable_count(run.receiver, agent, t1 - t0, t1, timeout=120)
         sent_metric = SENT_METRIC[agent]
         if agent == PROMETHEUS:
             scraped, scrapes, failed, durations = _prometheus_figures(run.receiver, t1 - t0, t1)
@@ -774,13 +837,17 @@ def measure(run: Run, procs: Processes, agent: str) -> AgentResult:
                 histogram_buckets(before, "kubescrape_scrape_duration_seconds"),
             )
             p50, p90, p99 = (histogram_quantile(q, buckets) for q in (0.5, 0.9, 0.99))
-        series = run.receiver.series(f'{{{AGENT_LABEL}="{agent}"}}', start=t0, end=t1)
+        series: list[dict[str, str]] = receiver_api(
+            run.receiver,
+            "series",
+            {"match[]": f'{{{AGENT_LABEL}="{agent}"}}', "start": f"{t0:.3f}", "end": f"{t1:.3f}"},
+        )
         return AgentResult(
             agent=agent,
             window=t1 - t0,
             cpu_seconds=cpu1 - cpu0,
             rss=rss_window,
-            rss_overall=sampler.overall(),
+            rss_overall=rss_overall,
             samples_scraped=scraped,
             samples_received=received,
             samples_sent=metric_sum(after, sent_metric) - metric_sum(before, sent_metric),
@@ -815,12 +882,14 @@ def _prometheus_figures(
     """The agent's own per-scrape series, as delivered: samples scraped, scrapes, failures, durations."""
     sel = f'{AGENT_LABEL}="{PROMETHEUS}"'
     w = _window(window)
-    scraped = _scalar(receiver.query(f"sum(sum_over_time(scrape_samples_scraped{{{sel}}}[{w}]))", at=at))
-    scrapes = _scalar(receiver.query(f"sum(count_over_time(up{{{sel}}}[{w}]))", at=at))
-    up = _scalar(receiver.query(f"sum(sum_over_time(up{{{sel}}}[{w}]))", at=at))
+    scraped = _scalar(
+        receiver_query(receiver, f"sum(sum_over_time(scrape_samples_scraped{{{sel}}}[{w}]))", at)
+    )
+    scrapes = _scalar(receiver_query(receiver, f"sum(count_over_time(up{{{sel}}}[{w}]))", at))
+    up = _scalar(receiver_query(receiver, f"sum(sum_over_time(up{{{sel}}}[{w}]))", at))
     durations = [
         float(v)
-        for r in receiver.query(f"scrape_duration_seconds{{{sel}}}[{w}]", at=at)
+        for r in receiver_query(receiver, f"scrape_duration_seconds{{{sel}}}[{w}]", at)
         for _, v in r["values"]
     ]
     return scraped, scrapes, scrapes - up, durations
@@ -848,6 +917,7 @@ def _start_profiler(procs: Processes, pid: int, seconds: float, out: Path) -> su
             "--output",
             str(out),
             "--nonblocking",
+            "--function",
         ],
         out.with_suffix(".log"),
     )
@@ -986,9 +1056,10 @@ def run_scenario(
             categraf_toml = bench_instances_toml(printed, port, sc.interval)
             jobs = jobs_from_categraf(categraf_toml)
             receiver.start()
+            progress(f"{sc.name}: emulator ({sc.nodes} × {sc.pods} pods) and receiver up")
             run = Run(sc, workdir, receiver, jobs, categraf_toml, profile_dir, spool)
             for agent in agents:
-                print(f"[{sc.name}] measuring {agent} ...", file=sys.stderr, flush=True)
+                progress(f"{sc.name} {agent}: starting")
                 results[agent] = measure(run, procs, agent)
     finally:
         receiver.stop()
@@ -1036,10 +1107,18 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     report = ["## kubescrape vs the Prometheus agent (kubelet job)", "", machine_header()]
     print("\n".join(report), flush=True)
+    failed = False
     base = Path(tempfile.mkdtemp(prefix="kubescrape-bench-"))
     try:
         for sc in scenarios:
-            results, diff = run_scenario(sc, agents, base / sc.name, ns.profile, not ns.no_spool)
+            try:
+                results, diff = run_scenario(sc, agents, base / sc.name, ns.profile, not ns.no_spool)
+            except Exception as e:  # one failed scenario must not lose the others' tables
+                text = f"### {sc.name}: FAILED\n\n```\n{type(e).__name__}: {e}\n```\n"
+                print(text, flush=True)
+                report.append(text)
+                failed = True
+                continue
             part = [render_table(sc, results)]
             if goal := goal_line(results):
                 part.append(goal + "\n")
@@ -1051,15 +1130,15 @@ def main(argv: Sequence[str] | None = None) -> int:
             text = "\n".join(part)
             print(text, flush=True)
             report.append(text)
+            if ns.output is not None:  # written after every scenario, so a later failure keeps it
+                ns.output.parent.mkdir(parents=True, exist_ok=True)
+                ns.output.write_text("\n".join(report))
     finally:
         if ns.keep:
             print(f"work directory kept: {base}", file=sys.stderr)
         else:
             shutil.rmtree(base, ignore_errors=True)
-    if ns.output is not None:
-        ns.output.parent.mkdir(parents=True, exist_ok=True)
-        ns.output.write_text("\n".join(report))
-    return 0
+    return 1 if failed else 0
 
 
 if __name__ == "__main__":

@@ -205,6 +205,7 @@ def test_series_differences_and_collapsed_series_show() -> None:
     assert diff.only_b == [(("__name__", "m"), ("pod", "p4"))]
     text = render_diff(diff)
     assert 'only kubescrape: `m{pod="p4"}`' in text
+    assert "only prometheus, by metric name: m 2" in text
     assert "DIFFERENT series sets" in text
 
 
