@@ -37,9 +37,6 @@ _INT64_MAX = (1 << 63) - 1
 # Whitespace that Python's str.split()/float() accept but Prometheus' lexer does not treat as blank.
 _ODD_WHITESPACE = re.compile(r"[\x0b\x0c\r\x1c-\x1f]")
 _pack_double = struct.Struct("<d").pack
-# Order entry of a series the fast path cannot predict: a newline never starts a line.
-_NEVER = "\n"
-_NO_ENTRY = (_NEVER, 1, DROPPED)
 # Tail marker of a sample the fast path hands to the full parser.
 _ODD = b"odd"
 
@@ -155,7 +152,7 @@ class SeriesCache:
             self._order_had_duplicates = duplicates > 0
         self._order = order
         if self._scrapes % self._generation == 0 and len(self._entries) > len(order):
-            self._entries = {key[:-1]: head for key, _, head in order if key != _NEVER}
+            self._entries = {key[:-1]: head for key, _, head in order}
         kept = len(pieces) // 3
         step = 3 * self._batch
         chunks = [
@@ -206,14 +203,17 @@ class SeriesCache:
         all_predicted = True
 
         while pos < size:
-            end = find("\n", pos)
             try:
                 entry = predicted[index]
+                hit = startswith(entry[0], pos)
             except IndexError:
-                entry = _NO_ENTRY
-            if startswith(entry[0], pos):
-                rest = text[pos + entry[1] : end]
+                hit = False
+            if hit:
+                start = pos + entry[1]
+                end = find("\n", start)
+                value, _, stamp = text[start:end].partition(" ")
             else:
+                end = find("\n", pos)
                 line = text[pos:end]
                 if not line:
                     pos = end + 1
@@ -233,19 +233,13 @@ class SeriesCache:
                     pos = end + 1
                     continue
                 entry = (key + " ", len(key) + 1, head)
-                rest = line[entry[1] :]
-            parts = rest.split(" ")
-            if len(parts) == 2:
-                value, stamp = parts
+                value, _, stamp = line[entry[1] :].partition(" ")
+            if stamp:
                 tail = tails_get(stamp) or _tail(stamp, tails)
                 if not honor and tail is not _ODD:
                     tail = default_tail
-            elif len(parts) == 1:
-                value = rest
-                tail = default_tail
             else:
-                value = rest
-                tail = _ODD
+                tail = default_tail
             packed = values_get(value)
             if packed is None and tail is not _ODD:
                 # Python's float() also takes "1_0" and non-ASCII digits, which Go's ParseFloat rejects.
@@ -311,9 +305,8 @@ class SeriesCache:
                     ) from None
         if cacheable:
             self._entries[series] = head
-            order.append((series + " ", len(series) + 1, head))
-        else:
-            order.append((_NEVER, 1, head))
+        # Any validated series text predicts the next scrape's line, cacheable by key or not.
+        order.append((series + " ", len(series) + 1, head))
         if head:
             ts = timestamp if self._honor and timestamp is not None else scrape_ts_ms
             tail = b"\x10" + varint(ts)
