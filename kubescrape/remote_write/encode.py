@@ -84,24 +84,34 @@ def _field_bytes(tag: bytes, data: bytes) -> bytes:
     return tag + varint(len(data)) + data
 
 
+# Encoded ``labels`` fields by (name, value). Label pairs repeat a lot across series (namespace, image,
+# job, instance ...), so encoding a new series mostly joins cached bytes. Bounded; cleared when full.
+_LABEL_FIELDS: dict[tuple[str, str], bytes] = {}
+_LABEL_FIELDS_MAX = 1 << 16
+
+
+def _label_field(pair: tuple[str, str]) -> bytes:
+    name, value = pair
+    label = _field_bytes(b"\x0a", name.encode()) + _field_bytes(b"\x12", value.encode()) if value else b""
+    field = _field_bytes(b"\x0a", label) if label else b""
+    if len(_LABEL_FIELDS) >= _LABEL_FIELDS_MAX:
+        _LABEL_FIELDS.clear()
+    _LABEL_FIELDS[pair] = field
+    return field
+
+
 def encode_labels(labels: Iterable[tuple[str, str]]) -> bytes:
     """Encode the ``labels`` fields of a ``TimeSeries``, sorted by name as remote write requires.
 
     ``labels`` must contain ``__name__``. Labels with an empty value are left out: Prometheus treats an
     empty label the same as a missing one.
     """
-    parts: list[bytes] = []
-    has_name = False
-    for name, value in sorted(labels):
-        if not value:
-            continue
-        if name == "__name__":
-            has_name = True
-        label = _field_bytes(b"\x0a", name.encode()) + _field_bytes(b"\x12", value.encode())
-        parts.append(_field_bytes(b"\x0a", label))
-    if not has_name:
+    pairs = sorted(labels)
+    get = _LABEL_FIELDS.get
+    fields = [get(pair) or _label_field(pair) for pair in pairs]
+    if not any(name == "__name__" and value for name, value in pairs):
         raise ValueError("a remote-write series needs a non-empty __name__ label")
-    return b"".join(parts)
+    return b"".join(fields)
 
 
 def sample_head(label_bytes: bytes, timestamp_len: int) -> bytes:

@@ -61,9 +61,12 @@ class Sample(NamedTuple):
 
 # A whole sample line. Possessive quantifiers reproduce the lexer's longest-match tokens: ``foo1`` is
 # one metric name, never the name ``foo`` followed by the value ``1``.
+_PAIRS = (
+    r"(?:[ \t]*+[a-zA-Z_][a-zA-Z0-9_]*+[ \t]*+=[ \t]*+\"(?:[^\"\\]++|\\.)*+\"[ \t]*+(?:,[ \t]*+)?+)*+[ \t]*+"
+)
 _SAMPLE_LINE = re.compile(
     r"[ \t]*+([a-zA-Z_:][a-zA-Z0-9_:]*+)[ \t]*+"
-    r"(?:\{((?:[^\"}]++|\"(?:[^\"\\]++|\\.)*+\")*+)\})?+"
+    r"(?:\{(" + _PAIRS + r")\})?+"
     r"[ \t]*+([^{ \t]++)(?:[ \t]++([0-9]++))?+[ \t]*+\Z"
 )
 # The series part only: name and optional label set, surrounded by optional blanks.
@@ -112,9 +115,9 @@ def parse_float(text: str) -> float:
     return value
 
 
-def _labels(blob: str) -> list[tuple[str, str]]:
-    """Split a validated label-set body into (name, unescaped value) pairs; reject duplicates."""
-    if _LABEL_SET.match(blob) is None:
+def _labels(blob: str, validated: bool = False) -> list[tuple[str, str]]:
+    """Split a label-set body into (name, unescaped value) pairs; reject duplicates."""
+    if not validated and _LABEL_SET.match(blob) is None:
         raise ParseError(_label_set_problem(blob))
     pairs = [
         (name, _LABEL_ESCAPE.sub(_unescape_label, value) if "\\" in value else value)
@@ -194,7 +197,7 @@ def parse_sample_line(line: str) -> tuple[str, list[tuple[str, str]], float, int
     if blob:
         if "__name__" in blob:
             _check_name_label(blob)
-        labels = _labels(blob)
+        labels = _labels(blob, validated=True)
     else:
         labels = []
     try:
