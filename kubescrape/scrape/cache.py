@@ -12,7 +12,6 @@ accepts.
 
 from __future__ import annotations
 
-import re
 import struct
 from collections.abc import Callable
 from typing import NamedTuple
@@ -20,7 +19,7 @@ from typing import NamedTuple
 from kubescrape.errors import ParseError, ScrapeError
 from kubescrape.remote_write import Chunk
 from kubescrape.remote_write.encode import encode_labels, sample_head, varint
-from kubescrape.scrape.parser import Metadata, has_invalid_utf8, parse, parse_float, parse_line
+from kubescrape.scrape.parser import Metadata, parse, parse_float, parse_line
 
 __all__ = ["DROPPED", "Labeler", "ScrapeResult", "SeriesCache"]
 
@@ -34,9 +33,9 @@ DROPPED = b""
 # other timestamp length is encoded in full.
 _TAIL_LEN = 7
 _INT64_MAX = (1 << 63) - 1
-# Whitespace that Python's str.split()/float() accept but Prometheus' lexer does not treat as blank.
-_ODD_WHITESPACE = re.compile(r"[\x0b\x0c\r\x1c-\x1f]")
 _pack_double = struct.Struct("<d").pack
+# Series order entry: (raw series text + b" ", its length, head or DROPPED).
+_Entry = tuple[bytes, int, bytes]
 # Tail marker of a sample the fast path hands to the full parser.
 _ODD = b"odd"
 
@@ -88,12 +87,13 @@ class SeriesCache:
         self._honor = honor_timestamps
         self._batch = batch
         self._generation = max(1, generation)
-        self._entries: dict[str, bytes] = {}
-        self._order: list[tuple[str, int, bytes]] = []
+        self._entries: dict[bytes, bytes] = {}
+        self._order: list[_Entry] = []
         self._order_had_duplicates = False
         # Value text -> packed double. Many series (limits, specs, idle counters) keep their value
         # between scrapes; a dict hit is cheaper than float() + pack. Bounded to about one scrape.
-        self._values: dict[str, bytes] = {}
+        self._values: dict[bytes, bytes] = {}
+        self._values_old: dict[bytes, bytes] = {}
         self._scrapes = 0
         self._previous: set[bytes] = set()
         self._odd_heads: dict[bytes, bytes] = {}
@@ -107,6 +107,7 @@ class SeriesCache:
         self._order = []
         self._order_had_duplicates = False
         self._values = {}
+        self._values_old = {}
         self._previous = set()
 
     def process(self, body: bytes | str, scrape_ts_ms: int) -> ScrapeResult:
@@ -116,25 +117,18 @@ class SeriesCache:
         ``scrape_ts_ms``. A malformed line raises :class:`ParseError` with its line number and nothing
         of the scrape is returned.
         """
-        if isinstance(body, bytes):
-            try:
-                text = body.decode("utf-8")
-            except UnicodeDecodeError:
-                text = body.decode("utf-8", "surrogateescape")
-        else:
-            text = body
-        order: list[tuple[str, int, bytes]] = []
+        data = body if isinstance(body, bytes) else body.encode("utf-8", "surrogatepass")
         self._odd_heads = {}
         try:
-            pieces, scraped, predicted = self._encode(text, scrape_ts_ms, order)
+            pieces, scraped, order = self._encode(data, scrape_ts_ms)
         except ParseError as exc:
             if exc.line_no:
                 raise
             # The fast loop does not count lines; the full parser finds the line and says what is wrong.
-            parse(text)
+            parse(data.decode("utf-8", "surrogateescape"))
             raise
         self._scrapes += 1
-        if predicted and not self._order_had_duplicates:
+        if order is self._order and not self._order_had_duplicates:
             # Same series in the same order as last time: nothing added, no duplicates.
             added = duplicates = 0
         else:
@@ -150,7 +144,7 @@ class SeriesCache:
             added = len(current - self._previous)
             self._previous = current
             self._order_had_duplicates = duplicates > 0
-        self._order = order
+            self._order = order
         if self._scrapes % self._generation == 0 and len(self._entries) > len(order):
             self._entries = {key[:-1]: head for key, _, head in order}
         kept = len(pieces) // 3
@@ -161,46 +155,52 @@ class SeriesCache:
         ]
         return ScrapeResult(chunks, scraped, kept, added, duplicates)
 
-    def _encode(
-        self, text: str, scrape_ts_ms: int, order: list[tuple[str, int, bytes]]
-    ) -> tuple[list[bytes], int, bool]:
-        """The hot loop: three pieces (head, value, tail) per kept sample, the sample count, and
-        whether every series was predicted by the previous scrape's order.
+    def _encode(self, data: bytes, scrape_ts_ms: int) -> tuple[list[bytes], int, list[_Entry]]:
+        """The hot loop, on the raw body: three pieces (head, value, tail) per kept sample, the sample
+        count, and the series order of this scrape (the previous order object itself when every
+        series was where it predicted).
 
-        ``order`` receives, per sample, ``(series text + " ", its length, head)``: the prediction for
-        the next scrape. The trailing blank makes ``startswith`` also check the separator.
+        An order entry is ``(series text + b" ", its length, head)``; the trailing blank makes
+        ``startswith`` check the separator too. Nothing here needs the body decoded: label values are
+        decoded (and their UTF-8 validated) when their series is first seen; values and timestamps are
+        ASCII or invalid.
         """
         entries_get = self._entries.get
         values = self._values
         if len(values) > len(self._order) + 1024:
-            values.clear()
+            # Start a new generation; values of the last one are still found (and carried over).
+            self._values_old = values
+            values = self._values = {}
         values_get = values.get
+        old_values_get = self._values_old.get
         honor = self._honor
         pack = _pack_double
         pieces: list[bytes] = []
-        add = pieces.append
+        extend = pieces.extend
+        order: list[_Entry] = []
         remember = order.append
+        diverged = False
         default_tail = b"\x10" + varint(scrape_ts_ms)
-        tails: dict[str, bytes] = {}
+        tails: dict[bytes, bytes] = {}
         tails_get = tails.get
         metadata = Metadata()
-        ascii_body = text.isascii()
         # Python's float() strips \v, \f and \r where Prometheus' lexer keeps them in the value token,
         # and a scrape time outside 1971-2109 does not fit the cached heads: both take the full parser.
         fast = (
-            "\r" not in text and "\x0b" not in text and "\x0c" not in text and len(default_tail) == _TAIL_LEN
+            b"\r" not in data
+            and b"\x0b" not in data
+            and b"\x0c" not in data
+            and len(default_tail) == _TAIL_LEN
         )
         predicted = self._order if fast else []
-        check_utf8 = not ascii_body and has_invalid_utf8(text)
         slow = self._slow_line
-        if not text.endswith("\n"):
-            text += "\n"
-        find = text.find
-        startswith = text.startswith
-        size = len(text)
+        if not data.endswith(b"\n"):
+            data += b"\n"
+        find = data.find
+        startswith = data.startswith
+        size = len(data)
         pos = 0
         index = 0
-        all_predicted = True
 
         while pos < size:
             try:
@@ -210,30 +210,35 @@ class SeriesCache:
                 hit = False
             if hit:
                 start = pos + entry[1]
-                end = find("\n", start)
-                value, _, stamp = text[start:end].partition(" ")
+                end = find(b"\n", start)
+                value, _, stamp = data[start:end].partition(b" ")
             else:
-                end = find("\n", pos)
-                line = text[pos:end]
+                end = find(b"\n", pos)
+                line = data[pos:end]
                 if not line:
                     pos = end + 1
                     continue
-                if line[0] in "# \t" or not fast or not (ascii_body or line.isascii()):
-                    counted = slow(line, metadata, check_utf8, scrape_ts_ms, pieces, order)
-                    index += counted
-                    all_predicted = all_predicted and not counted
+                if line[0] == 35:  # "#": a comment or metadata line, validated; never a sample
+                    slow(line, metadata, scrape_ts_ms, pieces, order)
                     pos = end + 1
                     continue
-                all_predicted = False
-                brace = line.rfind("}")
-                key = line.partition(" ")[0] if brace < 0 else line[: brace + 1]
+                if not diverged:
+                    order.extend(predicted[:index])
+                    remember = order.append
+                    diverged = True
+                if line[0] in b" \t" or not fast or not line.isascii():
+                    index += slow(line, metadata, scrape_ts_ms, pieces, order)
+                    pos = end + 1
+                    continue
+                brace = line.rfind(b"}")
+                key = line.partition(b" ")[0] if brace < 0 else line[: brace + 1]
                 head = entries_get(key)
-                if head is None or line[len(key) : len(key) + 1] != " ":
-                    index += slow(line, metadata, check_utf8, scrape_ts_ms, pieces, order)
+                if head is None or line[len(key) : len(key) + 1] != b" ":
+                    index += slow(line, metadata, scrape_ts_ms, pieces, order)
                     pos = end + 1
                     continue
-                entry = (key + " ", len(key) + 1, head)
-                value, _, stamp = line[entry[1] :].partition(" ")
+                entry = (key + b" ", len(key) + 1, head)
+                value, _, stamp = line[entry[1] :].partition(b" ")
             if stamp:
                 tail = tails_get(stamp) or _tail(stamp, tails)
                 if not honor and tail is not _ODD:
@@ -241,52 +246,69 @@ class SeriesCache:
             else:
                 tail = default_tail
             packed = values_get(value)
-            if packed is None and tail is not _ODD:
-                # Python's float() also takes "1_0" and non-ASCII digits, which Go's ParseFloat rejects.
-                if "_" in value or not (ascii_body or value.isascii()):
-                    tail = _ODD
-                else:
-                    try:
-                        number = float(value)
-                    except ValueError:
+            if packed is None:
+                packed = old_values_get(value)
+                if packed is not None:
+                    values[value] = packed
+                elif tail is not _ODD:
+                    # float() also takes "1_0", which Go's ParseFloat rejects.
+                    if b"_" in value:
                         tail = _ODD
                     else:
-                        if number - number:
-                            # NaN or ±Inf: check the spelling as Go's ParseFloat does (no +NaN, 1e400).
-                            number = _special(value)
-                        packed = values[value] = pack(number)
+                        try:
+                            number = float(value)
+                        except ValueError:
+                            tail = _ODD
+                        else:
+                            if number - number:
+                                # NaN or ±Inf: check the spelling as Go's ParseFloat does (no +NaN, 1e400).
+                                number = _special(value)
+                            packed = values[value] = pack(number)
             if tail is _ODD:
                 # Unusual but maybe valid (tabs, odd timestamp length): the full parser decides.
-                index += slow(text[pos:end], metadata, check_utf8, scrape_ts_ms, pieces, order)
+                if not diverged:
+                    order.extend(predicted[:index])
+                    remember = order.append
+                    diverged = True
+                index += slow(data[pos:end], metadata, scrape_ts_ms, pieces, order)
                 pos = end + 1
-                all_predicted = False
                 continue
             pos = end + 1
             index += 1
-            remember(entry)
+            if diverged:
+                remember(entry)
             if entry[2]:
-                add(entry[2])
-                add(packed)  # type: ignore[arg-type]
-                add(tail)
-        return pieces, index, all_predicted and index == len(predicted)
+                extend((entry[2], packed, tail))  # type: ignore[arg-type]
+        if not diverged and index == len(predicted):
+            return pieces, index, predicted
+        if not diverged:
+            order.extend(predicted[:index])
+        return pieces, index, order
 
     def _slow_line(
         self,
-        line: str,
+        line: bytes,
         metadata: Metadata,
-        check_utf8: bool,
         scrape_ts_ms: int,
         pieces: list[bytes],
-        order: list[tuple[str, int, bytes]],
+        order: list[_Entry],
     ) -> int:
         """Fully parse one line, fill the cache on a miss and append its pieces; return 1 per sample."""
-        parsed = parse_line(line, metadata, check_utf8)
+        try:
+            text = line.decode("utf-8")
+            check_utf8 = False
+        except UnicodeDecodeError:
+            # Only label values and help text must be UTF-8; the parser checks those.
+            text = line.decode("utf-8", "surrogateescape")
+            check_utf8 = True
+        parsed = parse_line(text, metadata, check_utf8)
         if parsed is None:
             return 0
         name, labels, value, timestamp, series_end = parsed
-        series = line[:series_end]
-        brace = line.rfind("}")
-        fast_key = line.partition(" ")[0] if brace < 0 else line[: brace + 1]
+        series_text = text[:series_end]
+        series = series_text.encode("utf-8", "surrogateescape")
+        brace = line.rfind(b"}")
+        fast_key = line.partition(b" ")[0] if brace < 0 else line[: brace + 1]
         cacheable = fast_key == series
         head = self._entries.get(series) if cacheable else None
         if head is None:
@@ -298,7 +320,7 @@ class SeriesCache:
                     head = sample_head(encode_labels(final), _TAIL_LEN - 1)
                 except ValueError:
                     raise ScrapeError(
-                        f"relabeling removed the metric name of series {series.strip()!r}",
+                        f"relabeling removed the metric name of series {series_text.strip()!r}",
                         "a series must keep a non-empty __name__ label; fix the metric_relabel_configs "
                         "rule that drops or empties __name__ (drop the series with action: drop instead)",
                         reason="relabel",
@@ -306,7 +328,7 @@ class SeriesCache:
         if cacheable:
             self._entries[series] = head
         # Any validated series text predicts the next scrape's line, cacheable by key or not.
-        order.append((series + " ", len(series) + 1, head))
+        order.append((series + b" ", len(series) + 1, head))
         if head:
             ts = timestamp if self._honor and timestamp is not None else scrape_ts_ms
             tail = b"\x10" + varint(ts)
@@ -320,13 +342,13 @@ class SeriesCache:
         return 1
 
 
-def _tail(stamp: str, tails: dict[str, bytes]) -> bytes:
+def _tail(stamp: bytes, tails: dict[bytes, bytes]) -> bytes:
     """Encode an explicit timestamp as ``0x10 + varint``; memoised per scrape.
 
     Returns ``_ODD`` (hand the line to the full parser) for anything but a plain int64 whose varint fits
     the cached heads: the full parser decides whether the line is valid and says what is wrong.
     """
-    if not (stamp.isascii() and stamp.isdigit()):
+    if not stamp.isdigit():  # ASCII digits only, for bytes
         return _ODD
     ts = int(stamp)
     if ts > _INT64_MAX:
@@ -338,9 +360,9 @@ def _tail(stamp: str, tails: dict[str, bytes]) -> bytes:
     return tail
 
 
-def _special(value: str) -> float:
+def _special(value: bytes) -> float:
     try:
-        return parse_float(value)
+        return parse_float(value.decode("ascii"))
     except ValueError as exc:
         raise ParseError(f"{exc}: expected a value such as 1, 1.5e3, NaN, +Inf or -Inf") from None
 
