@@ -1,13 +1,18 @@
-"""The scrape cache: exposition text straight to remote-write bytes, one dict lookup per sample.
+"""The scrape cache: exposition bytes straight to remote-write bytes.
 
-Like Prometheus' scrape cache, it is keyed by the raw series text of a line (everything before the
-value). The first time a series is seen, the line is fully parsed, handed to the labeler (target labels
-+ relabeling) and the final labels are encoded once into the bytes that precede the value of a
-remote-write ``timeseries`` field. From then on a sample costs a ``str.split`` of the value part, a
-``float()`` with cheap guards for what Go's ``ParseFloat`` rejects, and three byte strings appended to a
-list. Lines the fast path is not sure about (comments, leading blanks, unusual whitespace, non-ASCII)
-take the full validating parser, so the cache accepts exactly what :func:`~kubescrape.scrape.parser.parse`
-accepts.
+Like Prometheus' scrape cache, it maps the raw series text of a line (everything before the value) to
+what the series becomes after relabeling: here, the pre-encoded bytes that precede the value in a
+remote-write ``timeseries`` field (or "dropped"). A series seen for the first time is fully parsed,
+handed to the labeler (target labels + relabeling) and encoded once.
+
+Steady state is the point. Targets expose their series in a stable order, so the series order of the
+previous scrape predicts each line: a ``bytes.startswith`` at the line's offset confirms it without
+slicing or hashing a ~300-byte key. Then the line costs a ``partition`` of the value part, a
+``float()`` with cheap guards for what Go's ``ParseFloat`` rejects (skipped when the same value text was
+seen recently), a per-scrape memo of encoded timestamps and three byte strings appended to a list. On a
+misprediction a dict keyed by the series text is used. Lines the fast path is not sure about (comments,
+leading blanks, tabs, unusual whitespace, non-ASCII, odd timestamps) take the full validating parser,
+so the cache accepts exactly what :func:`~kubescrape.scrape.parser.parse` accepts.
 """
 
 from __future__ import annotations
@@ -87,6 +92,7 @@ class SeriesCache:
         self._honor = honor_timestamps
         self._batch = batch
         self._generation = max(1, generation)
+        # Series text + b" " -> head. The same key objects are shared with the order list.
         self._entries: dict[bytes, bytes] = {}
         self._order: list[_Entry] = []
         self._order_had_duplicates = False
@@ -146,7 +152,7 @@ class SeriesCache:
             self._order_had_duplicates = duplicates > 0
             self._order = order
         if self._scrapes % self._generation == 0 and len(self._entries) > len(order):
-            self._entries = {key[:-1]: head for key, _, head in order}
+            self._entries = {key: head for key, _, head in order}
         kept = len(pieces) // 3
         step = 3 * self._batch
         chunks = [
@@ -231,13 +237,13 @@ class SeriesCache:
                     pos = end + 1
                     continue
                 brace = line.rfind(b"}")
-                key = line.partition(b" ")[0] if brace < 0 else line[: brace + 1]
+                key = (line.partition(b" ")[0] if brace < 0 else line[: brace + 1]) + b" "
                 head = entries_get(key)
-                if head is None or line[len(key) : len(key) + 1] != b" ":
+                if head is None or not line.startswith(key):
                     index += slow(line, metadata, scrape_ts_ms, pieces, order)
                     pos = end + 1
                     continue
-                entry = (key + b" ", len(key) + 1, head)
+                entry = (key, len(key), head)
                 value, _, stamp = line[entry[1] :].partition(b" ")
             if stamp:
                 tail = tails_get(stamp) or _tail(stamp, tails)
@@ -307,10 +313,11 @@ class SeriesCache:
         name, labels, value, timestamp, series_end = parsed
         series_text = text[:series_end]
         series = series_text.encode("utf-8", "surrogateescape")
+        key = series + b" "
         brace = line.rfind(b"}")
         fast_key = line.partition(b" ")[0] if brace < 0 else line[: brace + 1]
         cacheable = fast_key == series
-        head = self._entries.get(series) if cacheable else None
+        head = self._entries.get(key) if cacheable else None
         if head is None:
             final = self._labeler(name, labels)
             if final is None:
@@ -326,9 +333,9 @@ class SeriesCache:
                         reason="relabel",
                     ) from None
         if cacheable:
-            self._entries[series] = head
+            self._entries[key] = head
         # Any validated series text predicts the next scrape's line, cacheable by key or not.
-        order.append((series + b" ", len(series) + 1, head))
+        order.append((key, len(key), head))
         if head:
             ts = timestamp if self._honor and timestamp is not None else scrape_ts_ms
             tail = b"\x10" + varint(ts)
