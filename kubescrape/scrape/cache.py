@@ -245,33 +245,28 @@ class SeriesCache:
                     continue
                 entry = (key, len(key), head)
                 value, _, stamp = line[entry[1] :].partition(b" ")
+            packed = values_get(value)
+            if packed is None:
+                packed = old_values_get(value)
+                if packed is not None:
+                    values[value] = packed
+                elif b"_" not in value:  # float() takes "1_0", Go's ParseFloat does not
+                    try:
+                        number = float(value)
+                    except ValueError:
+                        pass
+                    else:
+                        # NaN and ±Inf: only the spellings Go's ParseFloat takes (no +NaN, no 1e400).
+                        if not (number - number) or _special_ok(value):
+                            packed = values[value] = pack(number)
             if stamp:
                 tail = tails_get(stamp) or _tail(stamp, tails)
                 if not honor and tail is not _ODD:
                     tail = default_tail
             else:
                 tail = default_tail
-            packed = values_get(value)
-            if packed is None:
-                packed = old_values_get(value)
-                if packed is not None:
-                    values[value] = packed
-                elif tail is not _ODD:
-                    # float() also takes "1_0", which Go's ParseFloat rejects.
-                    if b"_" in value:
-                        tail = _ODD
-                    else:
-                        try:
-                            number = float(value)
-                        except ValueError:
-                            tail = _ODD
-                        else:
-                            if number - number:
-                                # NaN or ±Inf: check the spelling as Go's ParseFloat does (no +NaN, 1e400).
-                                number = _special(value)
-                            packed = values[value] = pack(number)
-            if tail is _ODD:
-                # Unusual but maybe valid (tabs, odd timestamp length): the full parser decides.
+            if packed is None or tail is _ODD:
+                # Unusual, maybe valid (tabs, odd timestamp length) or not: the full parser decides.
                 if not diverged:
                     order.extend(predicted[:index])
                     remember = order.append
@@ -284,7 +279,7 @@ class SeriesCache:
             if diverged:
                 remember(entry)
             if entry[2]:
-                extend((entry[2], packed, tail))  # type: ignore[arg-type]
+                extend((entry[2], packed, tail))
         if not diverged and index == len(predicted):
             return pieces, index, predicted
         if not diverged:
@@ -367,11 +362,13 @@ def _tail(stamp: bytes, tails: dict[bytes, bytes]) -> bytes:
     return tail
 
 
-def _special(value: bytes) -> float:
+def _special_ok(value: bytes) -> bool:
+    """Whether a value ``float()`` read as NaN or ±Inf is spelled the way Go's ParseFloat accepts."""
     try:
-        return parse_float(value.decode("ascii"))
-    except ValueError as exc:
-        raise ParseError(f"{exc}: expected a value such as 1, 1.5e3, NaN, +Inf or -Inf") from None
+        parse_float(value.decode("ascii"))
+    except (ValueError, UnicodeDecodeError):
+        return False
+    return True
 
 
 def _drop_duplicates(pieces: list[bytes], heads: list[bytes]) -> tuple[list[bytes], int]:

@@ -205,6 +205,8 @@ def test_parse_error_fails_whole_scrape_and_keeps_state() -> None:
         ("a 1\n# TYPE a counter\n# TYPE a gauge\n", 3),
         ("a ١\n", 1),
         ("a 1\t\x0b\n", 1),
+        ("a +nan\t\n", 1),
+        ("a 1e999\t5\n", 1),
     ],
 )
 def test_fast_path_rejects_what_prometheus_rejects(bad: str, line_no: int) -> None:
@@ -216,7 +218,10 @@ def test_fast_path_rejects_what_prometheus_rejects(bad: str, line_no: int) -> No
 
 
 def test_unusual_but_valid_lines_take_the_full_parser() -> None:
-    text = 'a\t1\n  b 2\nc{x="ü"}   3   1763999990000  \nd{x="1"}4\ne 5 17\nf NaN\ng -Inf\n'
+    text = (
+        'a\t1\n  b 2\nc{x="ü"}   3   1763999990000  \nd{x="1"}4\ne 5 17\nf NaN\ng -Inf\n'
+        "h NaN\t\ni +Inf \t1763999990000\nj \t2\t\n"
+    )
     cache = SeriesCache(Labeler())
     for _ in range(3):
         assert same(decode(cache.process(text, NOW)), expected(text, NOW))
@@ -268,7 +273,9 @@ _names = st.sampled_from(["a", "b", "m_total", "drop_x", "c:d"])
 _values = st.sampled_from(
     ["1", "0", "-2.5", "1e3", "NaN", "+Inf", "-Inf", "1_0", "+nan", "1e400", "x", "0x1"]
 )
-_stamps = st.sampled_from(["", " 1763999990000", " 5", " -1", " 1.5", " 99999999999999999999"])
+_stamps = st.sampled_from(
+    ["", " 1763999990000", " 5", " -1", " 1.5", " 99999999999999999999", "\t", " \t1763999990000", "\t "]
+)
 _label_sets = st.sampled_from(
     ["", '{x="1"}', '{x="1",y="2"}', '{y="2",x="1"}', '{x="\\"}"}', '{x="1",}', "{}"]
 )
