@@ -18,7 +18,7 @@ from collections.abc import Callable
 
 from prometheus_client.parser import text_string_to_metric_families
 
-from kubescrape.remote_write.encode import compress
+from kubescrape.remote_write.encode import clear_label_cache, compress
 from kubescrape.scrape.cache import SeriesCache
 from kubescrape.scrape.parser import parse
 
@@ -315,6 +315,7 @@ def run(quick: bool = False, pods: int = 120) -> tuple[list[tuple[str, int, floa
             pass
 
     def cold() -> None:
+        clear_label_cache()
         SeriesCache(_labeler).process(bodies[0], ts)
 
     # Steady state: each timed run is the next scrape of the same node (new values and timestamps).

@@ -27,6 +27,7 @@ __all__ = [
     "STALE_NAN",
     "STALE_NAN_BITS",
     "STALE_NAN_BYTES",
+    "clear_label_cache",
     "compress",
     "decode_write_request",
     "decompress",
@@ -98,6 +99,11 @@ def _label_field(pair: tuple[str, str]) -> bytes:
         _LABEL_FIELDS.clear()
     _LABEL_FIELDS[pair] = field
     return field
+
+
+def clear_label_cache() -> None:
+    """Forget the cached label field encodings (benchmarks of a cold start; memory)."""
+    _LABEL_FIELDS.clear()
 
 
 def encode_labels(labels: Iterable[tuple[str, str]]) -> bytes:
