@@ -391,6 +391,7 @@ class AgentResult:
     scrape_p50: float
     scrape_p90: float
     scrape_p99: float
+    scrape_p99_histogram: float = float("nan")
     t_start: float = 0.0
     t_end: float = 0.0
     series: list[dict[str, str]] = field(default_factory=list, repr=False)
@@ -429,6 +430,7 @@ def table_rows(r: AgentResult) -> list[tuple[str, float, str]]:
         ("scrape duration p50 (ms)", 1000 * r.scrape_p50, ".1f"),
         ("scrape duration p90 (ms)", 1000 * r.scrape_p90, ".1f"),
         ("scrape duration p99 (ms)", 1000 * r.scrape_p99, ".1f"),
+        ("scrape duration p99 (ms), self-metrics histogram", 1000 * r.scrape_p99_histogram, ".1f"),
     ]
 
 
@@ -820,9 +822,13 @@ def measure(run: Run, procs: Processes, agent: str) -> AgentResult:
         progress(f"{sc.name} {agent}: stopped; reading the receiver")
         received = stable_count(run.receiver, agent, t1 - t0, t1, timeout=120)
         sent_metric = SENT_METRIC[agent]
+        # Percentiles of the per-scrape `scrape_duration_seconds` samples each agent delivered: the same
+        # method for both (a histogram's buckets would blur a bimodal /metrics + /metrics/cadvisor mix).
+        durations = delivered_durations(run.receiver, agent, t1 - t0, t1)
+        p50, p90, p99 = (percentile(durations, q) for q in (0.5, 0.9, 0.99))
+        hist_p99 = float("nan")
         if agent == PROMETHEUS:
-            scraped, scrapes, failed, durations = _prometheus_figures(run.receiver, t1 - t0, t1)
-            p50, p90, p99 = (percentile(durations, q) for q in (0.5, 0.9, 0.99))
+            scraped, scrapes, failed = _prometheus_figures(run.receiver, t1 - t0, t1)
         else:
             scraped = metric_sum(after, "kubescrape_samples_scraped_total") - metric_sum(
                 before, "kubescrape_samples_scraped_total"
@@ -836,7 +842,7 @@ def measure(run: Run, procs: Processes, agent: str) -> AgentResult:
                 histogram_buckets(after, "kubescrape_scrape_duration_seconds"),
                 histogram_buckets(before, "kubescrape_scrape_duration_seconds"),
             )
-            p50, p90, p99 = (histogram_quantile(q, buckets) for q in (0.5, 0.9, 0.99))
+            hist_p99 = histogram_quantile(0.99, buckets)
         series: list[dict[str, str]] = receiver_api(
             run.receiver,
             "series",
@@ -856,6 +862,7 @@ def measure(run: Run, procs: Processes, agent: str) -> AgentResult:
             scrape_p50=p50,
             scrape_p90=p90,
             scrape_p99=p99,
+            scrape_p99_histogram=hist_p99,
             series=series,
             t_start=t0,
             t_end=t1,
@@ -876,10 +883,8 @@ def _ok_scrapes(samples: Mapping[str, list[tuple[dict[str, str], float]]]) -> fl
     return total
 
 
-def _prometheus_figures(
-    receiver: Prometheus, window: float, at: float
-) -> tuple[float, float, float, list[float]]:
-    """The agent's own per-scrape series, as delivered: samples scraped, scrapes, failures, durations."""
+def _prometheus_figures(receiver: Prometheus, window: float, at: float) -> tuple[float, float, float]:
+    """The Prometheus agent's own per-scrape series, as delivered: samples scraped, scrapes, failures."""
     sel = f'{AGENT_LABEL}="{PROMETHEUS}"'
     w = _window(window)
     scraped = _scalar(
@@ -887,12 +892,14 @@ def _prometheus_figures(
     )
     scrapes = _scalar(receiver_query(receiver, f"sum(count_over_time(up{{{sel}}}[{w}]))", at))
     up = _scalar(receiver_query(receiver, f"sum(sum_over_time(up{{{sel}}}[{w}]))", at))
-    durations = [
-        float(v)
-        for r in receiver_query(receiver, f"scrape_duration_seconds{{{sel}}}[{w}]", at)
-        for _, v in r["values"]
-    ]
-    return scraped, scrapes, scrapes - up, durations
+    return scraped, scrapes, scrapes - up
+
+
+def delivered_durations(receiver: Prometheus, agent: str, window: float, at: float) -> list[float]:
+    """Every ``scrape_duration_seconds`` sample ``agent`` delivered for the window (all targets)."""
+    sel = f'{AGENT_LABEL}="{agent}"'
+    result = receiver_query(receiver, f"scrape_duration_seconds{{{sel}}}[{_window(window)}]", at)
+    return [float(v) for r in result for _, v in r["values"]]
 
 
 def _start_profiler(procs: Processes, pid: int, seconds: float, out: Path) -> subprocess.Popen[bytes] | None:
