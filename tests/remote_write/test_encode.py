@@ -17,6 +17,7 @@ from kubescrape.remote_write.encode import (
     STALE_NAN_BITS,
     STALE_NAN_BYTES,
     WriteRequest,
+    clear_label_cache,
     compress,
     decode_write_request,
     decompress,
@@ -62,6 +63,13 @@ def test_labels_sorted_and_empty_values_left_out() -> None:
     assert decode_write_request(timeseries) == [({"__name__": "up", "job": "k", "zone": "a"}, [(1.0, 5)])]
     # Exactly what the protobuf library writes for the same message (labels in sorted order).
     assert timeseries == _library_encoding({"__name__": "up", "job": "k", "zone": "a"}, 1.0, 5)
+
+
+def test_label_cache_does_not_change_bytes() -> None:
+    labels = [("__name__", "m"), ("pod", "p-1"), ("namespace", "default")]
+    cached = encode_labels(labels)
+    clear_label_cache()
+    assert encode_labels(labels) == cached == encode_labels(reversed(labels))
 
 
 def test_labels_need_a_metric_name() -> None:
