@@ -13,10 +13,17 @@ from typing import NamedTuple, Protocol
 
 
 class Chunk(NamedTuple):
-    """Encoded ``timeseries`` fields and how many samples they hold."""
+    """Encoded ``timeseries`` fields and how many samples they hold.
+
+    ``key`` routes the chunk to a shard: chunks with the same non-zero key (a scrape loop uses one per
+    target) are sent by the same shard, in order, so a series' samples never overtake each other without
+    the queue having to split chunks into series. ``0`` means "no key": the queue splits such chunks by
+    series instead.
+    """
 
     data: bytes
     samples: int
+    key: int = 0
 
 
 class Sink(Protocol):

@@ -33,6 +33,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import re
+import zlib
 from collections import deque
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
@@ -284,16 +285,23 @@ def iter_series(data: bytes) -> Iterator[tuple[int, int, int, int]]:
 
 
 def split_by_series(chunks: Sequence[Chunk], shards: int) -> list[list[Chunk]]:
-    """Distribute the series of ``chunks`` over ``shards`` lists, keeping each series in one list, in order.
+    """Distribute ``chunks`` over ``shards`` lists so that each series stays in one list, in order.
 
-    Each output element is a one-series :class:`Chunk`. A chunk that does not parse goes whole to shard 0
-    (the receiver will judge it) rather than being lost here.
+    A chunk with a routing key goes whole to shard ``key % shards`` (cheap: its series always come with
+    that key). A chunk without one is split into one-series chunks placed by a stable hash of the series'
+    labels. A chunk that does not parse goes whole to shard 0 (the receiver will judge it) rather than
+    being lost here.
     """
     out: list[list[Chunk]] = [[] for _ in range(shards)]
     for chunk in chunks:
+        if chunk.key:
+            out[chunk.key % shards].append(chunk)
+            continue
         data = chunk.data
         try:
-            pieces = [(hash(data[s:le]) % shards, Chunk(data[s:e], k)) for s, e, le, k in iter_series(data)]
+            pieces = [
+                (zlib.crc32(data[s:le]) % shards, Chunk(data[s:e], k)) for s, e, le, k in iter_series(data)
+            ]
         except (ValueError, IndexError):
             out[0].append(chunk)
             continue

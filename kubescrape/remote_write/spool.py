@@ -68,7 +68,7 @@ from kubescrape.remote_write.queue import Record
 log = logging.getLogger("kubescrape.spool")
 
 HEADER = struct.Struct("<IIQId")
-FRAME = struct.Struct("<II")
+FRAME = struct.Struct("<III")
 ACK = struct.Struct("<QI")
 SEQ = struct.Struct("<Q")
 SUFFIX = ".seg"
@@ -109,10 +109,10 @@ class _Segment:
 
 
 def frame_chunks(chunks: Sequence[Chunk]) -> bytes:
-    """The payload of a record: each chunk as ``samples u32 | length u32 | data``."""
+    """The payload of a record: each chunk as ``samples u32 | length u32 | key u32 | data``."""
     parts: list[bytes] = []
     for c in chunks:
-        parts.append(FRAME.pack(c.samples, len(c.data)))
+        parts.append(FRAME.pack(c.samples, len(c.data), c.key))
         parts.append(c.data)
     return b"".join(parts)
 
@@ -123,9 +123,9 @@ def unframe_chunks(payload: bytes) -> tuple[Chunk, ...]:
     pos = 0
     mv = memoryview(payload)
     while pos < len(payload):
-        samples, length = FRAME.unpack_from(payload, pos)
+        samples, length, key = FRAME.unpack_from(payload, pos)
         pos += FRAME.size
-        out.append(Chunk(bytes(mv[pos:pos + length]), samples))
+        out.append(Chunk(bytes(mv[pos:pos + length]), samples, key))
         pos += length
     return tuple(out)
 

@@ -17,6 +17,7 @@ import hashlib
 import logging
 import math
 import ssl
+import zlib
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Protocol
@@ -230,6 +231,8 @@ class ScrapeLoop:
         self.stats = TargetStats(url=target.url)
         self._task: asyncio.Task[None] | None = None
         self._last_state: tuple[str, str] | None = None
+        # Routes this target's chunks to one remote-write shard, so its series stay in order.
+        self._route_key = zlib.crc32(repr((target.url, target.labels)).encode()) or 1
         self._synthetic_labels = [encode_labels(synthetic_labels(target, name)) for name in SYNTHETIC_NAMES]
         self._headers = self._static_headers()
         if target.username:
@@ -320,7 +323,7 @@ class ScrapeLoop:
         duration = self._clock.monotonic() - t0
         report = ScrapeReport(url=url, ok=error is None, duration=duration, timestamp=wall, error=error)
         if result is not None:
-            report.chunks = list(result.chunks)
+            report.chunks = [c._replace(key=self._route_key) for c in result.chunks]
             report.samples_scraped = result.samples_scraped
             report.samples_post_relabel = result.samples_post_relabel
             report.series_added = result.series_added
@@ -340,7 +343,7 @@ class ScrapeLoop:
         data = b"".join(
             encode_timeseries(lb, v, ts_ms) for lb, v in zip(self._synthetic_labels, values, strict=True)
         )
-        return Chunk(data, len(values))
+        return Chunk(data, len(values), self._route_key)
 
     def _record(self, report: ScrapeReport) -> None:
         s = self.stats

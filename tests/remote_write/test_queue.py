@@ -67,6 +67,19 @@ def test_split_by_series_keeps_each_series_in_one_shard_in_order() -> None:
     assert split_by_series([Chunk(b"\xff\xff", 3)], 2)[0] == [Chunk(b"\xff\xff", 3)]
 
 
+def test_keyed_chunks_go_whole_to_their_shard_in_order_without_being_split() -> None:
+    # a scrape loop keys every chunk of one target alike: the queue routes whole chunks, no parsing
+    chunks = [scrape(t, ts)._replace(key=key) for ts in (1, 2, 3) for t, key in (("a", 7), ("b", 8))]
+    shards = split_by_series(chunks, 3)
+    assert shards[7 % 3] == [c for c in chunks if c.key == 7]
+    assert shards[8 % 3] == [c for c in chunks if c.key == 8]
+    assert shards[0] == []
+    # unkeyed chunks next to keyed ones are still split by series, deterministically
+    mixed = [*chunks, scrape("c", 1)]
+    assert split_by_series(mixed, 3) == split_by_series(mixed, 3)
+    assert sum(c.samples for s in split_by_series(mixed, 3) for c in s) == 35
+
+
 def test_pack_requests_respects_batch() -> None:
     chunks = [Chunk(b"a", 3), Chunk(b"b", 3), Chunk(b"c", 3), Chunk(b"dddd", 10), Chunk(b"e", 1)]
     reqs = pack_requests(chunks, 6)

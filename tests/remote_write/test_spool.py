@@ -29,7 +29,7 @@ def data_of(records: Sequence[Record]) -> list[bytes]:
 
 
 def test_frame_roundtrip() -> None:
-    chunks = (Chunk(b"abc", 3), Chunk(b"", 0), Chunk(b"x" * 1000, 7))
+    chunks = (Chunk(b"abc", 3), Chunk(b"", 0), Chunk(b"x" * 1000, 7, key=0xFFFFFFFF), Chunk(b"y", 1, key=42))
     assert unframe_chunks(frame_chunks(chunks)) == chunks
 
 

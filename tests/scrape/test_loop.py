@@ -98,6 +98,11 @@ async def test_scrape_returns_samples_and_synthetic_series(client: ScrapeClient)
         "kubescrape_scrapes_total", {"target": target.url, "result": "success"}) == 1
     assert metrics.registry.get_sample_value("kubescrape_samples_scraped_total", {"target": target.url}) == 3
     assert metrics.registry.get_sample_value("kubescrape_target_up", {"target": target.url}) == 1
+    # every chunk of one target carries the same non-zero routing key (one remote-write shard, in order)
+    keys = {c.key for c in report.chunks}
+    assert len(keys) == 1 and 0 not in keys
+    other = await ScrapeLoop(make_target(server.url("/other")), client=client).scrape()
+    assert {c.key for c in other.chunks} != keys
 
 
 async def test_gzip_body_is_decompressed_and_limit_applies_after(client: ScrapeClient) -> None:
