@@ -118,7 +118,7 @@ def test_render_chunks_sorts_and_drops_name_label() -> None:
     chunks = [Chunk(
         encode_timeseries(encode_labels([("__name__", "b"), ("x", "1")]), 2.0, 1000)
         + encode_timeseries(encode_labels([("__name__", "a"), ("y", 'q"t')]), 1.5, 1000), 2)]
-    assert render_chunks(chunks) == 'a{y="q\\"t"} 1.5\nb{x="1"} 2.0\n'
+    assert render_chunks(chunks) == 'a{y="q\\"t"} 1.5\nb{x="1"} 2\n'
     assert render_chunks(chunks, timestamps=True).splitlines()[0] == 'a{y="q\\"t"} 1.5 1000'
 
 

@@ -354,6 +354,9 @@ def format_value(value: float) -> str:
         return "+Inf"
     if value == -math.inf:
         return "-Inf"
+    if value.is_integer() and -1e15 < value < 1e15:
+        # "1" as Prometheus writes it, not Python's "1.0"; "-0" keeps the sign of negative zero
+        return str(int(value)) if value or math.copysign(1.0, value) > 0 else "-0"
     return repr(value)
 
 

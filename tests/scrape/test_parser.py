@@ -219,7 +219,8 @@ def test_parse_series_errors(series: str) -> None:
 
 @pytest.mark.parametrize(
     ("value", "text"),
-    [(math.nan, "NaN"), (INF, "+Inf"), (-INF, "-Inf"), (0.1, "0.1"), (1e300, "1e+300"), (-0.0, "-0.0")],
+    [(math.nan, "NaN"), (INF, "+Inf"), (-INF, "-Inf"), (0.1, "0.1"), (1e300, "1e+300"), (-0.0, "-0"),
+     (1.0, "1"), (-3.0, "-3"), (0.0, "0"), (123456789.0, "123456789"), (2.5, "2.5")],
 )
 def test_format_value(value: float, text: str) -> None:
     assert format_value(value) == text
