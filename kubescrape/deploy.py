@@ -137,9 +137,12 @@ def _daemonset(namespace: str, image: str) -> Manifest:
         ],
         "env": env,
         "ports": [{"name": "self-metrics", "containerPort": SELF_METRICS_PORT, "protocol": "TCP"}],
+        # From bench/results/2026-11-25.md: steady RSS 81 MiB at 100 pods and 151 MiB at 250 pods; about
+        # 6-7 µs of CPU per sample, i.e. ~10m of CPU for a 100-pod node at a 15 s interval, and a cold
+        # first scrape (every series new) of ~0.5 s of CPU that the limit must let through.
         "resources": {
-            "requests": {"cpu": "50m", "memory": "64Mi"},
-            "limits": {"cpu": "500m", "memory": "256Mi"},
+            "requests": {"cpu": "50m", "memory": "128Mi"},
+            "limits": {"cpu": "500m", "memory": "384Mi"},
         },
         "livenessProbe": {
             "httpGet": probe_get, "initialDelaySeconds": 10, "periodSeconds": 20, "timeoutSeconds": 5,
@@ -245,8 +248,8 @@ def build_manifests(namespace: str, writer_url: str, image: str) -> list[tuple[s
         ("Categraf input.prometheus/prometheus.toml: kube-proxy, kubelet and cAdvisor of this node.",
          {"apiVersion": "v1", "kind": "ConfigMap", "metadata": _meta(f"{NAME}-input-prometheus", namespace),
           "data": {"prometheus.toml": prometheus_toml()}}),
-        ("One agent per node, every node including the control plane. Requests/limits are sized for the\n"
-         "bench/ scrape + remote-write workload; re-run bench/ and adjust for nodes with many more pods.\n"
+        ("One agent per node, every node including the control plane. Requests/limits are sized from\n"
+         "bench/results (up to ~250 pods per node); re-run bench/ and adjust for nodes with many more pods.\n"
          f"terminationGracePeriodSeconds = shutdown timeout ({SHUTDOWN_TIMEOUT}s) + {GRACE_MARGIN}s margin.",
          _daemonset(namespace, image)),
     ]

@@ -97,8 +97,8 @@ def test_daemonset_runs_on_every_node_with_host_network_and_downward_api() -> No
     env = {e["name"]: e["valueFrom"]["fieldRef"]["fieldPath"] for e in agent["env"]}
     assert env == {"HOSTNAME": "spec.nodeName", "HOSTIP": "status.hostIP"}
     assert agent["image"] == "registry.example/kubescrape:1.2.3"
-    assert agent["resources"]["requests"] == {"cpu": "50m", "memory": "64Mi"}
-    assert agent["resources"]["limits"] == {"cpu": "500m", "memory": "256Mi"}
+    assert agent["resources"]["requests"] == {"cpu": "50m", "memory": "128Mi"}
+    assert agent["resources"]["limits"] == {"cpu": "500m", "memory": "384Mi"}
 
 
 def test_daemonset_probes_spool_shutdown_and_security() -> None:
