@@ -172,20 +172,35 @@ def _check_name_label(blob: str) -> None:
             raise ParseError("label name '__name__' is not unique: the metric name is already set")
 
 
-def _series_problem(series: str) -> str:
-    stripped = series.lstrip(" \t")
+_LABEL_BLOCK = re.compile(r"\{((?:[^\"}]++|\"(?:[^\"\\]++|\\.)*+\")*+)\}")
+
+
+def _name_and_labels_problem(text: str, no_name: str) -> tuple[str | None, bool, str]:
+    """Check the metric name and label set at the start of ``text`` (a line known to be bad somewhere).
+
+    Returns ``(problem, had_labels, rest)``: the problem found in them (None if they are fine), whether a
+    label set was present, and the text after them.
+    """
+    stripped = text.lstrip(" \t")
     name = _META_NAME.match(stripped)
     if name is None:
-        return "expected a metric name"
+        return no_name, False, ""
     rest = stripped[name.end() :].lstrip(" \t")
-    if rest.startswith("{"):
-        close = re.match(r"\{((?:[^\"}]++|\"(?:[^\"\\]++|\\.)*+\")*+)\}", rest)
-        if close is None:
-            return "unterminated label set or label value"
-        if _LABEL_SET.match(close.group(1)) is None:
-            return _label_set_problem(close.group(1))
-        return "unexpected text after the label set"
-    return "unexpected text after the metric name"
+    if not rest.startswith("{"):
+        return None, False, rest
+    close = _LABEL_BLOCK.match(rest)
+    if close is None:
+        return "unterminated label set or label value", True, ""
+    if _LABEL_SET.match(close.group(1)) is None:
+        return _label_set_problem(close.group(1)), True, ""
+    return None, True, rest[close.end() :].lstrip(" \t")
+
+
+def _series_problem(series: str) -> str:
+    problem, had_labels, _ = _name_and_labels_problem(series, "expected a metric name")
+    if problem is not None:
+        return problem
+    return "unexpected text after the label set" if had_labels else "unexpected text after the metric name"
 
 
 def parse_sample_line(line: str) -> tuple[str, list[tuple[str, str]], float, int | None, int]:
@@ -214,18 +229,9 @@ def parse_sample_line(line: str) -> tuple[str, list[tuple[str, str]], float, int
 
 
 def _sample_problem(line: str) -> str:
-    stripped = line.lstrip(" \t")
-    name = _META_NAME.match(stripped)
-    if name is None:
-        return "expected a metric name, a comment or a blank line"
-    rest = stripped[name.end() :].lstrip(" \t")
-    if rest.startswith("{"):
-        close = re.match(r"\{((?:[^\"}]++|\"(?:[^\"\\]++|\\.)*+\")*+)\}", rest)
-        if close is None:
-            return "unterminated label set or label value"
-        if _LABEL_SET.match(close.group(1)) is None:
-            return _label_set_problem(close.group(1))
-        rest = rest[close.end() :].lstrip(" \t")
+    problem, _, rest = _name_and_labels_problem(line, "expected a metric name, a comment or a blank line")
+    if problem is not None:
+        return problem
     if not rest:
         return "expected a value after the metric"
     parts = re.split(r"[ \t]+", rest.rstrip(" \t"))
