@@ -174,7 +174,9 @@ def test_generated_config_loads_with_load_categraf(tmp_path: Path, monkeypatch: 
         "https://10.0.0.7:10250/metrics",
         "https://10.0.0.7:10250/metrics/cadvisor",
     ]
+    assert not config.warnings
     for t in targets:
+        assert t.enable_compression is False  # node-local targets: no gzip round trip
         if str(t.url).startswith("https://"):
             assert t.tls.ca_file is not None and str(t.tls.ca_file) == SA_CA_FILE
             assert t.tls.insecure_skip_verify is False

@@ -88,6 +88,7 @@ _EXPECTED: dict[str, str] = {
     "use_tls": "true or false",
     "insecure_skip_verify": "true or false",
     "honor_labels": "true or false",
+    "enable_compression": "true or false",
     "body_size_limit": "a non-negative integer number of bytes (0 = unlimited)",
 }
 

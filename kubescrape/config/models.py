@@ -240,6 +240,9 @@ class InstanceConfig(BaseModel):
     job: str | None = None
     honor_labels: bool = False
     honor_timestamps: bool = True
+    # Prometheus' scrape option: ask for gzip. Off saves CPU on both sides when the target is on the same
+    # node (the kubelet and kube-proxy over 127.0.0.1 or $HOSTIP): there is no network to save.
+    enable_compression: bool = True
     body_size_limit: int = Field(default=64 << 20, ge=0, description="bytes; 0 = unlimited")
     metric_relabel_configs: list[RelabelConfig] = Field(default_factory=list)
     target_relabel_configs: list[RelabelConfig] = Field(default_factory=list)

@@ -383,7 +383,7 @@ class ScrapeLoop:
     def _static_headers(self) -> dict[str, str]:
         headers = {
             "Accept": ACCEPT_HEADER,
-            "Accept-Encoding": "gzip",
+            "Accept-Encoding": "gzip" if self.target.enable_compression else "identity",
             "User-Agent": USER_AGENT,
             "X-Prometheus-Scrape-Timeout-Seconds": f"{self.target.timeout:g}",
         }

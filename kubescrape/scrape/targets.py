@@ -85,6 +85,7 @@ class Target:
     metrics_drop: tuple[str, ...] = ()
     metrics_pass: tuple[str, ...] = ()
     metrics_name_prefix: str = ""
+    enable_compression: bool = True
 
     @property
     def label_dict(self) -> dict[str, str]:
@@ -325,6 +326,7 @@ def _build_one(config: AgentConfig, inst: InstanceConfig, index: int, raw_url: s
         timeout=inst.timeout,
         honor_labels=inst.honor_labels,
         honor_timestamps=inst.honor_timestamps,
+        enable_compression=inst.enable_compression,
         body_size_limit=inst.body_size_limit,
         tls=TLSSettings(
             use_tls=inst.use_tls,

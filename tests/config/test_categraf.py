@@ -83,6 +83,7 @@ def test_every_option_maps_and_unknown_options_warn(caplog: pytest.LogCaptureFix
     assert (inst.tls_server_name, inst.tls_min_version) == ("kubelet", "1.2")
     assert inst.insecure_skip_verify is False
     assert (inst.honor_labels, inst.honor_timestamps, inst.body_size_limit) == (True, False, 1000)
+    assert inst.enable_compression is False
     # Categraf replaces an empty replacement with "$1".
     [rc] = inst.relabel_configs
     assert (rc.action, rc.regex, rc.replacement, rc.source_labels) == ("drop", "up", "$1", ["__name__"])
@@ -94,7 +95,7 @@ def test_every_option_maps_and_unknown_options_warn(caplog: pytest.LogCaptureFix
     expected = [
         f"{conf}:5: unknown option 'colour' in [global]",
         f"{conf}:26: unknown option 'retry_forever' in [[writers]] #1",
-        f"{prom}:27: unknown option 'scrape_every' in [[instances]] #1",
+        f"{prom}:28: unknown option 'scrape_every' in [[instances]] #1",
         f"{conf}: unknown option 'mystery'",
         f"{conf}: [heartbeat] is a Categraf feature kubescrape does not implement",
     ]

@@ -105,6 +105,14 @@ async def test_scrape_returns_samples_and_synthetic_series(client: ScrapeClient)
     assert {c.key for c in other.chunks} != keys
 
 
+async def test_enable_compression_false_asks_for_identity(client: ScrapeClient) -> None:
+    async with metrics_server({"/metrics": EXPOSITION}) as server:
+        report = await scrape(make_target(server.url("/metrics"), enable_compression=False), client)
+    assert report.ok, report.error
+    assert server.requests[0]["Accept-Encoding"] == "identity"
+    assert report.samples_scraped == 3
+
+
 async def test_gzip_body_is_decompressed_and_limit_applies_after(client: ScrapeClient) -> None:
     big = "".join(f'm{{i="{i}"}} {i}\n' for i in range(2000))  # ~30 kB, compresses to a few kB
     async with metrics_server({"/metrics": big}) as server:
