@@ -10,7 +10,18 @@ import pytest
 from kubescrape.errors import SpoolError
 from kubescrape.remote_write import Chunk
 from kubescrape.remote_write.queue import Record, RemoteWrite, WriterSettings
-from kubescrape.remote_write.spool import HEADER, Spool, frame_chunks, scan_segment, unframe_chunks
+from kubescrape.remote_write.spool import (
+    FRAME,
+    HEADER,
+    IOV_MAX,
+    Spool,
+    _Segment,
+    encode_record,
+    frame_chunks,
+    record_parts,
+    scan_segment,
+    unframe_chunks,
+)
 from kubescrape.selfmon import SelfMetrics
 from kubescrape.testing import FakeClock
 from tests.remote_write.receiver import Receiver, chunk_bytes, running_receiver
@@ -210,3 +221,118 @@ async def test_remote_write_with_spool_survives_outage_and_restart(tmp_path: Pat
     assert rw2.stats()[0].pending_samples == 0
     assert m2.registry.get_sample_value("kubescrape_samples_sent_total", {"writer": "w"}) == 21
     assert segments(tmp_path / "w") == []
+
+
+# --- the in-memory cache of unread records and the copy-free write ---------------------------------
+
+
+def multi(i: int) -> list[Chunk]:
+    """A record of several chunks with routing keys (incl. 0 and the largest u32) and an empty chunk."""
+    return [Chunk(f"a{i}".encode() * 50, 3, key=i + 1), Chunk(b"", 0),
+            Chunk(f"b{i}".encode() * 70, 4, key=0xFFFFFFFF), Chunk(f"c{i}".encode() * 30, 2)]
+
+
+def count_disk_reads(monkeypatch: pytest.MonkeyPatch) -> list[int]:
+    """Patch segment reads to record each read's length (the cache must make them unnecessary)."""
+    reads: list[int] = []
+    original = _Segment.read
+
+    def read(self: _Segment, offset: int, length: int) -> bytes:
+        reads.append(length)
+        return original(self, offset, length)
+
+    monkeypatch.setattr(_Segment, "read", read)
+    return reads
+
+
+@pytest.mark.parametrize("chunks", [[Chunk(b"abc", 3)], [Chunk(b"", 0)], multi(7), [Chunk(b"z", 1)] * 3])
+def test_record_parts_are_byte_identical_to_encode_record(chunks: list[Chunk]) -> None:
+    parts, length = record_parts(42, sum(c.samples for c in chunks), 1.5, chunks)
+    payload = frame_chunks(chunks)
+    assert length == len(payload)
+    assert b"".join(parts) == encode_record(42, sum(c.samples for c in chunks), 1.5, payload)
+    assert any(p is chunks[0].data for p in parts), "the chunk's own bytes are written, not a copy"
+
+
+async def test_take_from_memory_equals_disk_replay(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    reads = count_disk_reads(monkeypatch)
+    sp = Spool(tmp_path / "s", segment_bytes=2_000)
+    for i in range(8):
+        await sp.put(multi(i))
+    assert sp.cached_bytes == sum(len(c.data) for i in range(8) for c in multi(i))
+    from_memory = sp.take(10**6)
+    assert reads == [], "recently appended records come from memory"
+    assert sp.cached_bytes == 0, "taken records leave the cache"
+    await sp.close()
+
+    sp2 = Spool(tmp_path / "s", segment_bytes=2_000)  # a restart: everything comes from disk
+    assert sp2.cached_bytes == 0
+    from_disk = sp2.take(10**6)
+    assert len(reads) == 8
+    assert from_disk == from_memory
+    assert [r.chunks for r in from_disk] == [tuple(multi(i)) for i in range(8)]
+    assert all(type(c) is Chunk and type(c.data) is bytes for r in from_memory for c in r.chunks)
+    await sp2.close()
+
+
+async def test_cache_budget_is_respected_and_uncached_records_are_read_from_disk(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    reads = count_disk_reads(monkeypatch)
+    size = len(chunk(0).data)
+    sp = Spool(tmp_path, cache_bytes=3 * size + 10)
+    for i in range(6):
+        await sp.put([chunk(i)])
+        assert sp.cached_bytes <= 3 * size + 10
+    assert sp.cached_bytes == 3 * size, "the oldest three are cached, the newer ones only on disk"
+    first = sp.take(20)
+    assert data_of(first) == [chunk(0).data, chunk(1).data] and reads == []
+    rest = sp.take(10**6)
+    assert data_of(rest) == [chunk(i).data for i in range(2, 6)]
+    assert reads == [size + FRAME.size] * 3, "exactly the three records beyond the budget were read"
+    assert sp.cached_bytes == 0
+    sp.ack(first + rest)
+    assert sp.pending_samples == 0 and sp.cached_bytes == 0
+    await sp.close()
+
+
+async def test_cache_off_reads_everything_from_disk(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    reads = count_disk_reads(monkeypatch)
+    sp = Spool(tmp_path, cache_bytes=0)
+    for i in range(3):
+        await sp.put([chunk(i)])
+    assert sp.cached_bytes == 0
+    assert data_of(sp.take(10**6)) == [chunk(i).data for i in range(3)] and len(reads) == 3
+    await sp.close()
+
+
+async def test_evicted_records_leave_the_cache(tmp_path: Path) -> None:
+    evicted: list[int] = []
+    sp = Spool(tmp_path, max_bytes=6_000, segment_bytes=1_000, cache_bytes=10**6, on_evict=evicted.append)
+    for i in range(40):
+        await sp.put([chunk(i)])
+    assert sum(evicted) > 0
+    left = sp.take(10**6)
+    assert sp.cached_bytes == 0
+    assert sum(evicted) + sum(r.samples for r in left) == 400
+    assert data_of(left) == [chunk(r.seq - 1).data for r in left]
+    await sp.close()
+
+
+async def test_a_reused_buffer_cannot_change_an_accepted_record(tmp_path: Path) -> None:
+    buf = bytearray(b"original" * 10)
+    sp = Spool(tmp_path)
+    await sp.put([Chunk(buf, 1)])  # type: ignore[arg-type]  # callers may hand in any buffer
+    buf[:8] = b"MUTATED!"
+    (rec,) = sp.take(10)
+    assert rec.chunks == (Chunk(b"original" * 10, 1),) and type(rec.chunks[0].data) is bytes
+    await sp.close()
+
+
+async def test_more_chunks_than_one_writev_accepts(tmp_path: Path) -> None:
+    chunks = [Chunk(f"{i}".encode(), 1, key=i) for i in range(2 * IOV_MAX + 7)]
+    sp = Spool(tmp_path)
+    await asyncio.gather(sp.put(chunks), sp.put(chunks[:5]))
+    await sp.close()
+    sp2 = Spool(tmp_path)
+    assert [r.chunks for r in sp2.take(10**6)] == [tuple(chunks), tuple(chunks[:5])]
+    await sp2.close()
