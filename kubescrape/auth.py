@@ -113,25 +113,23 @@ class BearerToken:
     def _stat(self) -> tuple[int, int, int, int]:
         try:
             st = os.stat(self.path)  # follows symlinks: the ..data swap changes the inode we see
-        except FileNotFoundError as e:
-            raise TokenError(f"bearer token file {self.path} does not exist", _TOKEN_FIX) from e
         except OSError as e:
-            raise TokenError(
-                f"bearer token file {self.path} cannot be read: {e.strerror or e}",
-                "make the file readable by the agent's user (check runAsUser and the volume's defaultMode)",
-            ) from e
+            raise self._unreadable(e) from e
         return (st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns)
+
+    def _unreadable(self, e: OSError) -> TokenError:
+        if isinstance(e, FileNotFoundError):
+            return TokenError(f"bearer token file {self.path} does not exist", _TOKEN_FIX)
+        return TokenError(
+            f"bearer token file {self.path} cannot be read: {e.strerror or e}",
+            "make the file readable by the agent's user (check runAsUser and the volume's defaultMode)",
+        )
 
     def _load(self, signature: tuple[int, int, int, int], *, counted: bool) -> None:
         try:
             raw = self.path.read_bytes()
-        except FileNotFoundError as e:
-            raise TokenError(f"bearer token file {self.path} does not exist", _TOKEN_FIX) from e
         except OSError as e:
-            raise TokenError(
-                f"bearer token file {self.path} cannot be read: {e.strerror or e}",
-                "make the file readable by the agent's user (check runAsUser and the volume's defaultMode)",
-            ) from e
+            raise self._unreadable(e) from e
         try:
             token = raw.decode("utf-8").strip()
         except UnicodeDecodeError as e:
