@@ -1,7 +1,7 @@
 """Benchmark of the hot path: exposition text -> remote-write bytes, against prometheus_client's parser.
 
-Builds a cadvisor-like payload (pods x containers x container_* families, explicit ms timestamps as the
-kubelet's /metrics/cadvisor serves them) and prints a markdown table measured in one run::
+Times the kubelet emulator's /metrics/cadvisor payload (pods x containers x container_* families, explicit
+ms timestamps as the kubelet serves them) and prints a markdown table measured in one run::
 
     python3 -m bench.parse            # full run
     python3 -m bench.parse --quick    # fewer repetitions (CI smoke)
@@ -11,273 +11,37 @@ from __future__ import annotations
 
 import argparse
 import gc
-import random
 import sys
 import time
 from collections.abc import Callable
 
 from prometheus_client.parser import text_string_to_metric_families
 
+from kubescrape.emulator.payloads import NodePayloads
 from kubescrape.remote_write.encode import clear_label_cache, compress
 from kubescrape.scrape.cache import SeriesCache
 from kubescrape.scrape.parser import parse
-
-# (family, type, help, extra label sets per container, integer-valued)
-_FAMILIES: list[tuple[str, str, str, list[dict[str, str]], bool]] = []
+from kubescrape.testing import FakeClock
 
 
-def _families() -> list[tuple[str, str, str, list[dict[str, str]], bool]]:
-    if _FAMILIES:
-        return _FAMILIES
-    plain: list[dict[str, str]] = [{}]
-    cpus = [{"cpu": "total"}]
-    devices = [{"device": "/dev/nvme0n1"}, {"device": "/dev/nvme1n1"}]
-    blkio = [
-        {"device": "/dev/nvme0n1", "major": "259", "minor": "0", "operation": op}
-        for op in ("Read", "Write", "Sync", "Async", "Discard", "Total")
-    ]
-    interfaces = [{"interface": "eth0"}, {"interface": "tunl0"}]
-    failures = [
-        {"failure_type": t, "scope": s} for t in ("pgfault", "pgmajfault") for s in ("container", "hierarchy")
-    ]
-    states = [{"state": s} for s in ("iowaiting", "running", "sleeping", "stopped", "uninterruptible")]
-    ulimits = [{"ulimit": "max_open_files"}]
-    spec = [
-        (
-            "container_cpu_usage_seconds_total",
-            "counter",
-            "Cumulative cpu time consumed in seconds.",
-            cpus,
-            False,
-        ),
-        (
-            "container_cpu_user_seconds_total",
-            "counter",
-            "Cumulative user cpu time consumed in seconds.",
-            plain,
-            False,
-        ),
-        (
-            "container_cpu_system_seconds_total",
-            "counter",
-            "Cumulative system cpu time consumed.",
-            plain,
-            False,
-        ),
-        (
-            "container_cpu_cfs_periods_total",
-            "counter",
-            "Number of elapsed enforcement period intervals.",
-            plain,
-            True,
-        ),
-        (
-            "container_cpu_cfs_throttled_periods_total",
-            "counter",
-            "Number of throttled period intervals.",
-            plain,
-            True,
-        ),
-        (
-            "container_cpu_cfs_throttled_seconds_total",
-            "counter",
-            "Total time duration throttled.",
-            plain,
-            False,
-        ),
-        ("container_cpu_load_average_10s", "gauge", "Value of container cpu load average.", plain, True),
-        ("container_memory_cache", "gauge", "Number of bytes of page cache memory.", plain, True),
-        ("container_memory_failcnt", "counter", "Number of memory usage hits limits", plain, True),
-        (
-            "container_memory_failures_total",
-            "counter",
-            "Cumulative count of memory allocation failures.",
-            failures,
-            True,
-        ),
-        ("container_memory_mapped_file", "gauge", "Size of memory mapped files in bytes.", plain, True),
-        ("container_memory_max_usage_bytes", "gauge", "Maximum memory usage recorded in bytes", plain, True),
-        ("container_memory_rss", "gauge", "Size of RSS in bytes.", plain, True),
-        ("container_memory_swap", "gauge", "Container swap usage in bytes.", plain, True),
-        ("container_memory_usage_bytes", "gauge", "Current memory usage in bytes.", plain, True),
-        ("container_memory_working_set_bytes", "gauge", "Current working set in bytes.", plain, True),
-        ("container_fs_inodes_free", "gauge", "Number of available Inodes", devices, True),
-        ("container_fs_inodes_total", "gauge", "Number of Inodes", devices, True),
-        (
-            "container_fs_limit_bytes",
-            "gauge",
-            "Number of bytes that can be consumed by the container.",
-            devices,
-            True,
-        ),
-        (
-            "container_fs_usage_bytes",
-            "gauge",
-            "Number of bytes that are consumed by the container.",
-            devices,
-            True,
-        ),
-        ("container_fs_reads_bytes_total", "counter", "Cumulative count of bytes read", devices, True),
-        ("container_fs_reads_total", "counter", "Cumulative count of reads completed", devices, True),
-        ("container_fs_writes_bytes_total", "counter", "Cumulative count of bytes written", devices, True),
-        ("container_fs_writes_total", "counter", "Cumulative count of writes completed", devices, True),
-        (
-            "container_fs_io_time_seconds_total",
-            "counter",
-            "Cumulative count of seconds spent doing I/Os",
-            devices,
-            False,
-        ),
-        ("container_blkio_device_usage_total", "counter", "Blkio Device bytes usage", blkio, True),
-        (
-            "container_network_receive_bytes_total",
-            "counter",
-            "Cumulative count of bytes received",
-            interfaces,
-            True,
-        ),
-        ("container_network_receive_errors_total", "counter", "Cumulative count of errors", interfaces, True),
-        ("container_network_receive_packets_dropped_total", "counter", "Packets dropped", interfaces, True),
-        ("container_network_receive_packets_total", "counter", "Packets received", interfaces, True),
-        (
-            "container_network_transmit_bytes_total",
-            "counter",
-            "Cumulative count of bytes transmitted",
-            interfaces,
-            True,
-        ),
-        ("container_network_transmit_errors_total", "counter", "Errors while transmitting", interfaces, True),
-        ("container_network_transmit_packets_dropped_total", "counter", "Packets dropped", interfaces, True),
-        ("container_network_transmit_packets_total", "counter", "Packets transmitted", interfaces, True),
-        (
-            "container_file_descriptors",
-            "gauge",
-            "Number of open file descriptors for the container.",
-            plain,
-            True,
-        ),
-        ("container_last_seen", "gauge", "Last time a container was seen by the exporter", plain, True),
-        ("container_oom_events_total", "counter", "Count of out of memory events observed", plain, True),
-        ("container_processes", "gauge", "Number of processes running inside the container.", plain, True),
-        ("container_sockets", "gauge", "Number of open sockets for the container.", plain, True),
-        ("container_spec_cpu_period", "gauge", "CPU period of the container.", plain, True),
-        ("container_spec_cpu_quota", "gauge", "CPU quota of the container.", plain, True),
-        ("container_spec_cpu_shares", "gauge", "CPU share of the container.", plain, True),
-        ("container_spec_memory_limit_bytes", "gauge", "Memory limit for the container.", plain, True),
-        ("container_spec_memory_reservation_limit_bytes", "gauge", "Memory reservation limit.", plain, True),
-        (
-            "container_spec_memory_swap_limit_bytes",
-            "gauge",
-            "Memory swap limit for the container.",
-            plain,
-            True,
-        ),
-        (
-            "container_start_time_seconds",
-            "gauge",
-            "Start time of the container since unix epoch in seconds.",
-            plain,
-            False,
-        ),
-        ("container_tasks_state", "gauge", "Number of tasks in given state", states, True),
-        ("container_threads", "gauge", "Number of threads running inside the container", plain, True),
-        (
-            "container_threads_max",
-            "gauge",
-            "Maximum number of threads allowed inside the container",
-            plain,
-            True,
-        ),
-        (
-            "container_ulimits_soft",
-            "gauge",
-            "Soft ulimit values for the container root process.",
-            ulimits,
-            True,
-        ),
-    ]
-    _FAMILIES.extend(spec)
-    return _FAMILIES
+def cadvisor_scrapes(pods: int = 120, scrapes: int = 1, seed: int = 7) -> list[bytes]:
+    """Successive ``/metrics/cadvisor`` bodies of one emulated node, 15 s apart.
 
-
-_CONSTANT = (
-    "container_spec_",
-    "container_start_time_seconds",
-    "container_threads_max",
-    "container_ulimits_soft",
-    "container_fs_inodes_total",
-    "container_fs_limit_bytes",
-    "container_last_seen",
-)
-
-
-def cadvisor_scrapes(pods: int = 120, scrapes: int = 1, seed: int = 7) -> list[str]:
-    """Successive /metrics/cadvisor-like expositions of one node, 15 s apart.
-
-    Per pod: a pod cgroup, a pause container and one or two app containers, each with the container_*
-    families of the kubelet's cAdvisor endpoint and an explicit millisecond timestamp. Between scrapes
-    counters grow and gauges move (about 60% of the values change), specs and limits stay.
+    The kubelet emulator's payload (:mod:`kubescrape.emulator.payloads`): per pod a pod cgroup, a pause
+    container and app containers with the ``container_*`` families the kubelet's cAdvisor serves, explicit
+    millisecond timestamps, counters that grow and gauges that move between scrapes.
     """
-    rng = random.Random(seed)
-    now_ms = 1_764_000_000_000
-    containers: list[dict[str, str]] = []
-    for p in range(pods):
-        namespace = rng.choice(["default", "kube-system", "monitoring", "payments", "web"])
-        app = rng.choice(["nginx", "api", "worker", "redis", "envoy", "billing"])
-        pod = f"{app}-{rng.getrandbits(36):09x}-{rng.getrandbits(24):05x}"
-        uid = f"{rng.getrandbits(32):08x}_{rng.getrandbits(16):04x}_{rng.getrandbits(16):04x}_" + (
-            f"{rng.getrandbits(16):04x}_{rng.getrandbits(48):012x}"
-        )
-        pod_cgroup = f"/kubepods.slice/kubepods-burstable.slice/kubepods-burstable-pod{uid}.slice"
-        base = {"namespace": namespace, "pod": pod}
-        containers.append({"container": "", "id": pod_cgroup, "image": "", "name": "", **base})
-        for name in ["POD", app] + (["istio-proxy"] if p % 3 == 0 else []):
-            cid = f"{rng.getrandbits(128):032x}{rng.getrandbits(128):032x}"
-            image = (
-                "registry.k8s.io/pause:3.9"
-                if name == "POD"
-                else f"docker.io/library/{name}:1.{p % 9}.{p % 5}"
-            )
-            containers.append(
-                {
-                    "container": "" if name == "POD" else name,
-                    "id": f"{pod_cgroup}/cri-containerd-{cid}.scope",
-                    "image": image,
-                    "name": cid,
-                    **base,
-                }
-            )
-    stamps = [now_ms - rng.randrange(0, 15_000) for _ in containers]
-    # (series text, base value, growth per scrape, integral, container index) in exposition order.
-    series: list[tuple[str, float, float, bool, int]] = []
-    headers: dict[int, list[str]] = {}
-    for family, mtype, help_text, extras, integral in _families():
-        headers[len(series)] = [f"# HELP {family} {help_text}", f"# TYPE {family} {mtype}"]
-        constant = family.startswith(_CONSTANT)
-        for c, labels in enumerate(containers):
-            for extra in extras:
-                merged = dict(sorted({**labels, **extra}.items()))
-                text = family + "{" + ",".join(f'{k}="{v}"' for k, v in merged.items()) + "}"
-                zero = integral and rng.random() < 0.3
-                base_value = 0.0 if zero else (rng.randrange(1, 10**9) if integral else rng.random() * 10**4)
-                changes = not zero and not constant and rng.random() < 0.85
-                growth = (rng.randrange(1, 10**5) if integral else rng.random() * 15) if changes else 0.0
-                series.append((text, base_value, growth, integral, c))
-    out: list[str] = []
-    for k in range(scrapes):
-        lines: list[str] = []
-        for i, (text, base_value, growth, integral, c) in enumerate(series):
-            if i in headers:
-                lines.extend(headers[i])
-            value = base_value + k * growth
-            shown = str(int(value)) if integral else repr(value)
-            lines.append(f"{text} {shown} {stamps[c] + 15_000 * k}")
-        out.append("\n".join(lines) + "\n")
-    return out
+    clock = FakeClock(autojump=False)
+    node = NodePayloads("node-1", "10.0.0.1", pods, seed=seed, clock=clock)
+    bodies = []
+    for _ in range(scrapes):
+        bodies.append(node.cadvisor())
+        clock.advance(15.0)
+    return bodies
 
 
-def cadvisor_payload(pods: int = 120, seed: int = 7) -> str:
-    """One /metrics/cadvisor-like exposition (see :func:`cadvisor_scrapes`)."""
+def cadvisor_payload(pods: int = 120, seed: int = 7) -> bytes:
+    """One ``/metrics/cadvisor`` body (see :func:`cadvisor_scrapes`)."""
     return cadvisor_scrapes(pods, 1, seed)[0]
 
 
@@ -305,7 +69,7 @@ def _best(fn: Callable[[], object], repeat: int) -> float:
 def run(quick: bool = False, pods: int = 120) -> tuple[list[tuple[str, int, float]], int]:
     """Measure every contender; return ``(name, samples, seconds)`` rows and the payload size."""
     repeat = 4 if quick else 12
-    bodies = [text.encode() for text in cadvisor_scrapes(pods, repeat + 2)]
+    bodies = cadvisor_scrapes(pods, repeat + 2)
     text = bodies[0].decode()
     samples = len(parse(text))
     ts = 1_764_000_015_000
@@ -368,7 +132,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     rows, size = run(quick=args.quick, pods=args.pods)
     print(
-        f"cadvisor-like payload: {args.pods} pods, {rows[0][1]} samples, {size >> 10} KiB; "
+        f"emulated /metrics/cadvisor: {args.pods} pods, {rows[0][1]} samples, {size >> 10} KiB; "
         f"Python {sys.version.split()[0]}; best CPU time of one thread\n"
     )
     print(table(rows))
