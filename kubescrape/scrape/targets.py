@@ -314,16 +314,19 @@ def _build_one(config: AgentConfig, inst: InstanceConfig, index: int, raw_url: s
             return None
         labels, url = relabeled
     interval = config.scrape_interval * max(inst.interval_times, 1)
-    if inst.timeout > interval:
-        logger.warning("[[instances]] #%d: timeout %.3gs exceeds the scrape interval %.3gs", index + 1,
-                       inst.timeout, interval)
+    timeout = inst.timeout
+    if timeout > interval > 0:
+        # A scrape may not outlive its interval (Prometheus refuses such a config): clamp, and say so.
+        logger.warning("[[instances]] #%d: timeout %.3gs exceeds the scrape interval %.3gs; using %.3gs",
+                       index + 1, timeout, interval, interval)
+        timeout = interval
     dropped_keys = tuple(k for k, v in inst.labels.items() if v == "-")
     return Target(
         url=url,
         name=url,
         labels=tuple(sorted(labels.items())),
         interval=interval,
-        timeout=inst.timeout,
+        timeout=timeout,
         honor_labels=inst.honor_labels,
         honor_timestamps=inst.honor_timestamps,
         enable_compression=inst.enable_compression,

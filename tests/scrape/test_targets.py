@@ -348,3 +348,9 @@ def test_models_used_directly() -> None:
         ("instance", "http://a:1/m"),
         ("t", "v"),
     ]
+
+
+def test_timeout_longer_than_the_interval_is_clamped_with_a_warning(caplog: pytest.LogCaptureFixture) -> None:
+    t = one(urls=["http://127.0.0.1:9100/metrics"], timeout=30)
+    assert (t.interval, t.timeout) == (15.0, 15.0)
+    assert any("exceeds the scrape interval" in r.getMessage() for r in caplog.records)
