@@ -23,7 +23,7 @@ from typing import NamedTuple
 
 from kubescrape.errors import ParseError, ScrapeError
 from kubescrape.remote_write import Chunk
-from kubescrape.remote_write.encode import encode_labels, sample_head, varint
+from kubescrape.remote_write.encode import STALE_NAN_BYTES, encode_labels, sample_head, varint
 from kubescrape.scrape.parser import Metadata, parse, parse_float, parse_line
 
 __all__ = ["DROPPED", "Labeler", "ScrapeResult", "SeriesCache"]
@@ -51,6 +51,8 @@ class ScrapeResult(NamedTuple):
     ``series_added`` counts series (after relabeling) not present in the previous scrape;
     ``samples_duplicate`` counts later samples of a series already seen in the same scrape, which are
     left out as Prometheus does (a remote-write backend would reject the whole request).
+    ``samples_stale`` counts the staleness markers (stale NaN) in ``chunks`` for series of the previous
+    scrape that are gone; they are in the chunks' sample counts, not in ``samples_post_relabel``.
     """
 
     chunks: list[Chunk]
@@ -58,6 +60,7 @@ class ScrapeResult(NamedTuple):
     samples_post_relabel: int
     series_added: int
     samples_duplicate: int = 0
+    samples_stale: int = 0
 
 
 def _labels_of(head: bytes) -> bytes:
@@ -102,7 +105,11 @@ class SeriesCache:
         self._values_old: dict[bytes, bytes] = {}
         self._scrapes = 0
         self._previous: set[bytes] = set()
+        # Series of the previous scrape that carried no timestamp of their own: the ones that get a
+        # staleness marker when they disappear (Prometheus skips series with explicit timestamps).
+        self._tracked: set[bytes] = set()
         self._odd_heads: dict[bytes, bytes] = {}
+        self._stale_count = 0
 
     def __len__(self) -> int:
         return len(self._entries)
@@ -115,6 +122,7 @@ class SeriesCache:
         self._values = {}
         self._values_old = {}
         self._previous = set()
+        self._tracked = set()
 
     def process(self, body: bytes | str, scrape_ts_ms: int) -> ScrapeResult:
         """Validate a whole exposition and encode its samples into chunks of ``batch`` samples.
@@ -125,6 +133,7 @@ class SeriesCache:
         """
         data = body if isinstance(body, bytes) else body.encode("utf-8", "surrogatepass")
         self._odd_heads = {}
+        self._stale_count = 0
         try:
             pieces, scraped, order = self._encode(data, scrape_ts_ms)
         except ParseError as exc:
@@ -151,15 +160,54 @@ class SeriesCache:
             self._previous = current
             self._order_had_duplicates = duplicates > 0
             self._order = order
+            pieces = self._mark_stale(pieces, current, scrape_ts_ms)
         if self._scrapes % self._generation == 0 and len(self._entries) > len(order):
             self._entries = {key: head for key, _, head in order}
-        kept = len(pieces) // 3
+        kept = len(pieces) // 3 - self._stale_count
         step = 3 * self._batch
+        total = len(pieces) // 3
         chunks = [
-            Chunk(b"".join(pieces[start : start + step]), min(self._batch, kept - start // 3))
+            Chunk(b"".join(pieces[start : start + step]), min(self._batch, total - start // 3))
             for start in range(0, len(pieces), step)
         ]
-        return ScrapeResult(chunks, scraped, kept, added, duplicates)
+        return ScrapeResult(chunks, scraped, kept, added, duplicates, self._stale_count)
+
+    def _mark_stale(self, pieces: list[bytes], current: set[bytes], scrape_ts_ms: int) -> list[bytes]:
+        """Append a staleness marker (Prometheus' stale NaN) for every tracked series of the previous
+        scrape that this one no longer has, and track this scrape's series without own timestamps.
+
+        Runs only when the series order changed, so a stable target pays nothing for it.
+        """
+        default_tail = b"\x10" + varint(scrape_ts_ms)
+        canonical = self._odd_heads.get
+        heads = pieces[0::3]
+        tails = pieces[2::3]
+        tracked = {canonical(h, h) for h, t in zip(heads, tails, strict=True) if t == default_tail}
+        gone = [h for h in self._tracked if h not in current]
+        self._tracked = tracked
+        self._stale_count = 0
+        if not gone or len(default_tail) != _TAIL_LEN:
+            return pieces
+        for head in gone:
+            pieces.extend((head, STALE_NAN_BYTES, default_tail))
+        self._stale_count = len(gone)
+        return pieces
+
+    def stale_all(self, scrape_ts_ms: int) -> list[Chunk]:
+        """Staleness markers for every tracked series, as Prometheus writes them after a failed scrape;
+        the next successful scrape starts afresh (all its series count as added)."""
+        default_tail = b"\x10" + varint(scrape_ts_ms)
+        gone, self._tracked = self._tracked, set()
+        self._previous = set()
+        self._order = []
+        if not gone or len(default_tail) != _TAIL_LEN:
+            return []
+        pieces = [piece for head in gone for piece in (head, STALE_NAN_BYTES, default_tail)]
+        step = 3 * self._batch
+        return [
+            Chunk(b"".join(pieces[start : start + step]), len(pieces[start : start + step]) // 3)
+            for start in range(0, len(pieces), step)
+        ]
 
     def _encode(self, data: bytes, scrape_ts_ms: int) -> tuple[list[bytes], int, list[_Entry]]:
         """The hot loop, on the raw body: three pieces (head, value, tail) per kept sample, the sample

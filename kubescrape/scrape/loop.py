@@ -85,6 +85,8 @@ class SeriesProcessor(Protocol):
 
     def process(self, body: bytes, scrape_ts_ms: int) -> ScrapeResult: ...
 
+    def stale_all(self, scrape_ts_ms: int) -> list[Chunk]: ...
+
 
 @dataclass
 class ScrapeReport:
@@ -102,7 +104,7 @@ class ScrapeReport:
 
     @property
     def samples(self) -> int:
-        """Samples handed to the sink (scraped after relabeling, plus the five synthetic series)."""
+        """Samples handed to the sink: scraped (after relabeling), staleness markers, synthetic series."""
         return sum(c.samples for c in self.chunks)
 
 
@@ -327,6 +329,9 @@ class ScrapeLoop:
             report.samples_scraped = result.samples_scraped
             report.samples_post_relabel = result.samples_post_relabel
             report.series_added = result.series_added
+        else:
+            # As Prometheus: after a failed scrape every series of the last good one is marked stale.
+            report.chunks = [c._replace(key=self._route_key) for c in self._cache.stale_all(ts_ms)]
         report.chunks.append(self._synthetic_chunk(report, ts_ms))
         self._record(report)
         return report

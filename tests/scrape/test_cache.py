@@ -10,7 +10,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from kubescrape.errors import ParseError, ScrapeError
-from kubescrape.remote_write.encode import decode_write_request
+from kubescrape.remote_write.encode import decode_write_request, is_stale_nan
 from kubescrape.scrape.cache import ScrapeResult, SeriesCache
 from kubescrape.scrape.parser import Sample, parse, render
 
@@ -299,7 +299,12 @@ def _check(cache: SeriesCache, text: str, honor: bool) -> None:
             cache.process(text.encode(), NOW)
         assert info.value.line_no == err.line_no
         return
-    assert same(decode(cache.process(text.encode(), NOW)), want)
+    result = cache.process(text.encode(), NOW)
+    got = decode(result)
+    # Staleness markers for series of the previous scrape come last; the parser knows nothing of them.
+    fresh, stale = got[: len(got) - result.samples_stale], got[len(got) - result.samples_stale :]
+    assert same(fresh, want)
+    assert all(is_stale_nan(v) and ts == NOW for _, points in stale for v, ts in points)
 
 
 @settings(max_examples=300, deadline=None)
@@ -329,3 +334,44 @@ def test_cache_agrees_on_rendered_samples(samples: list[Sample], repeat: int) ->
     cache = SeriesCache(Labeler())
     for _ in range(repeat + 1):
         _check(cache, text, True)
+
+
+def _by_name(result: ScrapeResult) -> dict[str, list[tuple[float, int]]]:
+    return {labels["__name__"]: points for labels, points in decode(result)}
+
+
+def test_a_series_that_disappears_gets_a_staleness_marker_once() -> None:
+    cache = SeriesCache(Labeler())
+    cache.process(b"a 1\nb 2\n", NOW)
+    second = cache.process(b"a 1\n", NOW + 15_000)
+    got = _by_name(second)
+    assert set(got) == {"a", "b"}
+    [(value, ts)] = got["b"]
+    assert is_stale_nan(value) and ts == NOW + 15_000
+    assert (second.samples_post_relabel, second.samples_stale) == (1, 1)
+    assert sum(c.samples for c in second.chunks) == 2
+    third = cache.process(b"a 1\n", NOW + 30_000)
+    assert set(_by_name(third)) == {"a"} and third.samples_stale == 0
+
+
+def test_series_with_their_own_timestamps_get_no_staleness_marker() -> None:
+    # As Prometheus: explicit timestamps (cAdvisor's) bypass staleness tracking.
+    cache = SeriesCache(Labeler(), honor_timestamps=True)
+    cache.process(b"a 1 1700000000000\nb 2\n", NOW)
+    second = cache.process(b"c 3\n", NOW + 15_000)
+    got = _by_name(second)
+    assert set(got) == {"b", "c"} and is_stale_nan(got["b"][0][0])
+    assert second.samples_stale == 1
+
+
+def test_stale_all_after_a_failed_scrape() -> None:
+    cache = SeriesCache(Labeler(), batch=2)
+    cache.process(b"a 1\nb 2\nc 3\n", NOW)
+    chunks = cache.stale_all(NOW + 15_000)
+    assert [c.samples for c in chunks] == [2, 1]
+    decoded = decode_write_request(b"".join(c.data for c in chunks))
+    assert sorted(labels["__name__"] for labels, _ in decoded) == ["a", "b", "c"]
+    assert all(is_stale_nan(v) and ts == NOW + 15_000 for _, points in decoded for v, ts in points)
+    assert cache.stale_all(NOW + 30_000) == []  # once only
+    back = cache.process(b"a 1\n", NOW + 45_000)
+    assert back.series_added == 1 and back.samples_stale == 0

@@ -22,7 +22,7 @@ from kubescrape.errors import (
     TokenError,
 )
 from kubescrape.remote_write import Chunk
-from kubescrape.remote_write.encode import decode_write_request
+from kubescrape.remote_write.encode import decode_write_request, is_stale_nan
 from kubescrape.scrape.loop import ACCEPT_HEADER, ScrapeClient, ScrapeLoop, ScrapeReport, scrape_offset
 from kubescrape.scrape.targets import Target, build_targets
 from kubescrape.selfmon import SelfMetrics
@@ -103,6 +103,26 @@ async def test_scrape_returns_samples_and_synthetic_series(client: ScrapeClient)
     assert len(keys) == 1 and 0 not in keys
     other = await ScrapeLoop(make_target(server.url("/other")), client=client).scrape()
     assert {c.key for c in other.chunks} != keys
+
+
+async def test_a_failed_scrape_marks_the_series_of_the_last_good_one_stale(client: ScrapeClient) -> None:
+    async with metrics_server({"/metrics": EXPOSITION}) as server:
+        loop = ScrapeLoop(make_target(server.url("/metrics")), client=client)
+        first = await loop.scrape()
+        del server.pages["/metrics"]  # now 404
+        second = await loop.scrape()
+        third = await loop.scrape()
+    assert first.ok and not second.ok and not third.ok
+    first_decoded = decode_write_request(b"".join(c.data for c in first.chunks))
+    scraped = {labels["__name__"] for labels, _ in first_decoded}
+    decoded = decode_write_request(b"".join(c.data for c in second.chunks))
+    stale = {labels["__name__"] for labels, points in decoded if all(is_stale_nan(v) for v, _ in points)}
+    assert stale == scraped - {"up", "scrape_duration_seconds", "scrape_samples_scraped",
+                               "scrape_samples_post_metric_relabeling", "scrape_series_added"}
+    markers = sum(1 for _, points in decoded if all(is_stale_nan(v) for v, _ in points))
+    assert markers == first.samples_post_relabel
+    assert value_of(second, "up") == 0
+    assert third.samples == 5  # only the synthetic series: markers are written once
 
 
 async def test_enable_compression_false_asks_for_identity(client: ScrapeClient) -> None:
