@@ -170,6 +170,31 @@ async def test_wrong_token_gives_up_0_and_a_401_error(tmp_path: Path, prometheus
     assert prometheus.query('scrape_samples_scraped{job="kubelet"}')[0]["value"][1] == "0"
 
 
+async def test_a_series_that_disappears_is_stale_in_prometheus_at_once(
+    tmp_path: Path, prometheus: Prometheus
+) -> None:
+    tls = TLSFiles.create(tmp_path / "pki")
+    token_file = tmp_path / "token"
+    write_private(token_file, b"token-1")
+    gone = 'kubeproxy_sync_proxy_rules_duration_seconds_count{job="kube-proxy"}'
+    kept = 'kubeproxy_sync_proxy_rules_duration_seconds_sum{job="kube-proxy"}'
+    async with metrics_server({"/metrics": KUBELET, "/metrics/cadvisor": ""}, tokens={"token-1"},
+                              tls=tls) as kubelet, metrics_server({"/metrics": PROXY}) as proxy:
+        conf = write_categraf_config(
+            tmp_path / "conf", writer_url=prometheus.write_url, token_file=token_file, interval=0.5,
+            urls={"http://127.0.0.1:10249/metrics": proxy.url("/metrics"),
+                  "https://127.0.0.1:10250/metrics": kubelet.url("/metrics"),
+                  "https://127.0.0.1:10250/metrics/cadvisor": kubelet.url("/metrics/cadvisor")},
+        )
+        async with Agent(load_categraf(conf, env={"HOSTNAME": "node-1"})):
+            await wait_for(lambda: prometheus.query(gone) != [], what="the series to arrive")
+            proxy.pages["/metrics"] = PROXY.replace(
+                "kubeproxy_sync_proxy_rules_duration_seconds_count 310\n", "")
+            # Without a staleness marker Prometheus would keep answering with the last value for 5 minutes.
+            await wait_for(lambda: prometheus.query(gone) == [], what="the series to be marked stale")
+            assert prometheus.query(kept) != []
+
+
 async def _run_cli(*args: str, timeout: float = 20.0) -> tuple[int, str, str]:
     proc = await asyncio.create_subprocess_exec(
         sys.executable, "-m", "kubescrape", "run", *args, cwd=ROOT,
