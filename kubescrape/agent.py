@@ -6,9 +6,7 @@ listener and clean shutdown. ``kubescrape run`` is :func:`run_command`; tests an
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
-import signal
 import sys
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -19,6 +17,7 @@ from urllib.parse import urlsplit
 
 from aiohttp import web
 
+from kubescrape._signals import stop_on_signals
 from kubescrape.clock import SYSTEM_CLOCK, Clock
 from kubescrape.config.categraf import load_categraf
 from kubescrape.config.models import AgentConfig, WriterConfig
@@ -297,21 +296,15 @@ async def _test_mode(config: AgentConfig) -> int:
 
 async def _serve(config: AgentConfig, *, listen: str, spool_dir: Path | None, spool_max_bytes: int,
                  shutdown_timeout: float) -> int:
-    stop = asyncio.Event()
-    loop = asyncio.get_running_loop()
-    for sig in (signal.SIGTERM, signal.SIGINT):
-        loop.add_signal_handler(sig, stop.set)
     agent = Agent(config, listen=listen, spool_dir=spool_dir, spool_max_bytes=spool_max_bytes,
                   shutdown_timeout=shutdown_timeout)
-    try:
-        await agent.start()
-        await stop.wait()
-        log.info("stopping: no more scrapes; flushing for up to %gs", shutdown_timeout)
-    finally:
-        await agent.stop()
-        for sig in (signal.SIGTERM, signal.SIGINT):
-            with contextlib.suppress(Exception):
-                loop.remove_signal_handler(sig)
+    with stop_on_signals() as stop:
+        try:
+            await agent.start()
+            await stop.wait()
+            log.info("stopping: no more scrapes; flushing for up to %gs", shutdown_timeout)
+        finally:
+            await agent.stop()
     return 0
 
 

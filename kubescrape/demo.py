@@ -10,7 +10,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import re
-import signal
 import tempfile
 import time
 from dataclasses import dataclass
@@ -24,6 +23,7 @@ from rich.live import Live
 from rich.panel import Panel
 from rich.table import Table
 
+from kubescrape._signals import stop_on_signals
 from kubescrape.agent import Agent
 from kubescrape.config.categraf import load_categraf
 from kubescrape.config.models import AgentConfig
@@ -207,12 +207,6 @@ async def run_demo(
         receiver = _PrometheusReceiver(state_dir / "prometheus")
     else:
         receiver = _EmbeddedReceiver()
-    stop = asyncio.Event()
-    loop = asyncio.get_running_loop()
-    for sig in (signal.SIGINT, signal.SIGTERM):
-        with contextlib.suppress(NotImplementedError, RuntimeError):
-            loop.add_signal_handler(sig, stop.set)
-
     async with emu:
         await receiver.start()
         try:
@@ -235,18 +229,18 @@ async def run_demo(
             config = load_categraf(config_dir)
             for w in config.warnings:
                 console.print(f"[yellow]config warning[/]: {w}")
-            ok = await _watch(config, receiver, stop, duration, console, state_dir)
+            ok = await _watch(config, receiver, duration, console, state_dir)
         finally:
             await receiver.stop()
     return 0 if ok else 1
 
 
-async def _watch(config: AgentConfig, receiver: _EmbeddedReceiver | _PrometheusReceiver, stop: asyncio.Event,
-                 duration: float, console: Console, state_dir: Path) -> bool:
+async def _watch(config: AgentConfig, receiver: _EmbeddedReceiver | _PrometheusReceiver, duration: float,
+                 console: Console, state_dir: Path) -> bool:
     started = time.monotonic()
     async with Agent(config, spool_dir=state_dir / "spool", listen="") as agent:
         last_sent, last_t, rate = 0, started, 0.0
-        with Live(console=console, refresh_per_second=2, transient=False) as live:
+        with stop_on_signals() as stop, Live(console=console, refresh_per_second=2, transient=False) as live:
             while not stop.is_set():
                 now = time.monotonic()
                 if duration and now - started >= duration:

@@ -8,10 +8,11 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import signal
 import sys
 from pathlib import Path
 from typing import TYPE_CHECKING
+
+from kubescrape._signals import stop_on_signals
 
 if TYPE_CHECKING:
     from kubescrape.emulator.fleet import Emulator
@@ -44,18 +45,14 @@ def _describe(emu: Emulator) -> str:
 
 
 async def _serve(emu: Emulator, duration: float) -> None:
-    stop = asyncio.Event()
-    loop = asyncio.get_running_loop()
-    for sig in (signal.SIGINT, signal.SIGTERM):
-        with contextlib.suppress(NotImplementedError, RuntimeError):
-            loop.add_signal_handler(sig, stop.set)
-    async with emu:
-        print(_describe(emu), file=sys.stderr, flush=True)
-        if duration > 0:
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(stop.wait(), duration)
-        else:
-            await stop.wait()
+    with stop_on_signals() as stop:
+        async with emu:
+            print(_describe(emu), file=sys.stderr, flush=True)
+            if duration > 0:
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(stop.wait(), duration)
+            else:
+                await stop.wait()
     print(f"served {emu.stats.requests} requests ({dict(emu.stats.by_status)}), "
           f"{emu.stats.body_bytes / 1e6:.1f} MB", file=sys.stderr)
 
