@@ -7,8 +7,10 @@ import heapq
 import itertools
 import math
 
-# Event-loop iterations the autojump waits for when it cannot see the loop's run queue (uvloop).
-_IDLE_ROUNDS = 8
+# Event-loop iterations after which the autojump moves on even though tasks keep running (a test that
+# spins on ``asyncio.sleep(0)`` waiting for a sleeper, or a loop whose run queue it cannot see): it
+# still jumps only to the earliest deadline, so sleepers keep waking in deadline order.
+_BUSY_ROUNDS = 16
 
 
 class FakeClock:
@@ -16,7 +18,7 @@ class FakeClock:
 
     Sleepers wake in deadline order: ``sleep(10)`` and ``sleep(1)`` started together wake at 1 and 10.
     With ``autojump=True`` (the default) the clock jumps to the earliest deadline whenever the event loop
-    has nothing else to run, so code with timeouts and backoff runs in microseconds, and a timeout fires
+    has nothing else to run (or has kept running for a few loop iterations), so code with timeouts and backoff runs in microseconds, and a timeout fires
     only if the awaited thing really did not happen first. With ``autojump=False`` sleepers wait until
     :meth:`advance` moves time past their deadline.
     """
@@ -71,12 +73,8 @@ class FakeClock:
             self._watching = False
             return
         ready = getattr(loop, "_ready", None)
-        if ready is not None:
-            idle = len(ready) == 0
-        else:
-            self._idle += 1
-            idle = self._idle >= _IDLE_ROUNDS
-        if idle:
+        self._idle += 1
+        if (ready is not None and len(ready) == 0) or self._idle >= _BUSY_ROUNDS:
             self._idle = 0
             self._now = max(self._now, self._sleepers[0][0])
             self._wake()
