@@ -79,3 +79,20 @@ def _finite_at_least(value: float, floor: float) -> float:
     if math.isnan(value) or value < floor:
         return floor
     return value if math.isfinite(value) else 3600.0
+
+
+async def wait_event(event: asyncio.Event, seconds: float | None, clock: Clock) -> bool:
+    """Wait until ``event`` is set or ``seconds`` passed on ``clock``; True if the event was set."""
+    if event.is_set():
+        return True
+    if seconds is None:
+        await event.wait()
+        return True
+    waiter = asyncio.ensure_future(event.wait())
+    sleeper = asyncio.ensure_future(clock.sleep(seconds))
+    try:
+        await asyncio.wait({waiter, sleeper}, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        waiter.cancel()
+        sleeper.cancel()
+    return event.is_set()

@@ -1,7 +1,9 @@
 """The agent's own metrics (prometheus_client, one registry per agent) and its /metrics + /healthz listener.
 
-Every sample the agent touches is counted once where it happens: scraped, appended (durable in the
-spool or queue), sent (acknowledged by a writer), retried, failed, dropped (with a reason), evicted.
+Every sample the agent touches is counted once where it happens: scraped, appended (entered a writer's
+queue or spool), sent (acknowledged by a writer), retried, failed, dropped (with a reason), evicted. Per
+writer and per process ``appended = sent + dropped + evicted + pending`` holds at every moment (see
+:mod:`kubescrape.remote_write.ledger`).
 """
 
 from __future__ import annotations
@@ -60,7 +62,21 @@ class SelfMetrics:
         # delivery
         self.samples_appended = Counter(
             "kubescrape_samples_appended_total",
-            "Samples accepted into a writer's queue/spool (durable when spooled).",
+            "Samples handed to a writer in this process (incl. replayed from its spool at start, and "
+            "appends that failed, which are also counted as dropped): appended = sent + dropped + evicted "
+            "+ pending.",
+            ["writer"],
+            registry=r,
+        )
+        self.samples_replayed = Counter(
+            "kubescrape_spool_samples_replayed_total",
+            "Samples found unacknowledged in the spool at start (part of appended).",
+            ["writer"],
+            registry=r,
+        )
+        self.samples_pending = Gauge(
+            "kubescrape_samples_pending",
+            "Samples appended but not yet sent, dropped or evicted (queued, spooled or in flight).",
             ["writer"],
             registry=r,
         )
@@ -114,6 +130,14 @@ class SelfMetrics:
             "kubescrape_remote_write_duration_seconds",
             "Duration of remote-write requests.",
             ["writer"],
+            registry=r,
+        )
+
+        # supervision
+        self.task_failures = Counter(
+            "kubescrape_task_failures_total",
+            "Failures of supervised tasks (each is restarted with backoff), by task.",
+            ["task"],
             registry=r,
         )
 

@@ -18,9 +18,9 @@ class FakeClock:
 
     Sleepers wake in deadline order: ``sleep(10)`` and ``sleep(1)`` started together wake at 1 and 10.
     With ``autojump=True`` (the default) the clock jumps to the earliest deadline whenever the event loop
-    has nothing else to run (or has kept running for a few loop iterations), so code with timeouts and backoff runs in microseconds, and a timeout fires
-    only if the awaited thing really did not happen first. With ``autojump=False`` sleepers wait until
-    :meth:`advance` moves time past their deadline.
+    has nothing else to run (or has kept running for a few loop iterations), so code with timeouts and
+    backoff runs in microseconds, and a timeout fires only if the awaited thing did not happen first.
+    With ``autojump=False`` sleepers wait until :meth:`advance` moves time past their deadline.
     """
 
     def __init__(self, start: float = 1_700_000_000.0, *, autojump: bool = True) -> None:

@@ -17,7 +17,8 @@ from kubescrape.remote_write.queue import (
     pack_requests,
     split_by_series,
 )
-from kubescrape.remote_write.sender import Sender
+from kubescrape.remote_write.ledger import WriterCounters
+from kubescrape.remote_write.sender import ACCEPTED, Outcome, Sender
 from kubescrape.selfmon import SelfMetrics
 from kubescrape.testing import FakeClock
 from tests.e2e.prom import free_port
@@ -130,8 +131,8 @@ async def test_one_dead_writer_does_not_stall_another() -> None:
 
 async def test_memory_backlog_back_pressure_then_drops_oldest_counted() -> None:
     clock = FakeClock(autojump=False)
-    dropped: list[tuple[int, str]] = []
-    bl = MemoryBacklog(10, clock=clock, block_timeout=5.0, on_drop=lambda n, r: dropped.append((n, r)))
+    counters = WriterCounters("w")
+    bl = MemoryBacklog(10, clock=clock, block_timeout=5.0, counters=counters)
     await bl.put([Chunk(b"a", 6)])
     put = asyncio.create_task(bl.put([Chunk(b"b", 6)]))
     await asyncio.sleep(0)
@@ -139,7 +140,7 @@ async def test_memory_backlog_back_pressure_then_drops_oldest_counted() -> None:
     # room frees up: the waiter proceeds, nothing dropped
     bl.ack(bl.take(100))
     await asyncio.wait_for(put, 1)
-    assert dropped == [] and bl.pending_samples == 6
+    assert counters.dropped == {} and bl.pending_samples == 6
     # now nothing frees up: after block_timeout the oldest unsent record is dropped and counted
     put = asyncio.create_task(bl.put([Chunk(b"c", 6)]))
     for _ in range(5):
@@ -147,8 +148,10 @@ async def test_memory_backlog_back_pressure_then_drops_oldest_counted() -> None:
     assert not put.done()
     clock.advance(5.0)
     await asyncio.wait_for(put, 1)
-    assert dropped == [(6, "queue_full")]
+    assert counters.dropped == {"queue_full": 6}
     assert [r.chunks[0].data for r in bl.take(100)] == [b"c"]
+    assert counters.appended == 18 and counters.sent == 6 and counters.pending == 6
+    assert counters.unaccounted() == 0
 
 
 class _SlowSender(Sender):
@@ -161,15 +164,14 @@ class _SlowSender(Sender):
         self.concurrent = 0
         self.max_concurrent = 0
 
-    async def deliver(self, raw: bytes, samples: int) -> bool:
+    async def deliver(self, raw: bytes, samples: int) -> Outcome:
         self.concurrent += 1
         self.max_concurrent = max(self.max_concurrent, self.concurrent)
         await asyncio.sleep(0)
         await self.clock.sleep(self.delay)
         self.concurrent -= 1
         self.bodies.append(samples)
-        self.sent += samples
-        return True
+        return ACCEPTED
 
 
 async def test_shards_grow_when_behind_and_shrink_when_idle() -> None:
@@ -177,7 +179,7 @@ async def test_shards_grow_when_behind_and_shrink_when_idle() -> None:
     s = WriterSettings(url="http://unused", name="w", batch=10, min_shards=1, max_shards=3,
                        flush_deadline=0.5)
     m = SelfMetrics()
-    bl = MemoryBacklog(10_000, clock=clock, block_timeout=1.0, on_drop=lambda n, r: None)
+    bl = MemoryBacklog(10_000, clock=clock, block_timeout=1.0)
     sender = _SlowSender(s, clock, delay=0.1)
     q = WriterQueue(s, bl, sender, metrics=m, clock=clock)
     for ts in range(40):  # a large backlog: 40 scrapes x 5 series
@@ -199,13 +201,15 @@ async def test_shards_grow_when_behind_and_shrink_when_idle() -> None:
 async def test_rounds_wait_for_the_flush_deadline_and_close_drains() -> None:
     clock = FakeClock()
     s = WriterSettings(url="http://unused", name="w", batch=100, flush_deadline=2.0)
-    bl = MemoryBacklog(10_000, clock=clock, block_timeout=1.0, on_drop=lambda n, r: None)
+    bl = MemoryBacklog(10_000, clock=clock, block_timeout=1.0)
     sender = _SlowSender(s, clock, delay=0.0)
     q = WriterQueue(s, bl, sender, metrics=SelfMetrics(), clock=clock)
     task = asyncio.create_task(q.run())
     await bl.put([scrape("a", 1)])
     await bl.put([scrape("a", 2)])
-    for _ in range(20):
+    for _ in range(500):
+        if sender.bodies:
+            break
         await asyncio.sleep(0)
     # the two small appends went out together once the flush deadline passed
     assert sender.bodies == [10]

@@ -94,16 +94,15 @@ async def test_ack_deletes_fully_acknowledged_segments(tmp_path: Path) -> None:
 
 
 async def test_eviction_counts_every_evicted_sample_exactly(tmp_path: Path) -> None:
-    evicted: list[int] = []
-    sp = Spool(tmp_path, max_bytes=10_000, segment_bytes=2_000, on_evict=evicted.append)
+    sp = Spool(tmp_path, max_bytes=10_000, segment_bytes=2_000)
     total = 0
     for i in range(100):
         await sp.put([chunk(i, samples=i + 1)])
         total += i + 1
         assert sp.bytes <= 10_000 + 2_000 + 600
     remaining = sp.take(10**9)
-    assert sum(evicted) + sum(r.samples for r in remaining) == total
-    assert sum(evicted) == sp.evicted_samples > 0
+    assert sp.evicted_samples + sum(r.samples for r in remaining) == total
+    assert sp.evicted_samples == sp.counters.evicted > 0
     # the oldest went first: what is left is a contiguous tail ending with the newest record
     seqs = [r.seq for r in remaining]
     assert seqs == list(range(seqs[0], 101))
@@ -111,8 +110,7 @@ async def test_eviction_counts_every_evicted_sample_exactly(tmp_path: Path) -> N
 
 
 async def test_in_flight_records_are_not_counted_as_evicted(tmp_path: Path) -> None:
-    evicted: list[int] = []
-    sp = Spool(tmp_path, max_bytes=3_000, segment_bytes=1_000, on_evict=evicted.append)
+    sp = Spool(tmp_path, max_bytes=3_000, segment_bytes=1_000)
     await sp.put([chunk(0, 5)])
     await sp.put([chunk(1, 5)])
     inflight = sp.take(5)
@@ -120,7 +118,8 @@ async def test_in_flight_records_are_not_counted_as_evicted(tmp_path: Path) -> N
         await sp.put([chunk(i, 5)])
     sp.ack(inflight)  # delivered after its file was evicted: fine, and not double counted
     left = sp.take(10**9)
-    assert sum(evicted) + sum(r.samples for r in left) + 5 == 100
+    assert sp.evicted_samples + sum(r.samples for r in left) + 5 == 100
+    assert sp.counters.sent == 5 and sp.counters.unaccounted() == 0
     await sp.close()
 
 
@@ -306,14 +305,13 @@ async def test_cache_off_reads_everything_from_disk(tmp_path: Path, monkeypatch:
 
 
 async def test_evicted_records_leave_the_cache(tmp_path: Path) -> None:
-    evicted: list[int] = []
-    sp = Spool(tmp_path, max_bytes=6_000, segment_bytes=1_000, cache_bytes=10**6, on_evict=evicted.append)
+    sp = Spool(tmp_path, max_bytes=6_000, segment_bytes=1_000, cache_bytes=10**6)
     for i in range(40):
         await sp.put([chunk(i)])
-    assert sum(evicted) > 0
+    assert sp.evicted_samples > 0
     left = sp.take(10**6)
     assert sp.cached_bytes == 0
-    assert sum(evicted) + sum(r.samples for r in left) == 400
+    assert sp.evicted_samples + sum(r.samples for r in left) == 400
     assert data_of(left) == [chunk(r.seq - 1).data for r in left]
     await sp.close()
 
