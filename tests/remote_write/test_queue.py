@@ -8,6 +8,7 @@ import pytest
 from kubescrape.errors import ConfigError, RemoteWriteError
 from kubescrape.remote_write import Chunk
 from kubescrape.remote_write.encode import decode_write_request
+from kubescrape.remote_write.ledger import WriterCounters
 from kubescrape.remote_write.queue import (
     MemoryBacklog,
     RemoteWrite,
@@ -17,7 +18,6 @@ from kubescrape.remote_write.queue import (
     pack_requests,
     split_by_series,
 )
-from kubescrape.remote_write.ledger import WriterCounters
 from kubescrape.remote_write.sender import ACCEPTED, Outcome, Sender
 from kubescrape.selfmon import SelfMetrics
 from kubescrape.testing import FakeClock

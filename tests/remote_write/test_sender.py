@@ -1,7 +1,6 @@
 from __future__ import annotations
 
 import email.utils
-import logging
 import random
 
 import pytest
