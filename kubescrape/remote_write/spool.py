@@ -458,6 +458,7 @@ class Spool:
         error: SpoolError | None = None
         accepted = False
         self._flushing = True
+        first_seq = self._next_seq
         try:
             try:
                 self._maybe_rotate()
@@ -482,6 +483,10 @@ class Spool:
                     "is writable" if full else "check the disk and that the directory is writable")
                 self.fifo.reject(samples, "spool_full" if full else "spool_write_error")
                 self.counters.persist_failed(f"cannot persist: {error}")
+                self._next_seq = first_seq
+                # Write the next records to a new file, so that this one is deleted as soon as its
+                # records are acknowledged: that is what frees the space on a full disk.
+                self._force_rotate = True
                 return
             except BaseException as e:
                 cancelled = isinstance(e, asyncio.CancelledError)
