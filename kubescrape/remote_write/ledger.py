@@ -224,17 +224,19 @@ class Fifo(Generic[E]):
             dropped: Mapping[str, int] | None = None) -> list[E]:
         """The oldest in-flight entries are done: ``sent`` samples delivered (default: all), ``dropped``
         given up by reason. Returns the entries."""
-        out: list[E] = []
-        total = 0
-        for rec in records:
-            head = self.inflight.popleft()
-            assert head.seq == rec.seq, "records are acknowledged in the order they were taken"
-            total += head.samples
-            out.append(head)
+        if len(records) > len(self.inflight):
+            raise ValueError(f"{len(records)} records acknowledged, {len(self.inflight)} in flight")
+        out = [self.inflight[i] for i in range(len(records))]
+        if any(head.seq != rec.seq for head, rec in zip(out, records, strict=True)):
+            raise ValueError("records are acknowledged in the order they were taken")
+        total = sum(e.samples for e in out)
         dropped = dropped or {}
         if sent is None:
             sent = total - sum(dropped.values())
-        assert sent + sum(dropped.values()) == total, (sent, dict(dropped), total)
+        if sent < 0 or sent + sum(dropped.values()) != total:
+            raise ValueError(f"{sent} sent + {sum(dropped.values())} dropped != {total} samples acknowledged")
+        for _ in out:
+            self.inflight.popleft()
         self.inflight_samples -= total
         self._pending_changed()
         self.counters.add_sent(sent)

@@ -458,7 +458,6 @@ class Spool:
         error: SpoolError | None = None
         accepted = False
         self._flushing = True
-        first_seq = self._next_seq
         try:
             try:
                 self._maybe_rotate()
@@ -483,9 +482,10 @@ class Spool:
                     "is writable" if full else "check the disk and that the directory is writable")
                 self.fifo.reject(samples, "spool_full" if full else "spool_write_error")
                 self.counters.persist_failed(f"cannot persist: {error}")
-                self._next_seq = first_seq
-                # Write the next records to a new file, so that this one is deleted as soon as its
-                # records are acknowledged: that is what frees the space on a full disk.
+                # The failed records' sequence numbers stay unused (a gap is harmless at replay): a new
+                # segment must never take the name of one that is still open. The next records go to a
+                # new file, so that this one is deleted once its records are acknowledged: that is
+                # what frees the space on a full disk.
                 self._force_rotate = True
                 return
             except BaseException as e:
