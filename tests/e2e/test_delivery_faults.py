@@ -305,3 +305,29 @@ async def test_full_spool_filesystem_is_counted_reported_and_recovers(prometheus
         assert pending == 0
     finally:
         subprocess.run(["umount", "-l", str(spool)], check=False)
+
+
+async def test_one_out_of_bounds_sample_costs_no_other_target_its_data(prometheus: Prometheus,
+                                                                        tmp_path: Path) -> None:
+    """Prometheus refuses a whole request (400 out of bounds, nothing stored) for one sample from 1970;
+    the request is split until only that sample is dropped, and counted."""
+    m = SelfMetrics()
+    rw = RemoteWrite([settings(prometheus.write_url, batch=1000, max_shards=1)], metrics=m,
+                     spool_dir=tmp_path)
+    await rw.start()
+    t0 = base_ms()
+    for i in range(5):
+        good = [scrape(f"split{k}", t0 + i * 100)._replace(key=k + 1) for k in range(4)]
+        bad = Chunk(chunk_bytes("kubescrape_e2e", [(1.0, t0 + i * 100)], test="splitbad", i="0")
+                    + chunk_bytes("kubescrape_e2e", [(1.0, 1000 + i)], test="splitbad", i="1")
+                    + chunk_bytes("kubescrape_e2e", [(1.0, t0 + i * 100)], test="splitbad", i="2"), 3, 9)
+        await rw.append([*good[:2], bad, *good[2:]])
+    await drain(rw)
+    await rw.close(5.0)
+    for k in range(4):
+        assert counts(prometheus, f"split{k}") == {str(i): 5 for i in range(SERIES)}
+    assert counts(prometheus, "splitbad") == {"0": 5, "2": 5}
+    st = rw.stats()[0]
+    assert st.dropped_by_reason == {"http_400": 5}
+    assert st.sent == 5 * (4 * SERIES + 2)
+    assert st.appended == st.sent + st.dropped + st.evicted + st.pending_samples

@@ -4,10 +4,12 @@ import asyncio
 from pathlib import Path
 
 import pytest
+from aiohttp import web
 
 from kubescrape.errors import ConfigError, RemoteWriteError
 from kubescrape.remote_write import Chunk
-from kubescrape.remote_write.encode import decode_write_request
+from kubescrape.remote_write.dispatcher import halves
+from kubescrape.remote_write.encode import decode_write_request, decompress
 from kubescrape.remote_write.ledger import WriterCounters
 from kubescrape.remote_write.queue import (
     MemoryBacklog,
@@ -242,3 +244,49 @@ async def test_stats_report_pending_and_age() -> None:
         assert st.pending_samples == 5 and st.failed >= 5 and "500" in st.last_error
         assert st.oldest_age > 0 and st.spool_bytes > 0
         await rw.close(0.1)
+
+
+class PickyReceiver(Receiver):
+    """Refuses (400, nothing stored — as Prometheus does) any request holding a series labelled bad."""
+
+    async def handle(self, request: web.Request) -> web.Response:
+        self.requests += 1
+        decoded = decode_write_request(decompress(await request.read()))
+        if any(labels.get("bad") for labels, _ in decoded):
+            return web.Response(status=400, text="out of bounds")
+        self.accepted.append(decoded)
+        return web.Response(status=204)
+
+
+@pytest.mark.parametrize("keyed", [True, False])
+async def test_a_refused_request_is_split_so_only_the_bad_series_is_dropped(keyed: bool) -> None:
+    m = SelfMetrics()
+    rec = PickyReceiver()
+    async with running_receiver(rec):
+        rw = RemoteWrite([WriterSettings(url=rec.url, name="w", batch=1000, flush_deadline=0.01)], metrics=m,
+                         spool_dir=None)
+        await rw.start()
+        chunks = [scrape(t, 1)._replace(key=k if keyed else 0) for k, t in enumerate("abcdefg", 1)]
+        bad = Chunk(chunk_bytes("m", [(1.0, 1)], target="h", i="0")
+                    + chunk_bytes("m", [(1.0, 1)], target="h", i="1", bad="1")
+                    + chunk_bytes("m", [(1.0, 1)], target="h", i="2"), 3, 8 if keyed else 0)
+        await rw.append([*chunks[:3], bad, *chunks[3:]])
+        await rw.close(5.0)
+    got = rec.samples()
+    assert len(got) == 7 * 5 + 2, "every valid sample of every target arrived"
+    assert not any("bad=1" in series for series, _, _ in got)
+    st = rw.stats()[0]
+    assert st.sent == 37 and st.dropped_by_reason == {"http_400": 1}
+    assert st.appended == st.sent + st.dropped + st.evicted + st.pending_samples
+    assert value(m, "kubescrape_samples_dropped_total", writer="w", reason="http_400") == 1
+    assert rec.requests <= 2 * 8 + 2 * 3, "bisection, not one request per series"
+
+
+def test_halves_split_by_chunk_then_by_series() -> None:
+    a, b, c = scrape("a", 1), scrape("b", 1), scrape("c", 1)
+    assert halves([a, b, c]) == ([a], [b, c])
+    first, second = halves([a]) or ([], [])
+    assert len(first) == 2 and len(second) == 3 and all(p.samples == 1 for p in first + second)
+    assert b"".join(p.data for p in first + second) == a.data
+    assert halves([Chunk(chunk_bytes("m", [(1.0, 1)]), 1)]) is None, "one series cannot be split"
+    assert halves([Chunk(b"\xff\xff", 2)]) is None
