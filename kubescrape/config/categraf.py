@@ -268,10 +268,15 @@ def _toml_error(exc: tomllib.TOMLDecodeError, path: Path, text: str) -> ConfigEr
     message = str(exc)
     m = re.search(r"\(at line (\d+), column (\d+)\)", message)
     line = int(m.group(1)) if m else None
-    cause = re.sub(r"\s*\(at line \d+, column \d+\)", "", message) or message
-    lines = text.splitlines()
+    offset: int | None = None
     if m is not None and line is not None:
         offset = sum(len(x) + 1 for x in text.split("\n")[: line - 1]) + int(m.group(2)) - 1
+    elif "(at end of document)" in message:
+        offset = len(text)
+        line = text.count("\n", 0, len(text.rstrip("\n"))) + 1
+    cause = re.sub(r"\s*\((at line \d+, column \d+|at end of document)\)", "", message) or message
+    lines = text.splitlines()
+    if offset is not None and line is not None:
         opener = _unclosed_opener(text, offset)
         if opener is not None and opener[1] < line:
             kind, opened = opener
