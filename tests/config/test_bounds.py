@@ -91,16 +91,16 @@ def test_short_interval_needs_the_opt_in(tmp_path: Path) -> None:
 def test_models_refuse_the_same_values_when_built_in_python() -> None:
     for bad in (float("inf"), float("nan"), "1ns", "1us"):
         with pytest.raises(ValidationError):
-            GlobalConfig(interval=bad)
+            GlobalConfig.model_validate({"interval": bad})
         with pytest.raises(ValidationError):
-            InstanceConfig(timeout=bad)
+            InstanceConfig.model_validate({"timeout": bad})
         with pytest.raises(ValidationError):
-            WriterConfig(url="http://h:1/w", timeout=bad)
+            WriterConfig.model_validate({"url": "http://h:1/w", "timeout": bad})
     with pytest.raises(ValidationError):
         AgentConfig(input_interval=float("inf"))
     for backoff in (0, -5, "-5s", float("inf")):
         with pytest.raises(ValidationError):
-            WriterConfig(url="http://h:1/w", min_backoff=backoff)
+            WriterConfig.model_validate({"url": "http://h:1/w", "min_backoff": backoff})
     for url in ("http://h:65536/w", "http://h:0/w", "http://h w/x", "http://h:1/a\tb", "http://[::1/w"):
         with pytest.raises(ValidationError):
             WriterConfig(url=url)
@@ -108,7 +108,7 @@ def test_models_refuse_the_same_values_when_built_in_python() -> None:
             InstanceConfig(urls=[url])
     # Python-built models (tests, generated configs) may use short intervals without the opt-in.
     assert GlobalConfig(interval=0.2).interval == 0.2
-    assert WriterConfig(url="http://h:65535/w", min_backoff="1ms").min_backoff == 0.001
+    assert WriterConfig.model_validate({"url": "http://h:65535/w", "min_backoff": "1ms"}).min_backoff == 0.001
 
 
 def test_toml_error_points_at_the_unclosed_bracket(tmp_path: Path) -> None:

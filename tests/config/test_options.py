@@ -111,7 +111,8 @@ def test_seed_document_configs_load_unmodified(tmp_path: Path) -> None:
         pytest.skip("the seed documents (shared/seeds) are not present")
     files = _configmap_files(doc.read_text(encoding="utf-8"))
     assert set(files) >= {"config.toml", "prometheus.toml"}
-    cfg = load_categraf(write(tmp_path, files["config.toml"], files["prometheus.toml"]), env={"HOSTNAME": "n1"})
+    conf_dir = write(tmp_path, files["config.toml"], files["prometheus.toml"])
+    cfg = load_categraf(conf_dir, env={"HOSTNAME": "n1"})
     assert cfg.warnings == []
     assert [w.url for w in cfg.writers] == ["http://10.206.0.16:19000/prometheus/v1/write"]
     assert [i.labels["job"] for i in cfg.instances] == ["kube-proxy", "kubelet", "cadvisor"]

@@ -97,7 +97,7 @@ def test_redacted_dump_has_no_secret(tmp_path: Path) -> None:
 class _BasicAuthHandler(BaseHTTPRequestHandler):
     expected = "Basic " + base64.b64encode(f"alice:{PASSWORD}".encode()).decode()
 
-    def do_GET(self) -> None:  # noqa: N802 (http.server's name)
+    def do_GET(self) -> None:
         ok = self.headers.get("Authorization") == self.expected
         body = b"node_up 1\n" if ok else b"Unauthorized\n"
         self.send_response(200 if ok else 401)
@@ -106,7 +106,7 @@ class _BasicAuthHandler(BaseHTTPRequestHandler):
         self.end_headers()
         self.wfile.write(body)
 
-    def log_message(self, format: str, *args: object) -> None:  # noqa: A002 (http.server's name)
+    def log_message(self, format: str, *args: object) -> None:
         pass
 
 
