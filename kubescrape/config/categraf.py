@@ -101,7 +101,7 @@ _EXPECTED: dict[str, str] = {
     "target_limit": "a non-negative integer (targets of this instance; 0 = no limit)",
     "track_timestamps_staleness": "true or false",
     "dial_timeout": "milliseconds as a positive integer (2500) or a Go duration string (\"2.5s\")",
-    "min_backoff": 'a positive duration of at least 1ms: seconds as a number (0.03) or a string ("30ms")',
+    "min_backoff": 'a duration of at least 1ms and at most max_backoff: seconds (0.03) or a string ("30ms")',
     "max_backoff": 'a positive duration not shorter than min_backoff: seconds (5) or a string ("5s")',
     "max_retries": "-1 (retry forever, the default) or the number of retries (0 = none)",
     "min_shards": "a positive integer not greater than max_shards",
@@ -420,10 +420,17 @@ def _raise_validation(
     loc = [str(p) for p in err["loc"] if not isinstance(p, int)]
     key = loc[0] if loc else ""
     full_key = prefix + ".".join(loc) if loc else prefix.rstrip(".") or (header or "")
-    line = _find_line(src.text, key, header, occurrence) if key else (
-        _find_line(src.text, header.strip("[]"), None) if header else None
-    )
     msg = redact_text(str(err["msg"]).removeprefix("Value error, "))
+    line = _find_line(src.text, key, header, occurrence) if key else None
+    if not key and header is not None:
+        # A check across fields ("min_backoff (10) is greater than max_backoff …"): point at the option
+        # the message starts with when the section sets it, else at the section's header.
+        first = re.match(r"[a-z_]+", msg)
+        header_line = _find_line(src.text, "\0", header, occurrence)
+        option_line = _find_line(src.text, first.group(), header, occurrence) if first else None
+        line = header_line
+        if first is not None and option_line is not None and option_line != header_line:
+            key, full_key, line = first.group(), prefix + first.group(), option_line
     got = err.get("input")
     got_text = f" (got {_shown_value(key, got)})" if key and not isinstance(got, dict) else ""
     expected = _EXPECTED.get(key.split(".")[0] if key else "", "")
