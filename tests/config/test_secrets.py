@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from kubescrape.agent import run_command
+from kubescrape.agent import run_command, writer_settings
 from kubescrape.config.categraf import load_categraf
 from kubescrape.config.models import AgentConfig, WriterConfig
 from kubescrape.errors import ConfigError
@@ -46,6 +46,15 @@ def test_loader_moves_writer_credentials_and_warns_on_conflict(tmp_path: Path) -
     assert [w.basic_auth_user for w in cfg.writers] == ["alice", "bob"]
     [warning] = [w for w in cfg.warnings if "[[writers]]" in w]
     assert "[[writers]] #2" in warning and "basic_auth_user" in warning and "x@" not in warning
+
+
+def test_writer_name_label_and_spool_directory_carry_no_credentials(tmp_path: Path) -> None:
+    cfg = load_categraf(write(tmp_path, f'[[writers]]\nurl = "https://alice:{PASSWORD}@rw:9090/api/v1/write"\n'),
+                        env={})
+    [settings] = writer_settings(cfg)
+    assert settings.name == "rw:9090/api/v1/write" == cfg.writers[0].safe_name
+    assert settings.url == "https://rw:9090/api/v1/write"
+    assert settings.basic_auth == ("alice", PASSWORD)
 
 
 @pytest.mark.parametrize(
