@@ -28,6 +28,9 @@ SECRET_HEADERS = frozenset({"authorization", "proxy-authorization", "cookie", "x
 
 # scheme://userinfo@ — userinfo is everything up to the last "@" before the first "/", "?" or "#".
 _USERINFO = re.compile(r"(?P<scheme>[A-Za-z][A-Za-z0-9+.-]*://)(?P<userinfo>[^/?#\s@]*@)+")
+# In free text, stricter: a password may hold an unencoded "/" or "#" (an invalid URL, but one a user may
+# write), so everything from the scheme to the last "@" of the word goes. Over-redacting a message is fine.
+_USERINFO_IN_TEXT = re.compile(r"(?P<scheme>[A-Za-z][A-Za-z0-9+.-]*://)[^\s\"'<>]*@")
 
 
 def split_userinfo(url: str) -> tuple[str, str | None, str | None]:
@@ -57,7 +60,7 @@ def redact_url(url: str) -> str:
 def redact_text(text: str, secrets: Iterable[str | None] = ()) -> str:
     """``text`` (an exception message, a TOML line, a log line) with every URL's userinfo removed and
     every non-empty value of ``secrets`` (and its percent-encoded form) replaced by :data:`SECRET`."""
-    out = _USERINFO.sub(r"\g<scheme>", text)
+    out = _USERINFO_IN_TEXT.sub(r"\g<scheme>", text)
     for secret in sorted({s for s in secrets if s}, key=len, reverse=True):
         out = out.replace(secret, SECRET)
         encoded = quote(secret, safe="")

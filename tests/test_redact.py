@@ -46,3 +46,9 @@ def test_safe_name_is_stable_and_free_of_credentials() -> None:
     assert safe_name("https://rw.example:9090/api/v1/write") == "rw.example:9090/api/v1/write"
     assert safe_name("https://u:hunter2@rw.example:9090/api/v1/write/") == "rw.example:9090/api/v1/write"
     assert safe_name("http://h") == "h"
+
+
+def test_redact_text_hides_a_password_with_an_unencoded_slash() -> None:
+    # Not a valid userinfo (URL parsing reads "alice" as the host), but what a user may write.
+    out = redact_text("bad url 'http://alice:pa/ss#x@h:1/m': port is not a number")
+    assert out == "bad url 'http://h:1/m': port is not a number"

@@ -29,7 +29,7 @@ from urllib.parse import urlsplit
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, field_validator, model_validator
 
 from kubescrape.errors import ConfigError
-from kubescrape.redact import SECRET, SECRET_HEADERS, redact_url, safe_name, split_userinfo
+from kubescrape.redact import SECRET, SECRET_HEADERS, redact_text, redact_url, safe_name, split_userinfo
 from kubescrape.relabel import RelabelConfig
 
 __all__ = [
@@ -130,7 +130,9 @@ def check_url(url: str) -> str:
     """Validate a scrape or remote-write URL: ``http``/``https``, a host, a port in 1-65535, no whitespace
     or control characters. Returns ``url`` unchanged; raises ValueError whose message shows the URL without
     its credentials."""
-    shown = redact_url(url)
+    # redact_text, not redact_url: an unencoded "/" or "#" in a password hides the userinfo from URL
+    # parsing, and the message must not show it either.
+    shown = redact_text(url)
     bad = re.search(r"[\s\x00-\x1f\x7f]", url)
     if bad is not None:
         what = "a space" if bad.group() == " " else f"the control character {bad.group()!r}"
@@ -147,7 +149,8 @@ def check_url(url: str) -> str:
         port = parts.port
     except ValueError:
         port_text = parts.netloc.rpartition("@")[2].rpartition(":")[2]
-        raise ValueError(f"{shown!r}: port {port_text!r} is not a number in 1-65535") from None
+        port_shown = f" {port_text!r}" if "@" not in url else ""  # it may be a password cut short
+        raise ValueError(f"{shown!r}: port{port_shown} is not a number in 1-65535") from None
     if port == 0:
         raise ValueError(f"{shown!r}: port 0 is not a port one can connect to; use 1-65535")
     return url
