@@ -16,6 +16,21 @@ What follows Categraf's code (``config/config.go``, ``config/inline.go``, ``inpu
   instance ``timeout`` (default 3 s). Writer ``timeout``/``dial_timeout`` are integers in milliseconds.
 * Writer ``headers`` and instance ``headers`` are flat lists ``["Name", "value", …]``.
 * ``writer_opt`` values ≤ 0 mean the defaults.
+* URL credentials (``http://user:pass@host/…``) are basic auth: a writer's move to ``basic_auth_user``/
+  ``basic_auth_pass`` here, an instance's to its targets (:func:`kubescrape.scrape.targets.build_targets`);
+  the explicit options win, with a warning.
+
+kubescrape's additions: ``[global] allow_short_intervals`` (intervals under 1 s, for tests and demos);
+writer ``min_shards``/``max_shards``/``min_backoff``/``max_backoff`` (Prometheus' queue_config) and
+``max_retries`` (-1, the default, retries forever as Prometheus; N gives up after N retries); instance
+``job``, ``honor_labels``, ``honor_timestamps``, ``enable_compression``, ``metric_relabel_configs``,
+``target_relabel_configs`` and Prometheus' limits ``body_size_limit``, ``sample_limit``, ``label_limit``,
+``label_name_length_limit``, ``label_value_length_limit``, ``target_limit``, plus
+``track_timestamps_staleness`` — same names and meaning as in a Prometheus scrape config.
+
+Accepted without effect, silently, because kubescrape already behaves as asked: writer ``use_tls`` (the URL
+scheme decides), ``max_idle_conns_per_host`` (a writer holds one connection per shard, at most
+``max_shards``), ``[log] local_time`` (rotated files are numbered, not dated), ``providers = ["local"]``.
 
 Unknown options are never silent and never fatal: each gives a warning naming the option and the file, kept
 in ``AgentConfig.warnings``. The loader only *collects* warnings; the caller (``kubescrape run``, the demo,
@@ -82,7 +97,7 @@ _SECRET_KEYS = {"password", "basic_auth_pass", "bearer_token_string", "tls_key_p
 _EXPECTED: dict[str, str] = {
     "urls": 'a list of http(s) URLs, e.g. urls = ["https://127.0.0.1:10250/metrics"]',
     "url": 'an http(s) URL, e.g. url = "http://127.0.0.1:9090/api/v1/write"',
-    "interval": 'seconds as a number (15) or a Go duration string ("15s")',
+    "interval": 'at least 1s: seconds as a number (15) or a Go duration string ("15s")',
     "timeout": 'a duration: seconds as a number or a Go duration string ("3s")',
     "labels": 'a table of label names to strings, e.g. labels = { job = "kubelet" }',
     "headers": 'a flat list of strings, e.g. headers = ["X-From", "categraf"]',

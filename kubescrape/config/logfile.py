@@ -26,12 +26,16 @@ _DEFAULT_MAX_SIZE_MB = 100  # lumberjack's default when max_size is 0
 
 def log_handler(
     log: LogConfig, *, stdout: TextIO | None = None, stderr: TextIO | None = None
-) -> logging.Handler:
-    """The handler for ``log.file_name``: ``stdout``, ``stderr`` or a rotating file (created with its
-    directory missing → ConfigError). ``stdout``/``stderr`` replace the process streams (tests).
+) -> logging.Handler | None:
+    """The handler for ``log.file_name``: ``stdout``, ``stderr`` or a rotating file (its directory missing
+    or not writable → ConfigError). ``stdout``/``stderr`` replace the process streams (tests).
 
-    The handler carries :data:`LOG_FORMAT`; the caller sets levels and attaches it to the root logger.
+    None when the configuration does not set ``file_name``: the log stays where the command line put it
+    (stderr), so that ``--test``, which writes samples to stdout, and existing deployments keep their
+    output apart. The handler carries :data:`LOG_FORMAT`; the caller sets levels and attaches it.
     """
+    if "file_name" not in log.model_fields_set:
+        return None
     handler: logging.Handler
     if log.file_name == "stdout":
         handler = logging.StreamHandler(stdout or sys.stdout)

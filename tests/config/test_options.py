@@ -60,28 +60,31 @@ def test_writer_max_retries_and_tls_server_name_are_kept_for_the_sender(tmp_path
     assert WriterConfig(url="http://h:1/w").max_retries == -1  # retry forever, as Prometheus
 
 
+def _file_handler(log: LogConfig) -> logging.handlers.RotatingFileHandler:
+    handler = log_handler(log)
+    assert isinstance(handler, logging.handlers.RotatingFileHandler)
+    return handler
+
+
 def test_log_file_name_is_applied_with_rotation(tmp_path: Path) -> None:
     path = tmp_path / "agent.log"
-    handler = log_handler(LogConfig(file_name=str(path), max_size=1, max_backups=2))
+    handler = _file_handler(LogConfig(file_name=str(path), max_size=1, max_backups=2))
+    logger = logging.getLogger("kubescrape.test_logfile")
     try:
-        assert isinstance(handler, logging.handlers.RotatingFileHandler)
         assert (handler.maxBytes, handler.backupCount) == (1 << 20, 2)
-        logger = logging.getLogger("kubescrape.test_logfile")
         logger.addHandler(handler)
         logger.propagate = False
         logger.warning("spool is %d%% full", 90)
         handler.flush()
         assert re.search(r"WARNING kubescrape.test_logfile: spool is 90% full$", path.read_text().strip())
     finally:
-        logging.getLogger("kubescrape.test_logfile").removeHandler(handler)
+        logger.removeHandler(handler)
+        logger.propagate = True
         handler.close()
     # lumberjack: max_size 0 means 100 MB, max_backups 0 keeps every file.
-    handler = log_handler(LogConfig(file_name=str(path), max_size=0, max_backups=0))
-    try:
-        assert isinstance(handler, logging.handlers.RotatingFileHandler)
-        assert handler.maxBytes == 100 << 20 and handler.backupCount > 1000
-    finally:
-        handler.close()
+    handler = _file_handler(LogConfig(file_name=str(path), max_size=0, max_backups=0))
+    handler.close()
+    assert handler.maxBytes == 100 << 20 and handler.backupCount > 1000
 
 
 def test_log_to_stdout_or_stderr_and_unwritable_file(tmp_path: Path) -> None:
@@ -89,6 +92,9 @@ def test_log_to_stdout_or_stderr_and_unwritable_file(tmp_path: Path) -> None:
     for name, stream in (("stdout", out), ("stderr", err), ("", out)):
         handler = log_handler(LogConfig(file_name=name), stdout=out, stderr=err)
         assert isinstance(handler, logging.StreamHandler) and handler.stream is stream
+    # Not configured: the command line's choice (stderr) stands.
+    assert log_handler(LogConfig(), stdout=out, stderr=err) is None
+    assert log_handler(load_categraf(write(tmp_path, "[log]\nmax_size = 5\n"), env={}).log) is None
     with pytest.raises(ConfigError, match="cannot open the log file") as info:
         log_handler(LogConfig(file_name=str(tmp_path / "missing" / "agent.log")))
     assert info.value.key == "log.file_name" and "missing" in (info.value.fix or "")
