@@ -155,6 +155,7 @@ def check_url(url: str) -> str:
         raise ValueError(f"{shown!r}: port 0 is not a port one can connect to; use 1-65535")
     return url
 
+
 _LABEL_NAME = re.compile(r"^[a-zA-Z_][a-zA-Z0-9_]*$")
 
 
@@ -420,9 +421,10 @@ class LogConfig(BaseModel):
     """Categraf's ``[log]``: where the agent logs, and how a log file rotates.
 
     ``file_name``: ``stdout``, ``stderr`` or a path; a file rotates at ``max_size`` MB keeping
-    ``max_backups`` old files (Categraf's lumberjack options; 0 means its defaults, 100 MB and all).
-    ``max_age``, ``local_time`` and ``compress`` have no equivalent in Python's rotating handler: the
-    loader warns when they would change anything. :func:`kubescrape.config.logfile.log_handler` builds the
+    ``max_backups`` old files (Categraf's lumberjack options; as there, ``max_size = 0`` means 100 MB and
+    ``max_backups = 0`` keeps all). ``max_age`` and ``compress`` have no equivalent in Python's rotating
+    handler: the loader warns when they are set for a log file. ``local_time`` has nothing to apply to
+    (rotated files are numbered, not dated). :func:`kubescrape.config.logfile.log_handler` builds the
     handler.
     """
 
