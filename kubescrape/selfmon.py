@@ -146,7 +146,9 @@ class SelfMetrics:
 
 
 def make_app(metrics: SelfMetrics, healthy: Callable[[], tuple[bool, str]] | None = None) -> web.Application:
-    """The self-metrics web app: ``/metrics`` and ``/healthz``."""
+    """The self-metrics web app: ``/metrics``, ``/healthz`` (503 while ``healthy`` says so: for readiness
+    and humans) and ``/livez`` (200 while the event loop answers: for a liveness probe, since restarting
+    the agent does not bring a backend back)."""
 
     async def handle_metrics(_: web.Request) -> web.Response:
         return web.Response(body=metrics.exposition(), headers={"Content-Type": CONTENT_TYPE_LATEST})
@@ -155,7 +157,11 @@ def make_app(metrics: SelfMetrics, healthy: Callable[[], tuple[bool, str]] | Non
         ok, text = healthy() if healthy is not None else (True, "ok")
         return web.Response(text=text, status=200 if ok else 503)
 
+    async def handle_livez(_: web.Request) -> web.Response:
+        return web.Response(text="alive\n")
+
     app = web.Application()
     app.router.add_get("/metrics", handle_metrics)
     app.router.add_get("/healthz", handle_healthz)
+    app.router.add_get("/livez", handle_livez)
     return app

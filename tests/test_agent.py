@@ -97,9 +97,11 @@ async def test_self_metrics_listener() -> None:
             host, port = agent.listen_address
             body = await asyncio.to_thread(_get, f"http://{host}:{port}/metrics")
             health = await asyncio.to_thread(_get, f"http://{host}:{port}/healthz")
+            live = await asyncio.to_thread(_get, f"http://{host}:{port}/livez")
     assert "kubescrape_scrapes_total" in body
     assert f'target="{server.url("/metrics")}"' in body
     assert health.startswith("ok: 1/1 targets up")
+    assert live == "alive\n"
 
 
 async def test_listener_on_a_busy_port_is_a_config_error() -> None:
