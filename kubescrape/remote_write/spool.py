@@ -302,6 +302,7 @@ class Spool:
         self._attached = False
         self._running = False
         self._flushing = False
+        self._ack_failing = False
         self._closing = False
         self._closed = False
         try:
@@ -586,8 +587,12 @@ class Spool:
         try:
             self._write_ack()
         except OSError as e:
-            log.warning("spool %s: cannot write the ack cursor (%s); a restart will re-send some data",
-                        self.directory, e)
+            if not self._ack_failing:  # once per streak: a full disk would otherwise log every round
+                log.warning("spool %s: cannot write the ack cursor (%s); a restart will re-send some data",
+                            self.directory, e)
+            self._ack_failing = True
+        else:
+            self._ack_failing = False
 
     def release(self) -> None:
         """In-flight records go back to unread (their round failed); those whose file was evicted in the
