@@ -196,7 +196,6 @@ class Agent:
             return
         self._started = False
         await self.supervisor.stop([*self._scrape_tasks, "summary"])
-        await asyncio.gather(*(loop.stop() for loop in self.loops))
         await self._client.close()
         if self._remote_write is not None:
             await self._remote_write.close(self.shutdown_timeout)
