@@ -517,13 +517,18 @@ class Spool:
             self._evict()
         finally:
             self._flushing = False
+            if not accepted and error is None:
+                # Failed after the write, before the records entered the books: count them here.
+                error = SpoolError(f"spool {self.directory}: the write was abandoned",
+                                   "this is a bug in kubescrape; please report the error logged with it")
+                self.fifo.reject(samples, "spool_error")
             for *_, fut in batch:
                 if fut.done():
                     continue
-                if accepted:
+                if accepted or error is None:
                     fut.set_result(None)
                 else:
-                    fut.set_exception(error or SpoolError(f"spool {self.directory}: the write was abandoned"))
+                    fut.set_exception(error)
 
     def _maybe_rotate(self) -> None:
         if self._cur is not None and self._cur.size < self.segment_bytes and not self._force_rotate:
