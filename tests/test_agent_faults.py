@@ -174,3 +174,39 @@ async def test_fault_is_counted_reported_and_recovered(
             assert set(w.dropped_by_reason) <= {"spool_error"}
         else:
             assert w.dropped == 0, "a failed round is sent again, not dropped"
+
+
+async def test_a_failing_scrape_task_is_restarted_and_reported_as_degraded(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    from kubescrape.scrape.loop import ScrapeLoop
+    from tests.test_agent import ListSink
+
+    switch = Switch(OverflowError("cannot convert float infinity to integer"))
+    original = ScrapeLoop.scrape_and_append
+
+    async def scrape_and_append(self: ScrapeLoop) -> Any:
+        switch.check()
+        return await original(self)
+
+    monkeypatch.setattr(ScrapeLoop, "scrape_and_append", scrape_and_append)
+    async with metrics_server({"/metrics": EXPOSITION}) as server:
+        config = AgentConfig(
+            global_=GlobalConfig(hostname="node-1", interval=0.2),
+            instances=[InstanceConfig(urls=[server.url("/metrics")], labels={"job": "j"}, timeout=0.2)],
+        )
+        agent = Agent(config, sink=ListSink(), jitter=False)
+        agent.supervisor.min_backoff, agent.supervisor.max_backoff = 0.05, 0.2
+        async with agent:
+            await wait_until(lambda: agent.stats().scrapes >= 1, "a first scrape")
+            switch.on = True
+            task = f"scrape {server.url('/metrics')}"
+            await wait_until(lambda: agent.supervisor.failures(task) >= 2, "restarted after failing")
+            ok, text = agent.healthy()
+            assert ok and text.startswith("degraded:") and "OverflowError" in text, text
+            assert agent.metrics.registry.get_sample_value(
+                "kubescrape_task_failures_total", {"task": task}) == agent.supervisor.failures(task)
+            switch.on = False
+            scrapes = agent.stats().scrapes
+            await wait_until(lambda: agent.stats().scrapes > scrapes + 1, "scraping again")
+            ok, text = agent.healthy()
+            assert ok and text.startswith("ok:"), text
