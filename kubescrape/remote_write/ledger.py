@@ -133,14 +133,16 @@ class WriterCounters:
 
     # --- attempts and health (called by the sender and the backlogs) ----------------------------
 
-    def attempt_failed(self, samples: int, error: str, now: float) -> None:
-        """A send attempt failed (it may be retried): counted in ``failed``, starts a failure streak."""
+    def attempt_failed(self, samples: int, error: str, now: float, *, streak: bool = True) -> None:
+        """A send attempt failed: counted in ``failed``; unless ``streak`` is False (the backend works but
+        refused this data) it starts a failure streak, which ends with the next success."""
         self.failed += samples
-        self.last_error = error
-        if self.failing_since is None:
-            self.failing_since = now
         if self.metrics is not None:
             self._m_failed.inc(samples)
+        if streak:
+            self.last_error = error
+            if self.failing_since is None:
+                self.failing_since = now
 
     def retried_attempt(self, samples: int) -> None:
         self.retried += samples

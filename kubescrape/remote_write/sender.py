@@ -27,7 +27,7 @@ from typing import TYPE_CHECKING
 
 import aiohttp
 
-from kubescrape.clock import SYSTEM_CLOCK, Backoff, Clock
+from kubescrape.clock import MIN_BACKOFF, SYSTEM_CLOCK, Backoff, Clock
 from kubescrape.errors import RemoteWriteError
 from kubescrape.remote_write.encode import REMOTE_WRITE_HEADERS, compress
 from kubescrape.remote_write.ledger import WriterCounters
@@ -39,6 +39,9 @@ if TYPE_CHECKING:
 __all__ = ["MAX_RETRY_AFTER", "Backoff", "Outcome", "Sender", "parse_retry_after", "tls_context"]
 
 log = logging.getLogger("kubescrape.remote_write")
+
+# Answers that refuse the data, not the writer (bad samples, too large): the backend itself works.
+DATA_REFUSED = frozenset({400, 409, 413, 422})
 
 # A backend asking for more than this in Retry-After is treated as asking for this much: a typo'd or
 # hostile header must not park a writer for days.
@@ -208,14 +211,15 @@ class Sender:
                 await self.send_once(body, samples)
             except RemoteWriteError as e:
                 first = c.failing_since is None
-                c.attempt_failed(samples, str(e), self.clock.monotonic())
+                c.attempt_failed(samples, str(e), self.clock.monotonic(),
+                                 streak=e.retryable or e.status not in DATA_REFUSED)
                 if not e.retryable:
                     return Outcome(f"http_{e.status}" if e.status else "error", e.status or 0, str(e))
                 if 0 <= s.max_retries <= retries:
                     log.error("writer %r: giving up %d samples after %d retries: %s", s.name, samples,
                               retries, e)
                     return Outcome("retries_exhausted", e.status or 0, str(e))
-                delay = max(0.0, e.retry_after) if e.retry_after is not None else backoff.next()
+                delay = max(MIN_BACKOFF, e.retry_after) if e.retry_after is not None else backoff.next()
                 log.log(logging.WARNING if first else logging.DEBUG,
                         "send of %d samples failed, retrying in %.2fs: %s", samples, delay, e)
                 await self.clock.sleep(delay)

@@ -110,6 +110,7 @@ async def test_400_is_given_up_at_once_with_the_first_line_of_the_answer() -> No
     assert "out of order sample" in outcome.error and "second line" not in outcome.error
     assert rec.requests == 1 and clock.slept == []
     assert value(m, "kubescrape_samples_failed_total", writer="w") == 2
+    assert s.counters.failing_since is None, "a refused batch does not mean the backend cannot be reached"
 
 
 async def test_max_retries_gives_up_after_that_many_retries() -> None:
