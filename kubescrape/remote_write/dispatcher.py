@@ -172,14 +172,20 @@ def halves(parts: Sequence[Chunk]) -> tuple[list[Chunk], list[Chunk]] | None:
     return list(parts[:mid]), list(parts[mid:])
 
 
+# Drops are counted always; they are logged once per reason, then summed up at most this often.
+DROP_LOG_INTERVAL = 300.0
+
+
 class _Tally:
     """What became of a round's samples."""
 
     def __init__(self) -> None:
         self.dropped: dict[str, int] = {}
+        self.errors: dict[str, str] = {}
 
-    def drop(self, samples: int, reason: str) -> None:
+    def drop(self, samples: int, reason: str, error: str) -> None:
         self.dropped[reason] = self.dropped.get(reason, 0) + samples
+        self.errors.setdefault(reason, error)
 
 
 class WriterQueue:
@@ -198,6 +204,8 @@ class WriterQueue:
         self._idle_rounds = 0
         self.rounds = 0
         self.progress = 0  # rounds done and idle moments reached: for the supervisor
+        # reason -> (monotonic time of the last log line, samples dropped since then)
+        self._drop_log: dict[str, tuple[float, int]] = {}
 
     def begin_close(self) -> None:
         """Send what is waiting at once (no flush deadline) and stop when the backlog is empty."""
@@ -255,6 +263,7 @@ class WriterQueue:
         while sum(dropped.values()) > samples:
             dropped.popitem()
         self.backlog.ack(records, sent=samples - sum(dropped.values()), dropped=dropped)
+        self._log_drops(dropped, tally.errors)
         self.rounds += 1
         self.progress += 1
         self._rescale(samples, retried=self.sender.failed != failed_before)
@@ -274,8 +283,24 @@ class WriterQueue:
                 for half in split:
                     await self._deliver(half, tally)
                 return
-        tally.drop(n, outcome.reason)
-        log.error("writer %r: dropped %d samples: %s", self.settings.name, n, outcome.error or outcome.reason)
+        tally.drop(n, outcome.reason, outcome.error or outcome.reason)
+
+    def _log_drops(self, dropped: dict[str, int], errors: dict[str, str]) -> None:
+        """The first drop for a reason is logged with its error; later ones are summed up every
+        ``DROP_LOG_INTERVAL`` seconds (every one is in ``kubescrape_samples_dropped_total``)."""
+        now = self.clock.monotonic()
+        for reason, n in dropped.items():
+            last = self._drop_log.get(reason)
+            if last is None:
+                log.error("writer %r: dropped %d samples (%s): %s", self.settings.name, n, reason,
+                          errors.get(reason, ""))
+                self._drop_log[reason] = (now, 0)
+            elif now - last[0] >= DROP_LOG_INTERVAL:
+                log.error("writer %r: dropped %d more samples (%s) in the last %.0fs; last error: %s",
+                          self.settings.name, last[1] + n, reason, now - last[0], errors.get(reason, ""))
+                self._drop_log[reason] = (now, 0)
+            else:
+                self._drop_log[reason] = (last[0], last[1] + n)
 
     def _rescale(self, samples: int, *, retried: bool) -> None:
         s = self.settings

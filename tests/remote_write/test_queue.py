@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import asyncio
+import logging
 from pathlib import Path
 
 import pytest
@@ -290,3 +291,22 @@ def test_halves_split_by_chunk_then_by_series() -> None:
     assert b"".join(p.data for p in first + second) == a.data
     assert halves([Chunk(chunk_bytes("m", [(1.0, 1)]), 1)]) is None, "one series cannot be split"
     assert halves([Chunk(b"\xff\xff", 2)]) is None
+
+
+async def test_drops_are_logged_once_per_reason_and_always_counted(caplog: pytest.LogCaptureFixture) -> None:
+    rec = PickyReceiver()
+    async with running_receiver(rec):
+        rw = RemoteWrite([WriterSettings(url=rec.url, name="w", flush_deadline=0.0)], metrics=SelfMetrics(),
+                         spool_dir=None)
+        await rw.start()
+        with caplog.at_level(logging.ERROR, logger="kubescrape.remote_write"):
+            for ts in range(1, 6):
+                await rw.append([Chunk(chunk_bytes("m", [(1.0, ts)], bad="1"), 1)])
+                for _ in range(200):
+                    if rw.stats()[0].dropped == ts:
+                        break
+                    await asyncio.sleep(0.01)
+        await rw.close(5.0)
+    assert rw.stats()[0].dropped_by_reason == {"http_400": 5}
+    lines = [r.getMessage() for r in caplog.records if "dropped" in r.getMessage()]
+    assert len(lines) == 1 and "http_400" in lines[0] and "out of bounds" in lines[0]
