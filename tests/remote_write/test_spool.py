@@ -1,9 +1,11 @@
 from __future__ import annotations
 
 import asyncio
+import errno
 import logging
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -334,3 +336,78 @@ async def test_more_chunks_than_one_writev_accepts(tmp_path: Path) -> None:
     sp2 = Spool(tmp_path)
     assert [r.chunks for r in sp2.take(10**6)] == [tuple(chunks), tuple(chunks[:5])]
     await sp2.close()
+
+
+# --- write errors are counted, reported, and never leave a caller waiting ----------------------------
+
+
+async def test_disk_full_is_counted_reported_and_frees_space_once_acknowledged(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    sp = Spool(tmp_path)
+    await sp.put([chunk(0)])
+    await sp.put([chunk(1)])
+    original = Spool._write
+    full = True
+
+    def write(self: Spool, parts: list[bytes], expected_size: int, new_segment: bool) -> None:
+        if full:
+            raise OSError(errno.ENOSPC, "No space left on device")
+        original(self, parts, expected_size, new_segment)
+
+    monkeypatch.setattr(Spool, "_write", write)
+    with pytest.raises(SpoolError, match="No space left on device"):
+        await asyncio.wait_for(sp.put([chunk(2, samples=7)]), 5)
+    c = sp.counters
+    assert c.dropped == {"spool_full": 7} and "cannot persist" in c.persist_error
+    assert c.appended == 27 and c.unaccounted() == 0
+    (old,) = segments(tmp_path)
+    sp.ack(sp.take(100))
+    full = False
+    await sp.put([chunk(3)])
+    assert c.persist_error == "", "a successful write ends the failure"
+    assert old not in segments(tmp_path), "the acknowledged segment is gone: its space is free again"
+    assert data_of(sp.take(100)) == [chunk(3).data]
+    assert c.unaccounted() == 0
+    await sp.close()
+
+
+async def test_any_exception_in_the_flusher_fails_its_puts_counted(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    sp = Spool(tmp_path)
+
+    def broken(self: Spool, *args: object) -> None:
+        raise RuntimeError("bug")
+
+    monkeypatch.setattr(Spool, "_write", broken)
+    results = await asyncio.wait_for(
+        asyncio.gather(*(sp.put([chunk(i, samples=2)]) for i in range(3)), return_exceptions=True), 5)
+    assert all(isinstance(r, SpoolError) and "RuntimeError" in str(r) for r in results)
+    assert sp.counters.dropped == {"spool_error": 6} and sp.counters.unaccounted() == 0
+    await sp.close()
+
+
+async def test_an_attached_flusher_that_fails_leaves_no_put_waiting(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    sp = Spool(tmp_path)
+    sp.attach()
+    calls = 0
+    original = Spool._write
+
+    def flaky(self: Spool, *args: Any) -> None:
+        nonlocal calls
+        calls += 1
+        if calls == 1:
+            raise ValueError("once")
+        original(self, *args)
+
+    monkeypatch.setattr(Spool, "_write", flaky)
+    runner = asyncio.create_task(sp.run())
+    with pytest.raises(SpoolError):
+        await asyncio.wait_for(sp.put([chunk(0)]), 5)
+    with pytest.raises(ValueError):
+        await asyncio.wait_for(runner, 5)  # the flusher ends with the error: its supervisor restarts it
+    runner = asyncio.create_task(sp.run())
+    await asyncio.wait_for(sp.put([chunk(1)]), 5)
+    assert data_of(sp.take(100)) == [chunk(1).data]
+    await asyncio.wait_for(sp.close(), 5)
+    await asyncio.wait_for(runner, 5)
