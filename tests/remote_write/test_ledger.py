@@ -194,6 +194,19 @@ async def test_books_balance_under_random_interleavings(
             assert c.pending == 0
     stats = rw.stats()
     assert all(s.appended == s.sent + s.dropped + s.evicted + s.pending_samples for s in stats)
+    # stats() and /metrics are the same numbers
+    reg = rw.metrics.registry
+    for s in stats:
+        def metric(name: str, **labels: str) -> float:
+            return reg.get_sample_value(name, {"writer": s.name, **labels}) or 0.0  # noqa: B023
+
+        assert metric("kubescrape_samples_appended_total") == s.appended
+        assert metric("kubescrape_samples_sent_total") == s.sent
+        assert metric("kubescrape_spool_samples_evicted_total") == s.evicted
+        assert metric("kubescrape_samples_pending") == s.pending_samples
+        assert metric("kubescrape_samples_failed_total") == s.failed
+        for reason, n in s.dropped_by_reason.items():
+            assert metric("kubescrape_samples_dropped_total", reason=reason) == n
     assert sum(s.sent for s in stats) > 0
 
 
