@@ -95,6 +95,7 @@ def writer_settings(config: AgentConfig) -> list[WriterSettings]:
             cert_file=w.tls_cert,
             key_file=w.tls_key,
             insecure_skip_verify=w.insecure_skip_verify,
+            server_name=w.tls_server_name or None,
             max_retries=w.max_retries,
         ))
     return out

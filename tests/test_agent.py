@@ -130,7 +130,8 @@ def test_writer_settings_from_config() -> None:
         writer_opt=WriterOptions(batch=500, chan_size=7000),
         writers=[
             WriterConfig(url="http://10.0.0.1:19000/prometheus/v1/write", basic_auth_user="u",
-                         basic_auth_pass="p", headers={"X-A": "1"}, timeout=3),
+                         basic_auth_pass="p", headers={"X-A": "1"}, timeout=3, max_retries=4,
+                         tls_server_name="rw.example"),
             WriterConfig(url="http://10.0.0.1:19000/prometheus/v1/write"),
         ],
     )
@@ -140,6 +141,8 @@ def test_writer_settings_from_config() -> None:
     assert first.basic_auth == ("u", "p") and second.basic_auth is None
     assert first.headers == (("X-A", "1"),)
     assert first.batch == 500 and first.queue_capacity == 7000 and first.timeout == 3
+    assert first.max_retries == 4 and second.max_retries == -1
+    assert first.server_name == "rw.example" and second.server_name is None
 
 
 @pytest.mark.parametrize(

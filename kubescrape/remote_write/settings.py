@@ -31,4 +31,5 @@ class WriterSettings:
     cert_file: str | None = None
     key_file: str | None = None
     insecure_skip_verify: bool = False
+    server_name: str | None = None  # TLS server name to verify instead of the URL's host
     max_retries: int = -1
