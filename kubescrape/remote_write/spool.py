@@ -567,14 +567,28 @@ class Spool:
     def take(self, max_samples: int) -> list[Record]:
         """The oldest unread records (at least one if any), up to ``max_samples`` samples, in order.
 
-        All or nothing: if reading one of them fails, nothing is taken and the error propagates.
+        All or nothing: if reading one of them fails, nothing is taken and the error propagates (the
+        dispatcher is restarted and tries again) — unless the record can never be read (its file was
+        truncated or removed behind the agent's back): then it is dropped, counted as
+        ``reason="spool_read_error"``, and the next ones are taken.
         """
-        metas = self.fifo.peek(max_samples)
-        out = [Record(m.seq, m.samples, m.ts,
-                      m.chunks if m.chunks is not None else unframe_chunks(m.seg.read(m.offset, m.length)))
-               for m in metas]
+        taken: list[_Meta] = []
+        out: list[Record] = []
+        for m in self.fifo.peek(max_samples):
+            try:
+                chunks = m.chunks if m.chunks is not None else unframe_chunks(m.seg.read(m.offset, m.length))
+            except (SpoolError, FileNotFoundError) as e:
+                if taken:
+                    break  # send the readable ones first; this one is at the head next time
+                self.fifo.drop_oldest("spool_read_error")
+                self._cached -= m.cached_bytes
+                log.error("spool %s: record %d (%d samples) cannot be read and is dropped: %s",
+                          self.directory, m.seq, m.samples, e)
+                continue
+            out.append(Record(m.seq, m.samples, m.ts, chunks))
+            taken.append(m)
         light: list[_Meta] = []
-        for m in metas:
+        for m in taken:
             self._cached -= m.cached_bytes
             light.append(m._replace(chunks=None, cached_bytes=0))  # the round owns the chunks now
         self.fifo.start_flight(light)

@@ -411,3 +411,23 @@ async def test_an_attached_flusher_that_fails_leaves_no_put_waiting(
     assert data_of(sp.take(100)) == [chunk(1).data]
     await asyncio.wait_for(sp.close(), 5)
     await asyncio.wait_for(runner, 5)
+
+
+async def test_a_record_that_can_never_be_read_is_dropped_counted_not_retried_forever(tmp_path: Path) -> None:
+    sp = Spool(tmp_path, segment_bytes=600, cache_bytes=0)
+    for i in range(6):
+        await sp.put([chunk(i)])
+    files = segments(tmp_path)
+    assert len(files) >= 3
+    lost = files[1]
+    first_seq = int(lost.name[:-4])
+    lost.unlink()  # removed behind the agent's back (or truncated: the read comes up short)
+    taken = sp.take(10**6)
+    assert [r.seq for r in taken] == list(range(1, first_seq)), "the readable ones first"
+    sp.ack(taken)
+    rest = sp.take(10**6)
+    assert rest and rest[0].seq > first_seq
+    assert sp.counters.dropped["spool_read_error"] > 0
+    sp.ack(rest)
+    assert sp.pending_samples == 0 and sp.counters.unaccounted() == 0
+    await sp.close()
