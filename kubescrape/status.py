@@ -562,6 +562,7 @@ class StatusPages:
                 info = TargetInfo(id=_target_id(-1, discovered, taken), pool=_pool_of(dict(t.labels), -1),
                                   discovered=discovered, rules=(), steps=[], target=t)
                 infos.append(info)
+            info.target = loop.target  # the one being scraped
             info.stats = loop.stats
         return infos
 

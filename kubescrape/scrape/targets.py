@@ -448,8 +448,9 @@ def discover(config: AgentConfig) -> list[DiscoveredTarget]:
     seen: dict[str, int] = {}
     for index, inst in enumerate(config.instances):
         for raw_url in inst.urls:
-            url = _normalize_url(raw_url)
-            parts = urlsplit(url)
+            parts = urlsplit(_normalize_url(raw_url))
+            parts = parts._replace(netloc=parts.netloc.rpartition("@")[2])  # credentials are never labels
+            url = urlunsplit(parts)
             labels = _target_labels(config, inst, index, url)
             labels.update(__address__=parts.netloc, __scheme__=parts.scheme, __metrics_path__=parts.path)
             for key, value in parse_qsl(parts.query, keep_blank_values=True):
