@@ -39,7 +39,7 @@ from prometheus_client import CollectorRegistry
 from kubescrape import __version__
 from kubescrape.config.models import AgentConfig
 from kubescrape.errors import KubescrapeError
-from kubescrape.relabel import DEFAULT_REGEX, RelabelConfig, RelabelStep, relabel_steps
+from kubescrape.relabel import RelabelConfig, RelabelStep, relabel_steps
 from kubescrape.scrape.targets import DiscoveredTarget, Target, discover
 
 __all__ = [
@@ -449,11 +449,10 @@ def _error_html(error: tuple[str, str | None] | None) -> str:
 
 
 def _rule_text(rule: RelabelConfig) -> str:
-    data = rule.model_dump(exclude_defaults=True)
-    data.setdefault("action", rule.action)
-    if rule.regex != DEFAULT_REGEX:
-        data["regex"] = rule.regex
-    return yaml.safe_dump(data, sort_keys=False, default_flow_style=None, allow_unicode=True).strip()
+    data = {"action": rule.action, **rule.model_dump(exclude_defaults=True, exclude={"action"})}
+    # One line per field, lists inline: how relabel rules are written in Prometheus' documentation.
+    return "\n".join(yaml.safe_dump({k: v}, default_flow_style=None, allow_unicode=True, width=1000).strip()
+                     for k, v in data.items())
 
 
 @dataclass
@@ -611,18 +610,22 @@ class StatusPages:
 
     # ---- responses ----
 
-    def _scrub(self, text: str) -> str:
+    def _scrub(self, text: str, escape: Callable[[str], str]) -> str:
+        """Replace every configured secret, raw or in the page's escaping, by the escaped marker."""
+        marker = escape(SECRET)
         for secret in self._secrets:
-            text = text.replace(secret, SECRET)
+            for form in {secret, escape(secret)}:
+                text = text.replace(form, marker)
         return text
 
     def _page(self, title: str, body: str, *, script: str = "") -> web.Response:
         page = _LAYOUT.substitute(title=_e(title), css=_CSS, body=body,
                                   script=f"<script>{script}</script>" if script else "")
-        return web.Response(text=self._scrub(page), content_type="text/html", headers=_SECURITY_HEADERS)
+        return web.Response(text=self._scrub(page, _e), content_type="text/html", headers=_SECURITY_HEADERS)
 
     def _json(self, data: object) -> web.Response:
-        return web.Response(text=self._scrub(json.dumps(data)), content_type="application/json",
+        return web.Response(text=self._scrub(json.dumps(data), lambda s: json.dumps(s)[1:-1]),
+                            content_type="application/json",
                             headers={"X-Content-Type-Options": "nosniff", "Cache-Control": "no-store"})
 
     # ---- handlers ----
@@ -746,8 +749,9 @@ class StatusPages:
         else:
             body.append(f'<h2>Final labels</h2><p id="result">{_labels_html(info.labels)}</p>'
                         f'<p>Scrape URL: <span class="url">{_e(info.url)}</span></p>')
-        return self._page(f"Relabeling of {info.url or info.discovered.get('__address__', info.id)}",
-                          "".join(body))
+        d = info.discovered
+        name = info.url or d.get("instance") or d.get("__address__", "") + d.get("__metrics_path__", "")
+        return self._page(f"Relabeling of {name}", "".join(body))
 
     async def writers_page(self, _: web.Request) -> web.Response:
         writers = self.writers()
@@ -771,7 +775,7 @@ class StatusPages:
                 ("Shards", _num(w.shards)),
                 ("Queue bytes", _bytes(w.queue_bytes)),
                 ("Spool bytes", _bytes(w.spool_bytes)),
-                ("Oldest unsent", _seconds(w.oldest_unsent_age)),
+                ("Oldest unsent", _seconds(w.oldest_unsent_age) if w.pending != 0 else "nothing unsent"),
                 ("Samples sent", _num(w.sent)),
                 ("Samples retried", _num(w.retried)),
                 ("Samples in failed attempts", _num(w.failed)),

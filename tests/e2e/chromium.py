@@ -161,6 +161,20 @@ class Chromium:
             raise RuntimeError(f"navigation to {url} failed: {result['errorText']}")
         await self._wait_event("Page.loadEventFired")
 
+    async def click(self, selector: str, *, navigates: bool = False) -> None:
+        """Click an element as a user would; with ``navigates`` wait for the page it loads."""
+        self._events.clear()
+        await self.evaluate(f"document.querySelector({json.dumps(selector)}).click()")
+        if navigates:
+            await self._wait_event("Page.loadEventFired")
+
+    async def type(self, selector: str, text: str) -> None:
+        """Replace an input's value and fire the ``input`` event, as typing does."""
+        await self.evaluate(
+            f"(function () {{ var e = document.querySelector({json.dumps(selector)}); e.value = "
+            f"{json.dumps(text)}; e.dispatchEvent(new Event('input', {{bubbles: true}})); }})()"
+        )
+
     async def evaluate(self, expression: str) -> Any:
         """The value of a JavaScript expression in the page (awaited if it is a promise)."""
         result = await self.send("Runtime.evaluate", expression=expression, returnByValue=True,

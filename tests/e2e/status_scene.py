@@ -58,15 +58,17 @@ class Scene:
 
 def scene_config(up: MetricsServer, unauthorized: MetricsServer, refused_url: str, token_file: Path,
                  write_url: str) -> AgentConfig:
-    host_port = write_url.removeprefix("http://")
+    down_host_port = f"127.0.0.1:{free_port()}"
     return AgentConfig.model_validate({
         "global": {"hostname": "node-a", "interval": 1},
-        "writers": [{
-            "url": f"http://kubescrape:{SECRETS['writer_url_password']}@{host_port}",
-            "basic_auth_user": "kubescrape",
-            "basic_auth_pass": SECRETS["writer_basic_auth_pass"],
-            "headers": {"Authorization": SECRETS["authorization_header"], "X-Scope-OrgID": "tenant-1"},
-        }],
+        "writers": [
+            {"url": write_url, "basic_auth_user": "kubescrape",
+             "basic_auth_pass": SECRETS["writer_basic_auth_pass"],
+             "headers": {"Authorization": SECRETS["authorization_header"], "X-Scope-OrgID": "tenant-1"}},
+            # A backend that is down, with the credentials in its URL.
+            {"url": f"http://kubescrape:{SECRETS['writer_url_password']}@{down_host_port}/api/v1/write",
+             "max_backoff": 0.5},
+        ],
         "instances": [
             {"urls": [up.url("/metrics")], "job": "up", "timeout": 1},
             {"urls": [unauthorized.url("/metrics")], "job": "unauthorized", "timeout": 1,
