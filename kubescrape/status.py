@@ -451,8 +451,8 @@ def _error_html(error: tuple[str, str | None] | None) -> str:
 def _rule_text(rule: RelabelConfig) -> str:
     data = {"action": rule.action, **rule.model_dump(exclude_defaults=True, exclude={"action"})}
     # One line per field, lists inline: how relabel rules are written in Prometheus' documentation.
-    return "\n".join(yaml.safe_dump({k: v}, default_flow_style=None, allow_unicode=True, width=1000).strip()
-                     for k, v in data.items())
+    return "\n".join(yaml.safe_dump({k: v}, default_flow_style=None if isinstance(v, list) else False,
+                                    allow_unicode=True, width=1000).strip() for k, v in data.items())
 
 
 @dataclass
