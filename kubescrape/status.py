@@ -524,7 +524,8 @@ class StatusPages:
         self.now = now
         self._discovered: list[TargetInfo] | None = None
         raw = source.config.model_dump(mode="json", by_alias=True)
-        self._secrets = sorted(_secrets_of(raw), key=len, reverse=True)
+        self.secrets = sorted(_secrets_of(raw), key=len, reverse=True)
+        """The configured credential values, longest first; no response contains one."""
 
     # ---- data ----
 
@@ -613,7 +614,7 @@ class StatusPages:
     def _scrub(self, text: str, escape: Callable[[str], str]) -> str:
         """Replace every configured secret, raw or in the page's escaping, by the escaped marker."""
         marker = escape(SECRET)
-        for secret in self._secrets:
+        for secret in self.secrets:
             for form in {secret, escape(secret)}:
                 text = text.replace(form, marker)
         return text
@@ -850,10 +851,30 @@ def _global_url(url: str, hostname: str) -> str:
     return parts._replace(netloc=netloc).geturl()
 
 
+def _scrub_middleware(secrets: Sequence[str]) -> Callable[..., Any]:
+    """Every other response of the listener (``/metrics`` too: its labels carry URLs) leaves without the
+    configured secrets."""
+    forms = [(s.encode(), SECRET.encode()) for s in secrets]
+
+    @web.middleware
+    async def scrub(request: web.Request, handler: Callable[[web.Request], Any]) -> web.StreamResponse:
+        resp: web.StreamResponse = await handler(request)
+        if forms and isinstance(resp, web.Response) and isinstance(resp.body, bytes):
+            body = resp.body
+            for secret, marker in forms:
+                body = body.replace(secret, marker)
+            resp.body = body
+        return resp
+
+    return scrub
+
+
 def add_routes(app: web.Application, source: StatusSource, *,
                keep_dropped_targets: int = KEEP_DROPPED_TARGETS) -> web.Application:
-    """Add the status pages and ``/api/v1/targets`` (GET only) to ``app``; returns ``app``."""
+    """Add the status pages and ``/api/v1/targets`` (GET only) to ``app``, and scrub the configured
+    secrets from every response of ``app``; returns ``app``."""
     pages = StatusPages(source, keep_dropped_targets=keep_dropped_targets)
+    app.middlewares.append(_scrub_middleware(pages.secrets))
     app.router.add_get("/", pages.index)
     app.router.add_get("/targets", pages.targets_page)
     app.router.add_get("/targets/{id}/relabel", pages.relabel_page)

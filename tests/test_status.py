@@ -18,7 +18,7 @@ from kubescrape.config.models import AgentConfig
 from kubescrape.errors import HTTPStatusError
 from kubescrape.scrape.loop import TargetStats
 from kubescrape.scrape.targets import Target, build_targets
-from kubescrape.selfmon import SelfMetrics
+from kubescrape.selfmon import SelfMetrics, make_app
 from kubescrape.status import (
     SECRET,
     add_routes,
@@ -288,3 +288,19 @@ async def test_a_target_from_elsewhere_is_listed() -> None:
         data: dict[str, Any] = json.loads(await get(c, "/api/v1/targets?scrapePool=kube-proxy"))["data"]
     (target,) = data["activeTargets"]
     assert target["health"] == "up" and target["discoveredLabels"]["__address__"] == "10.0.0.7:10249"
+
+
+async def test_every_response_of_the_listener_is_scrubbed() -> None:
+    config = AgentConfig.model_validate({"instances": [
+        {"urls": ["http://bob:tgt-pass-1234@127.0.0.1:9/metrics"], "job": "j"}]})
+    source = make_source_plain(config)
+    source.metrics.target_up.labels(target="http://bob:tgt-pass-1234@127.0.0.1:9/metrics").set(0)
+    app = add_routes(make_app(source.metrics), source)
+    async with TestClient(TestServer(app, host="127.0.0.1")) as c:
+        metrics = await get(c, "/metrics")
+    assert "tgt-pass-1234" not in metrics
+    assert 'kubescrape_target_up{target="http://bob:<secret>@127.0.0.1:9/metrics"} 0.0' in metrics
+
+
+def make_source_plain(config: AgentConfig) -> Source:
+    return Source(config, [Loop(t, TargetStats(url=t.url)) for t in build_targets(config)])
