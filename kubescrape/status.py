@@ -24,6 +24,7 @@ import datetime as dt
 import hashlib
 import html
 import json
+import logging
 import socket
 import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
@@ -321,6 +322,10 @@ def _pool_of(labels: Mapping[str, str], instance: int) -> str:
     return labels.get("job") or f"instances[{instance}]"
 
 
+def _silence(_: logging.LogRecord) -> bool:
+    return False
+
+
 def _drop_reason(steps: list[RelabelStep]) -> str:
     if steps and steps[-1].dropped:
         last = steps[-1]
@@ -534,7 +539,14 @@ class StatusPages:
             config = self.source.config
             taken: set[str] = set()
             infos: list[TargetInfo] = []
-            found: list[DiscoveredTarget] = discover(config)
+            # The agent logged what building its targets found (clamped timeouts, dropped targets) once,
+            # at start; doing the same work again here must not log it again.
+            config_log = logging.getLogger("kubescrape.config")
+            config_log.addFilter(_silence)
+            try:
+                found: list[DiscoveredTarget] = discover(config)
+            finally:
+                config_log.removeFilter(_silence)
             for d in found:
                 rules = tuple(config.instances[d.instance].target_relabel_configs)
                 steps = relabel_steps(d.labels, rules)

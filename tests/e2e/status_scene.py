@@ -31,6 +31,9 @@ http_requests_total{code="200"} 1027
 http_requests_total{code="500"} 3
 """
 
+# Generous: on a loaded machine a 1 s timeout can fail a scrape that should succeed.
+INTERVAL = 3
+
 # Every secret the configuration holds; none may appear in any page or API answer.
 TOKEN = "eyJhbGciOiJSUzI1NiJ9.kubescrape-test-token-7f3a9c"
 SECRETS = {
@@ -60,7 +63,7 @@ def scene_config(up: MetricsServer, unauthorized: MetricsServer, refused_url: st
                  write_url: str) -> AgentConfig:
     down_host_port = f"127.0.0.1:{free_port()}"
     return AgentConfig.model_validate({
-        "global": {"hostname": "node-a", "interval": 1},
+        "global": {"hostname": "node-a", "interval": INTERVAL},
         "writers": [
             {"url": write_url, "basic_auth_user": "kubescrape",
              "basic_auth_pass": SECRETS["writer_basic_auth_pass"],
@@ -70,13 +73,13 @@ def scene_config(up: MetricsServer, unauthorized: MetricsServer, refused_url: st
              "max_backoff": 0.5},
         ],
         "instances": [
-            {"urls": [up.url("/metrics")], "job": "up", "timeout": 1},
-            {"urls": [unauthorized.url("/metrics")], "job": "unauthorized", "timeout": 1,
+            {"urls": [up.url("/metrics")], "job": "up", "timeout": INTERVAL},
+            {"urls": [unauthorized.url("/metrics")], "job": "unauthorized", "timeout": INTERVAL,
              "bearer_token_file": str(token_file)},
-            {"urls": [refused_url], "job": "refused", "timeout": 1, "username": "scraper",
+            {"urls": [refused_url], "job": "refused", "timeout": INTERVAL, "username": "scraper",
              "password": SECRETS["password"]},
             {"urls": [up.url("/metrics?debug=1"), up.url("/internal/metrics")], "job": "relabeled",
-             "timeout": 1, "bearer_token_string": SECRETS["bearer_token_string"],
+             "timeout": INTERVAL, "bearer_token_string": SECRETS["bearer_token_string"],
              "target_relabel_configs": [
                  {"target_label": "env", "replacement": "prod"},
                  {"source_labels": ["__metrics_path__"], "regex": "/internal/.*", "action": "drop"},
@@ -92,7 +95,8 @@ def prometheus_config(up: MetricsServer, unauthorized: MetricsServer, refused_ur
 
     jobs = [("up", up.url("/metrics")), ("unauthorized", unauthorized.url("/metrics")),
             ("refused", refused_url)]
-    lines = ["global:", "  scrape_interval: 1s", "  scrape_timeout: 1s", "scrape_configs:"]
+    lines = ["global:", f"  scrape_interval: {INTERVAL}s", f"  scrape_timeout: {INTERVAL}s",
+             "scrape_configs:"]
     for job, url in jobs:
         lines += [f"  - job_name: {job}", "    static_configs:", f"      - targets: ['{target(url)}']"]
     return "\n".join(lines) + "\n"

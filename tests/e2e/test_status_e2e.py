@@ -14,7 +14,15 @@ import pytest
 import pytest_asyncio
 
 from kubescrape.prometheus import prometheus_available
-from tests.e2e.status_scene import SECRETS, Scene, get, prometheus_targets, status_scene, wait_scraped
+from tests.e2e.status_scene import (
+    INTERVAL,
+    SECRETS,
+    Scene,
+    get,
+    prometheus_targets,
+    status_scene,
+    wait_scraped,
+)
 
 pytestmark = pytest.mark.asyncio(loop_scope="module")
 
@@ -79,8 +87,8 @@ async def test_targets_api_matches_prometheus(scene: Scene) -> None:
         assert shape == expected_shape, job
         assert got["health"] == expected["health"], (job, got["lastError"], expected["lastError"])
         assert got["scrapePool"] == expected["scrapePool"] == job
-        assert got["scrapeInterval"] == expected["scrapeInterval"] == "1s"
-        assert got["scrapeTimeout"] == expected["scrapeTimeout"] == "1s"
+        assert got["scrapeInterval"] == expected["scrapeInterval"] == f"{INTERVAL}s"
+        assert got["scrapeTimeout"] == expected["scrapeTimeout"] == f"{INTERVAL}s"
         assert RFC3339.match(got["lastScrape"]) and RFC3339.match(expected["lastScrape"])
         assert got["discoveredLabels"]["__address__"] == expected["discoveredLabels"]["__address__"]
         assert got["scrapeUrl"] == expected["scrapeUrl"]
