@@ -31,7 +31,7 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from string import Template
 from typing import Any, Protocol
-from urllib.parse import unquote, urlsplit
+from urllib.parse import quote, unquote, urlsplit
 
 import yaml
 from aiohttp import web
@@ -40,29 +40,25 @@ from prometheus_client import CollectorRegistry
 from kubescrape import __version__
 from kubescrape.config.models import AgentConfig
 from kubescrape.errors import KubescrapeError
+from kubescrape.redact import SECRET, SECRET_HEADERS, redact_url
 from kubescrape.relabel import RelabelConfig, RelabelStep, relabel_steps
 from kubescrape.scrape.targets import DiscoveredTarget, Target, discover
 
 __all__ = [
-    "SECRET",
     "StatusPages",
     "StatusSource",
     "TargetLoop",
     "add_routes",
     "format_duration",
-    "redact_config",
-    "redact_url",
     "rfc3339",
 ]
-
-SECRET = "<secret>"
-"""What a secret reads as on every page, as in Prometheus' configuration dump."""
 
 KEEP_DROPPED_TARGETS = 100
 """Dropped targets listed at most (Prometheus' ``keep_dropped_targets``): a relabel rule that drops most of
 a large fleet must not turn every page view into megabytes."""
 
-# Keys of the configuration whose values are credentials; paths to credential files are not secret.
+# Keys of the configuration whose values are credentials (paths to credential files are not secret), and
+# words that make a header's value one: the values are scrubbed from every response, whatever shows them.
 _SECRET_KEYS = frozenset({"password", "basic_auth_pass", "bearer_token_string", "tls_key_pwd", "token",
                           "credentials", "secret", "api_key"})
 _SECRET_HEADER_WORDS = ("auth", "token", "cookie", "secret", "key", "password", "session")
@@ -168,40 +164,9 @@ def _e(text: object) -> str:
 # --- secrets ----------------------------------------------------------------------------------------
 
 
-def redact_url(url: str) -> str:
-    """``url`` with the password of its userinfo shown as ``<secret>`` (the user name stays)."""
-    try:
-        parts = urlsplit(url)
-    except ValueError:
-        return url
-    if "@" not in parts.netloc:
-        return url
-    userinfo, _, host = parts.netloc.rpartition("@")
-    user, sep, _password = userinfo.partition(":")
-    netloc = f"{user}:{SECRET}@{host}" if sep else f"{user}@{host}"
-    return url.replace(parts.netloc, netloc, 1)
-
-
 def _secret_header(name: str) -> bool:
     lower = name.lower()
-    return any(word in lower for word in _SECRET_HEADER_WORDS)
-
-
-def redact_config(value: Any, key: str = "") -> Any:
-    """A JSON-like configuration dump with every credential replaced by ``<secret>``: secret keys
-    (passwords, bearer_token_string, basic_auth_pass …), credential header values (Authorization …),
-    and passwords in URLs."""
-    if isinstance(value, Mapping):
-        if key == "headers":
-            return {k: SECRET if _secret_header(str(k)) and v else redact_config(v) for k, v in value.items()}
-        return {k: redact_config(v, str(k)) for k, v in value.items()}
-    if isinstance(value, list | tuple):
-        return [redact_config(v, key) for v in value]
-    if key.lower() in _SECRET_KEYS and value not in (None, ""):
-        return SECRET
-    if isinstance(value, str) and "://" in value:
-        return redact_url(value)
-    return value
+    return lower in SECRET_HEADERS or any(word in lower for word in _SECRET_HEADER_WORDS)
 
 
 def _secrets_of(value: Any, key: str = "") -> set[str]:
@@ -226,6 +191,7 @@ def _secrets_of(value: Any, key: str = "") -> set[str]:
                 password = None
             if password:
                 found.update({password, unquote(password)})
+    found |= {quote(s, safe="") for s in found}
     # Very short values would blank out ordinary words; a 1–3 character secret is not worth keeping.
     return {s for s in found if len(s) >= 4}
 
@@ -806,8 +772,8 @@ class StatusPages:
 
     async def config_page(self, _: web.Request) -> web.Response:
         config = self.source.config
-        data = redact_config(config.model_dump(mode="json", by_alias=True, exclude={"warnings", "files"}))
-        data = {("global" if k == "global_" else k): v for k, v in data.items()}  # the TOML table's name
+        data = {("global" if k == "global_" else k): v  # the TOML table's name
+                for k, v in config.redacted().items() if k not in ("warnings", "files")}
         text = yaml.safe_dump(data, sort_keys=False, allow_unicode=True, width=100)
         body = ""
         if config.files:

@@ -474,7 +474,8 @@ class DiscoveredTarget:
     """Discovered labels: the target labels plus ``__address__``, ``__scheme__``, ``__metrics_path__`` and
     ``__param_<name>``, before ``target_relabel_configs``."""
     target: Target | None
-    """The target as :func:`build_targets` builds (and names) it; None when target relabeling dropped it."""
+    """The target built from it, named as :func:`build_targets` names it (``target_limit`` is not applied
+    here); None when target relabeling dropped it."""
 
 
 def discover(config: AgentConfig) -> list[DiscoveredTarget]:
