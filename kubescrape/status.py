@@ -308,7 +308,7 @@ body{font:14px/1.45 system-ui,sans-serif;margin:0;padding:0 1.2rem 2rem}
 header{border-bottom:1px solid var(--line);padding:.6rem 0;margin-bottom:1rem}
 nav a{margin-right:1rem;text-decoration:none;font-weight:600}
 h1{font-size:1.4rem;margin:.4rem 0 1rem} h2{font-size:1.1rem;margin:1.4rem 0 .4rem}
-table{border-collapse:collapse;width:100%;margin-bottom:1rem}
+table{border-collapse:collapse;width:100%;margin-bottom:1rem} table.targets{table-layout:fixed}
 th,td{border-bottom:1px solid var(--line);padding:.35rem .5rem;text-align:left;vertical-align:top}
 th{font-size:.85rem;color:var(--mute)}
 code,pre,.url{font-family:ui-monospace,monospace;font-size:.85rem;word-break:break-all}
@@ -383,6 +383,10 @@ $script
 </body>
 </html>
 """)
+
+# The same column widths in every job's table, so the tables line up.
+_TARGET_COLUMNS = "<colgroup>" + "".join(f'<col style="width:{w}%">' for w in (17, 6, 25, 8, 7, 6, 5, 26)) + \
+    "</colgroup>"
 
 _SECURITY_HEADERS = {
     "Content-Security-Policy": "default-src 'none'; style-src 'unsafe-inline'; script-src 'unsafe-inline'; "
@@ -658,7 +662,8 @@ class StatusPages:
             sections.append(
                 f'<section class="pool" id="pool-{_e(pool)}"{"" if shown else " hidden"}>'
                 f'<h2>{_e(pool)} <span class="count">({up}/{len(infos)} up)</span></h2>'
-                "<table><thead><tr><th>Endpoint</th><th>State</th><th>Labels</th><th>Last scrape</th>"
+                f'<table class="targets">{_TARGET_COLUMNS}<thead><tr><th>Endpoint</th><th>State</th>'
+                "<th>Labels</th><th>Last scrape</th>"
                 "<th>Duration</th><th>Samples</th><th>Series</th><th>Error</th></tr></thead><tbody>"
                 + "".join(rows) + "</tbody></table></section>"
             )
