@@ -285,7 +285,7 @@ class Spool:
         self.data_ready = asyncio.Event()
         self.corrupt_records = 0
         self.corrupt_bytes = 0
-        self.progress = 0  # group commits handled (and idle moments) by the flusher: for its supervisor
+        self.progress = 0  # group commits handled by the flusher: its supervisor's sign of recovery
         self._segments: deque[_Segment] = deque()
         self._bytes = 0
         self._cached = 0  # chunk bytes held by unread records' ``chunks`` (at most ``cache_bytes``)
@@ -439,7 +439,6 @@ class Spool:
                     continue
                 if self._closing:
                     return
-                self.progress += 1
                 self._wake.clear()
                 await self._wake.wait()
         finally:
@@ -496,6 +495,8 @@ class Spool:
                     "the agent is shutting down" if cancelled else "this is a bug in kubescrape; the "
                     "spool writer is restarted, please report the error logged with it")
                 self.fifo.reject(samples, "shutdown" if cancelled else "spool_error")
+                if not cancelled:
+                    self.counters.persist_failed(f"cannot persist: {error}")
                 raise
             self._new_segment = False
             cur.last_seq = metas[-1].seq
