@@ -40,10 +40,13 @@ __all__ = [
     "InstanceConfig",
     "LogConfig",
     "Seconds",
+    "StaticConfig",
     "WriterConfig",
     "WriterOptions",
     "check_url",
+    "format_prometheus_duration",
     "parse_go_duration",
+    "parse_prometheus_duration",
 ]
 
 MIN_DURATION = 0.001
@@ -90,6 +93,46 @@ def parse_go_duration(text: str) -> float:
         total += float(m.group(1)) * _GO_DURATION_UNITS[m.group(2)]
         pos = m.end()
     return sign * total
+
+
+_PROM_DURATION = re.compile(
+    r"^(?:(\d+)y)?(?:(\d+)w)?(?:(\d+)d)?(?:(\d+)h)?(?:(\d+)m)?(?:(\d+)s)?(?:(\d+)ms)?$"
+)
+_PROM_UNITS_MS = (365 * 86400_000, 7 * 86400_000, 86400_000, 3600_000, 60_000, 1000, 1)
+
+
+def parse_prometheus_duration(text: str) -> float:
+    """Parse a Prometheus duration (``model.ParseDuration``: ``"1m30s"``, ``"1d"``, ``"500ms"``, ``"0"``;
+    integers with the units y, w, d, h, m, s, ms in that order) into seconds. Raises ValueError otherwise."""
+    if text == "0":
+        return 0.0
+    if text == "":
+        raise ValueError("empty duration string")
+    m = _PROM_DURATION.match(text)
+    if m is None:
+        raise ValueError(f"not a valid duration string: {text!r} (expected integers with the units y, w, "
+                         "d, h, m, s, ms in that order, such as \"15s\" or \"1m30s\")")
+    ms = sum(int(g) * unit for g, unit in zip(m.groups(), _PROM_UNITS_MS, strict=True) if g is not None)
+    return ms / 1000.0
+
+
+def format_prometheus_duration(seconds: float) -> str:
+    """Prometheus' ``model.Duration.String``: ``90`` → ``"1m30s"``, ``0`` → ``"0s"`` (the value of the
+    ``__scrape_interval__``/``__scrape_timeout__`` target labels)."""
+    ms = round(seconds * 1000)
+    if ms == 0:
+        return "0s"
+    out = ""
+    for unit, mult, exact in (("y", _PROM_UNITS_MS[0], True), ("w", _PROM_UNITS_MS[1], True),
+                              ("d", _PROM_UNITS_MS[2], False), ("h", _PROM_UNITS_MS[3], False),
+                              ("m", _PROM_UNITS_MS[4], False), ("s", 1000, False), ("ms", 1, False)):
+        if exact and ms % mult:
+            continue
+        value = ms // mult
+        if value > 0:
+            out += f"{value}{unit}"
+            ms -= value * mult
+    return out
 
 
 def _to_seconds(value: Any) -> float:
@@ -307,6 +350,30 @@ class WriterConfig(BaseModel):
         return self
 
 
+class StaticConfig(BaseModel):
+    """Prometheus' ``static_configs`` entry: ``host:port`` targets and the labels they share."""
+
+    model_config = _FROZEN
+
+    targets: list[str] = Field(default_factory=list)
+    labels: dict[str, str] = Field(default_factory=dict)
+
+    @field_validator("targets")
+    @classmethod
+    def _addresses(cls, v: list[str]) -> list[str]:
+        for target in v:
+            # Prometheus' CheckTargetAddress: a target is host[:port], never a URL.
+            if "/" in target:
+                raise ValueError(f"{target!r} is not a valid hostname: write host:port; the scheme and path "
+                                 "belong in scheme and metrics_path")
+        return v
+
+    @field_validator("labels")
+    @classmethod
+    def _labels_valid(cls, v: dict[str, str]) -> dict[str, str]:
+        return _check_label_names(v)
+
+
 class InstanceConfig(BaseModel):
     """One ``[[instances]]`` entry of ``input.prometheus``: Categraf's options plus Prometheus scrape extras.
 
@@ -314,6 +381,13 @@ class InstanceConfig(BaseModel):
     the target labels are merged, like Prometheus' ``metric_relabel_configs`` (which run first).
     ``target_relabel_configs`` are Prometheus' ``relabel_configs``: they run once on the target labels with
     ``__address__``, ``__scheme__`` and ``__metrics_path__``.
+
+    With ``job_name`` set the instance is one Prometheus ``scrape_config``
+    (:mod:`kubescrape.config.prometheus`): its targets are the ``static_configs`` (``urls`` is unused) and
+    they get Prometheus' target labels exactly — ``job``, ``instance`` defaulting to ``__address__`` after
+    ``target_relabel_configs``, ``__scheme__``/``__metrics_path__``/``__param_*`` from ``scheme``,
+    ``metrics_path`` and ``params``, ``__scrape_interval__``/``__scrape_timeout__`` from
+    ``scrape_interval``/``scrape_timeout`` — and no Categraf URL label.
     """
 
     model_config = _FROZEN
@@ -368,6 +442,26 @@ class InstanceConfig(BaseModel):
     track_timestamps_staleness: bool = False
     metric_relabel_configs: list[RelabelConfig] = Field(default_factory=list)
     target_relabel_configs: list[RelabelConfig] = Field(default_factory=list)
+    # Prometheus scrape_config (set by the Prometheus loader; job_name switches to its target semantics).
+    job_name: str | None = None
+    static_configs: list[StaticConfig] = Field(default_factory=list)
+    scheme: str = "http"
+    metrics_path: str = "/metrics"
+    params: dict[str, list[str]] = Field(default_factory=dict)
+    scrape_interval: Seconds | None = None
+    scrape_timeout: Seconds | None = None
+
+    @field_validator("scheme")
+    @classmethod
+    def _scheme(cls, v: str) -> str:
+        if v not in ("http", "https"):
+            raise ValueError(f"scheme {v!r} is not supported: expected \"http\" or \"https\"")
+        return v
+
+    @field_validator("scrape_interval", "scrape_timeout")
+    @classmethod
+    def _job_durations(cls, v: float | None) -> float | None:
+        return None if v is None else _at_least_min(v)
 
     @field_validator("timeout")
     @classmethod
