@@ -1,0 +1,211 @@
+"""Differential end to end: ONE prometheus.yml, given unmodified to a real Prometheus (which scrapes and
+stores) and to kubescrape (the agent with the loaded file, remote-writing into a second real Prometheus).
+The final target label sets and scrape URLs (Prometheus' ``/api/v1/targets``) and the stored series label
+sets must be equal.
+
+Prometheus adds ``external_labels`` only when series leave it (remote write, federation), so its side is
+read from ``/federate``, which applies them, rather than from its TSDB. The synthetic series (``up``,
+``scrape_duration_seconds`` …) are compared too: both sides produce the same five.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from pathlib import Path
+from typing import Any
+
+from prometheus_client.parser import text_string_to_metric_families
+
+from kubescrape.agent import Agent
+from kubescrape.config.models import WriterConfig
+from kubescrape.config.prometheus import load_prometheus
+from kubescrape.scrape.targets import build_targets
+from tests.e2e.helpers import metrics_server
+from tests.e2e.prom import Prometheus, running_prometheus
+
+PLAIN = """# TYPE plain_requests_total counter
+plain_requests_total{code="200",instance="from-app"} 7
+plain_requests_total{code="500",instance="from-app"} 1
+# TYPE plain_temperature gauge
+plain_temperature 21.5
+"""
+
+RELABELED = """# TYPE old_name gauge
+old_name{kind="a",debug_id="1"} 1
+old_name{kind="b",debug_id="2"} 2
+# TYPE noisy_debug gauge
+noisy_debug 3
+# TYPE kept_total counter
+kept_total{env="from-app"} 4
+"""
+
+ALT = """# TYPE alt_only gauge
+alt_only{path="alt"} 1
+# TYPE noisy_other gauge
+noisy_other 5
+"""
+
+HONORED = """# TYPE honored_metric gauge
+honored_metric{job="exposed",instance="exposed-instance"} 1
+honored_metric{other="x"} 2
+"""
+
+
+def prometheus_yml(p1: int, p2: int, p3: int, p4: int) -> str:
+    return f"""# one file, read unmodified by Prometheus and by kubescrape
+global:
+  scrape_interval: 1s
+  scrape_timeout: 1s
+  evaluation_interval: 1m
+  external_labels:
+    cluster: e2e
+    env: from-global
+
+scrape_configs:
+  - job_name: plain
+    static_configs:
+      - targets: ["127.0.0.1:{p1}"]
+        labels:
+          group: one
+
+  - job_name: relabeled
+    params:
+      module: [m1]
+    static_configs:
+      - targets: ["127.0.0.1:{p2}", "drop-me:1"]
+        labels:
+          team: a
+      - targets: ["alias-b"]
+        labels:
+          team: b
+    relabel_configs:
+      - source_labels: [__address__]
+        regex: "drop-me:.*"
+        action: drop
+      - source_labels: [__address__]
+        regex: alias-b
+        target_label: __address__
+        replacement: "127.0.0.1:{p3}"
+      - source_labels: [team]
+        regex: b
+        target_label: __metrics_path__
+        replacement: /alt
+      - target_label: __param_x
+        replacement: "y z"
+      - source_labels: [team, __param_module]
+        separator: "-"
+        target_label: instance
+      - source_labels: [__scheme__]
+        target_label: scheme
+    metric_relabel_configs:
+      - source_labels: [__name__]
+        regex: "noisy_.*"
+        action: drop
+      - source_labels: [__name__]
+        regex: old_name
+        target_label: __name__
+        replacement: new_name
+      - regex: debug_.*
+        action: labeldrop
+
+  - job_name: honored
+    honor_labels: true
+    metrics_path: /honored
+    static_configs:
+      - targets: ["127.0.0.1:{p4}"]
+"""
+
+
+def _key(labels: dict[str, str]) -> tuple[tuple[str, str], ...]:
+    return tuple(sorted(labels.items()))
+
+
+def federated_series(prom: Prometheus) -> set[tuple[tuple[str, str], ...]]:
+    import urllib.parse
+    import urllib.request
+
+    query = urllib.parse.urlencode({"match[]": '{job=~".+"}'})
+    with urllib.request.urlopen(f"{prom.url}/federate?{query}", timeout=30) as r:
+        text = r.read().decode()
+    out: set[tuple[tuple[str, str], ...]] = set()
+    for family in text_string_to_metric_families(text):
+        for sample in family.samples:
+            out.add(_key({"__name__": sample.name, **sample.labels}))
+    return out
+
+
+def stored_series(prom: Prometheus) -> set[tuple[tuple[str, str], ...]]:
+    return {_key(s) for s in prom.series('{__name__=~".+"}', start=time.time() - 600, end=time.time() + 60)}
+
+
+async def _wait(predicate: Any, timeout: float = 60.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not await asyncio.to_thread(predicate):
+        if time.monotonic() > deadline:
+            raise TimeoutError("condition not met in time")
+        await asyncio.sleep(0.5)
+
+
+async def test_one_prometheus_yml_gives_the_same_targets_and_series_as_prometheus(tmp_path: Path) -> None:
+    pages = {"/metrics": PLAIN}
+    async with metrics_server(pages) as s1, metrics_server({"/metrics": RELABELED}) as s2, \
+            metrics_server({"/alt": ALT}) as s3, metrics_server({"/honored": HONORED}) as s4:
+        config_file = tmp_path / "prometheus.yml"
+        config_file.write_text(prometheus_yml(s1.port, s2.port, s3.port, s4.port))
+        text = config_file.read_text()
+
+        # kubescrape's view of the file.
+        config = load_prometheus(config_file)
+        assert config.warnings == []
+        ours_targets = {(_key(dict(t.labels)), t.url) for t in build_targets(config)}
+
+        # The reference: Prometheus with the same file text.
+        with running_prometheus(tmp_path / "reference", config_yaml=text) as reference, \
+                running_prometheus(tmp_path / "receiver") as receiver:
+            def all_up() -> bool:
+                active = reference.api("targets", state="active")["activeTargets"]
+                return len(active) == 4 and all(t["health"] == "up" for t in active)
+
+            await _wait(all_up)
+            active = (await asyncio.to_thread(reference.api, "targets", state="active"))["activeTargets"]
+            dropped = (await asyncio.to_thread(reference.api, "targets", state="dropped"))["droppedTargets"]
+            theirs_targets = {(_key(t["labels"]), t["scrapeUrl"]) for t in active}
+            assert ours_targets == theirs_targets
+            assert [t["discoveredLabels"]["__address__"] for t in dropped] == ["drop-me:1"]
+
+            # kubescrape, delivering into the receiver.
+            agent_config = config.model_copy(update={"writers": [WriterConfig(url=receiver.write_url)]})
+            async with Agent(agent_config, jitter=False):
+                await _wait(lambda: len(reference.query("up")) == 4 and len(receiver.query("up")) == 4)
+                await asyncio.sleep(2.5)  # a few more scrapes on both sides
+            theirs = await asyncio.to_thread(federated_series, reference)
+            ours = await asyncio.to_thread(stored_series, receiver)
+
+    assert ours == theirs
+    # plain 3 + relabeled/a 3 + relabeled/b 1 + honored 2 scraped series, and 5 synthetic per target.
+    assert len(ours) == 9 + 4 * 5
+    names = {dict(k)["__name__"] for k in ours}
+    # The file's rules really applied: renamed, dropped, honored, conflicts renamed, external labels added.
+    assert "new_name" in names and "old_name" not in names
+    assert {dict(k).get("kind") for k in ours if dict(k)["__name__"] == "new_name"} == {"a", "b"}
+    assert not any(name.startswith("debug_") for k in ours for name, _ in k)
+    assert not any(n.startswith("noisy_") for n in names)
+    assert _key({"__name__": "honored_metric", "job": "exposed", "instance": "exposed-instance",
+                 "cluster": "e2e", "env": "from-global"}) in ours
+    assert _key({"__name__": "plain_temperature", "job": "plain", "instance": f"127.0.0.1:{s1.port}",
+                 "group": "one", "cluster": "e2e", "env": "from-global"}) in ours
+    assert _key({"__name__": "plain_requests_total", "code": "200", "exported_instance": "from-app",
+                 "job": "plain", "instance": f"127.0.0.1:{s1.port}", "group": "one", "cluster": "e2e",
+                 "env": "from-global"}) in ours
+    assert _key({"__name__": "kept_total", "env": "from-app", "job": "relabeled", "instance": "a-m1",
+                 "team": "a", "scheme": "http", "cluster": "e2e"}) in ours
+    assert _key({"__name__": "alt_only", "path": "alt", "job": "relabeled", "instance": "b-m1",
+                 "team": "b", "scheme": "http", "cluster": "e2e", "env": "from-global"}) in ours
+    # Prometheus really asked for the rewritten path and params, as kubescrape did.
+    assert {t[1] for t in ours_targets} == {
+        f"http://127.0.0.1:{s1.port}/metrics",
+        f"http://127.0.0.1:{s2.port}/metrics?module=m1&x=y+z",
+        f"http://127.0.0.1:{s3.port}/alt?module=m1&x=y+z",
+        f"http://127.0.0.1:{s4.port}/honored",
+    }
