@@ -351,22 +351,14 @@ class WriterConfig(BaseModel):
 
 
 class StaticConfig(BaseModel):
-    """Prometheus' ``static_configs`` entry: ``host:port`` targets and the labels they share."""
+    """Prometheus' ``static_configs`` entry: targets (``__address__`` values, usually ``host:port``) and
+    the labels they share. As in Prometheus an address is checked after relabeling, so a blackbox-style
+    ``https://example.org`` target is fine as long as relabeling moves it out of ``__address__``."""
 
     model_config = _FROZEN
 
     targets: list[str] = Field(default_factory=list)
     labels: dict[str, str] = Field(default_factory=dict)
-
-    @field_validator("targets")
-    @classmethod
-    def _addresses(cls, v: list[str]) -> list[str]:
-        for target in v:
-            # Prometheus' CheckTargetAddress: a target is host[:port], never a URL.
-            if "/" in target:
-                raise ValueError(f"{target!r} is not a valid hostname: write host:port; the scheme and path "
-                                 "belong in scheme and metrics_path")
-        return v
 
     @field_validator("labels")
     @classmethod

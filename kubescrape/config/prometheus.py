@@ -548,10 +548,6 @@ def _load_scrape_config(ctx: _Ctx, at: Path_, raw_any: Any, global_interval: flo
                 raise _unknown(ctx, (*here, key), {"targets", "labels"})
         targets = [_string(ctx, (*here, "targets", j), t)
                    for j, t in enumerate(_sequence(ctx, (*here, "targets"), group.get("targets") or []))]
-        for j, target in enumerate(targets):
-            if "/" in target:
-                raise ctx.error((*here, "targets", j), f"{target!r} is not a valid hostname",
-                                "write host:port; put the scheme in scheme: and the path in metrics_path:")
         labels = _labels(ctx, (*here, "labels"), group.get("labels"))
         statics.append(StaticConfig(targets=targets, labels=labels))
     fields["static_configs"] = statics
@@ -567,7 +563,7 @@ def _model(ctx: _Ctx, at: Path_, cls: Callable[..., Any], fields: dict[str, Any]
         err = exc.errors()[0]
         msg = redact_text(str(err["msg"]).removeprefix("Value error, "))
         loc = str(err["loc"][0]) if err["loc"] else ""
-        where = (*at, loc) if loc in fields and ctx.doc.line((*at, loc)) != ctx.doc.line(at) else at
+        where = (*at, loc) if (*at, loc) in ctx.doc.lines else at
         raise ctx.error(where, msg, "fix the value as described") from None
 
 
