@@ -548,6 +548,13 @@ def _load_scrape_config(ctx: _Ctx, at: Path_, raw_any: Any, global_interval: flo
                 raise _unknown(ctx, (*here, key), {"targets", "labels"})
         targets = [_string(ctx, (*here, "targets", j), t)
                    for j, t in enumerate(_sequence(ctx, (*here, "targets"), group.get("targets") or []))]
+        if not raw.get("relabel_configs"):
+            # Prometheus refuses a URL as a target unless relabel_configs could move it out of __address__.
+            for j, target in enumerate(targets):
+                if "/" in target:
+                    raise ctx.error((*here, "targets", j), f"{target!r} is not a valid hostname",
+                                    "write host:port; the scheme goes in scheme: and the path in "
+                                    "metrics_path:")
         labels = _labels(ctx, (*here, "labels"), group.get("labels"))
         statics.append(StaticConfig(targets=targets, labels=labels))
     fields["static_configs"] = statics

@@ -127,8 +127,7 @@ def test_targets_from_snippet(tmp_path: Path, case: str, text: str,
     assert got == expected
 
 
-def test_intervals_timeouts_and_per_target_interval_labels(tmp_path: Path) -> None:
-    targets = targets_of(tmp_path, """
+INTERVALS = """
         global:
           scrape_interval: 30s
         scrape_configs:
@@ -146,7 +145,11 @@ def test_intervals_timeouts_and_per_target_interval_labels(tmp_path: Path) -> No
                 regex: d:1
                 target_label: __scrape_interval__
                 replacement: 2m
-        """)
+        """
+
+
+def test_intervals_timeouts_and_per_target_interval_labels(tmp_path: Path) -> None:
+    targets = targets_of(tmp_path, INTERVALS)
     got = {t.label_dict["instance"]: (t.interval, t.timeout) for t in targets}
     # The global timeout (10s) is capped by a shorter job interval, as Prometheus does.
     assert got == {"a:1": (30.0, 10.0), "b:1": (5.0, 5.0), "c:1": (90.0, 20.0), "d:1": (120.0, 20.0)}
@@ -341,6 +344,13 @@ scrape_configs:
   - job_name: a
   - job_name: a
 """, 3, "scrape_configs[1].job_name", "multiple scrape configs"),
+    ("URL as a target without relabel_configs", """
+scrape_configs:
+  - job_name: a
+    static_configs:
+      - targets:
+          - http://h:1/metrics
+""", 5, "scrape_configs[0].static_configs[0].targets[0]", "not a valid hostname"),
     ("static label name", """
 scrape_configs:
   - job_name: a

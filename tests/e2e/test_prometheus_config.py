@@ -11,18 +11,27 @@ read from ``/federate``, which applies them, rather than from its TSDB. The synt
 from __future__ import annotations
 
 import asyncio
+import shutil
+import subprocess
+import textwrap
 import time
 from pathlib import Path
 from typing import Any
 
+import pytest
+import yaml
 from prometheus_client.parser import text_string_to_metric_families
 
 from kubescrape.agent import Agent
-from kubescrape.config.models import WriterConfig
+from kubescrape.config.models import WriterConfig, format_prometheus_duration
 from kubescrape.config.prometheus import load_prometheus
 from kubescrape.scrape.targets import build_targets
+from tests.config.test_prometheus import ERRORS, INTERVALS, TARGET_TABLE
 from tests.e2e.helpers import metrics_server
 from tests.e2e.prom import Prometheus, running_prometheus
+
+PROMTOOL = shutil.which("promtool") or "/usr/bin/promtool"
+STRICTER = {"bad scheme", "bad remote-write url"}
 
 PLAIN = """# TYPE plain_requests_total counter
 plain_requests_total{code="200",instance="from-app"} 7
@@ -209,3 +218,56 @@ async def test_one_prometheus_yml_gives_the_same_targets_and_series_as_prometheu
         f"http://127.0.0.1:{s3.port}/alt?module=m1&x=y+z",
         f"http://127.0.0.1:{s4.port}/honored",
     }
+
+
+# --- the loader's edge cases, checked against the real Prometheus -------------------------------------
+
+
+def _active_targets(prom: Prometheus, count: int) -> list[dict[str, Any]]:
+    deadline = time.monotonic() + 60
+    while True:
+        active: list[dict[str, Any]] = prom.api("targets", state="active")["activeTargets"]
+        if len(active) >= count or time.monotonic() > deadline:
+            return active
+        time.sleep(0.5)
+
+
+def _targets_both_ways(tmp_path: Path, text: str) -> tuple[set[tuple[Any, ...]], set[tuple[Any, ...]]]:
+    tmp_path.mkdir()
+    config_file = tmp_path / "prometheus.yml"
+    config_file.write_text(text)
+    ours = {(_key(dict(t.labels)), t.url, format_prometheus_duration(t.interval),
+             format_prometheus_duration(t.timeout)) for t in build_targets(load_prometheus(config_file))}
+    with running_prometheus(tmp_path / "reference", config_yaml=text) as reference:
+        active = _active_targets(reference, len(ours))
+    theirs = {(_key(t["labels"]), t["scrapeUrl"], t["scrapeInterval"], t["scrapeTimeout"]) for t in active}
+    return ours, theirs
+
+
+def test_the_snippet_table_gives_prometheus_target_labels_urls_and_intervals(tmp_path: Path) -> None:
+    scrape_configs: list[dict[str, Any]] = []
+    for i, (_, snippet, _expected) in enumerate(TARGET_TABLE):
+        for job in yaml.safe_load(textwrap.dedent(snippet))["scrape_configs"]:
+            job["job_name"] = f"case{i}_{job['job_name']}"
+            scrape_configs.append(job)
+    text = yaml.safe_dump({"global": {"scrape_interval": "1h"}, "scrape_configs": scrape_configs})
+    ours, theirs = _targets_both_ways(tmp_path / "table", text)
+    assert len(ours) == sum(len(expected) for _, _, expected in TARGET_TABLE)
+    assert ours == theirs
+
+    ours, theirs = _targets_both_ways(tmp_path / "intervals", textwrap.dedent(INTERVALS))
+    assert len(ours) == 4
+    assert ours == theirs
+
+
+@pytest.mark.parametrize(("case", "text"), [(e[0], e[1]) for e in ERRORS], ids=[e[0] for e in ERRORS])
+def test_prometheus_refuses_what_the_loader_refuses(tmp_path: Path, case: str, text: str) -> None:
+    path = tmp_path / "prometheus.yml"
+    path.write_text(text.lstrip("\n"))
+    result = subprocess.run([PROMTOOL, "check", "config", str(path)], capture_output=True, text=True,
+                            timeout=60, check=False)
+    if case in STRICTER:
+        # Prometheus loads these and fails every scrape or send instead; refusing them at load is kinder.
+        assert result.returncode == 0, result.stdout + result.stderr
+    else:
+        assert result.returncode != 0, result.stdout + result.stderr
