@@ -242,7 +242,7 @@ def build_targets(config: AgentConfig) -> list[Target]:
     seen: dict[str, int] = {}
     for index, inst in enumerate(config.instances):
         if inst.job_name is not None:
-            job_targets = _build_job(config, inst)
+            job_targets = [t for _, t in _job_targets(config, inst) if t is not None]
             for i, job_target in enumerate(job_targets):
                 n = seen.get(job_target.name, 0) + 1
                 seen[job_target.name] = n
@@ -301,16 +301,9 @@ def populate_labels(
     defaulting to ``__address__``. Returns the labels (internal ``__`` labels included, ``__meta_*``
     removed), None when relabeling dropped the target; raises ValueError for a target Prometheus refuses
     (no ``__address__``, a bad scheme or ``__scrape_interval__``)."""
-    lb = dict(lset)
-    for name, value in (("job", job_name), ("__scrape_interval__", format_prometheus_duration(interval)),
-                        ("__scrape_timeout__", format_prometheus_duration(timeout)),
-                        ("__metrics_path__", metrics_path), ("__scheme__", scheme)):
-        if not lb.get(name):
-            lb[name] = value
-    for key, values in params.items():
-        if values:
-            lb[f"__param_{key}"] = values[0]
-    result = relabel({k: v for k, v in lb.items() if v != ""}, relabel_configs)
+    lb = _pre_relabel(lset, job_name=job_name, scheme=scheme, metrics_path=metrics_path, params=params,
+                      interval=interval, timeout=timeout)
+    result = relabel(lb, relabel_configs)
     if result is None:
         return None
     addr = result.get("__address__", "")
@@ -339,6 +332,21 @@ def populate_labels(
     if not result.get("instance"):
         result["instance"] = addr
     return result
+
+
+def _pre_relabel(lset: Mapping[str, str], *, job_name: str, scheme: str, metrics_path: str,
+                 params: Mapping[str, Sequence[str]], interval: float, timeout: float) -> dict[str, str]:
+    """The labels relabel_configs see (Prometheus' ``discoveredLabels``)."""
+    lb = dict(lset)
+    for name, value in (("job", job_name), ("__scrape_interval__", format_prometheus_duration(interval)),
+                        ("__scrape_timeout__", format_prometheus_duration(timeout)),
+                        ("__metrics_path__", metrics_path), ("__scheme__", scheme)):
+        if not lb.get(name):
+            lb[name] = value
+    for key, values in params.items():
+        if values:
+            lb[f"__param_{key}"] = values[0]
+    return {k: v for k, v in lb.items() if v != ""}
 
 
 def _needs_port(addr: str) -> bool:
@@ -376,26 +384,31 @@ def target_url(labels: Mapping[str, str], params: Mapping[str, Sequence[str]]) -
                        labels.get("__metrics_path__", ""), encoded, ""))
 
 
-def _build_job(config: AgentConfig, inst: InstanceConfig) -> list[Target]:
-    """Every static target of a Prometheus scrape_config, deduplicated by (labels, URL) as Prometheus."""
+def _job_targets(config: AgentConfig, inst: InstanceConfig) -> list[tuple[dict[str, str], Target | None]]:
+    """Every static target of a Prometheus scrape_config: its discovered labels and the target (None when
+    relabeling dropped it or Prometheus would refuse it), deduplicated by (labels, URL) as Prometheus."""
     interval = inst.scrape_interval or config.global_.interval
     timeout = inst.scrape_timeout or min(DEFAULT_SCRAPE_TIMEOUT, interval)
     job = inst.job_name or ""
     external = tuple(sorted(config.global_.labels.items()))
-    out: list[Target] = []
+    out: list[tuple[dict[str, str], Target | None]] = []
     seen: set[tuple[tuple[tuple[str, str], ...], str]] = set()
     for group in inst.static_configs:
         for address in group.targets:
             lset = {**group.labels, "__address__": address}
+            discovered = _pre_relabel(lset, job_name=job, scheme=inst.scheme, metrics_path=inst.metrics_path,
+                                      params=inst.params, interval=interval, timeout=timeout)
             try:
                 full = populate_labels(lset, job_name=job, scheme=inst.scheme, metrics_path=inst.metrics_path,
                                        params=inst.params, interval=interval, timeout=timeout,
                                        relabel_configs=inst.target_relabel_configs)
             except ValueError as exc:
                 logger.warning("job %r: target %s is not scraped: %s", job, address, exc)
+                out.append((discovered, None))
                 continue
             if full is None:
                 logger.info("job %r: target %s dropped by relabel_configs", job, address)
+                out.append((discovered, None))
                 continue
             url = target_url(full, inst.params)
             labels = tuple(sorted((k, v) for k, v in full.items() if not k.startswith("__")))
@@ -406,7 +419,7 @@ def _build_job(config: AgentConfig, inst: InstanceConfig) -> list[Target]:
             t_timeout = _label_duration(full.get("__scrape_timeout__", ""), timeout, "timeout")
             target = _make_target(inst, url, labels, t_interval, t_timeout,
                                   inst.username or None, inst.password or None, ())
-            out.append(replace(target, external_labels=external))
+            out.append((discovered, replace(target, external_labels=external)))
     return out
 
 
@@ -626,3 +639,51 @@ def synthetic_labels(target: Target, name: str) -> list[tuple[str, str]]:
     for key, value in target.external_labels:
         labels.setdefault(key, value)
     return sorted([*labels.items(), ("__name__", name)])
+
+
+# --- discovery, for the status pages ----------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class DiscoveredTarget:
+    """A configured URL as target relabeling sees it, and what became of it (see :func:`discover`)."""
+
+    instance: int
+    """Position of its ``[[instances]]`` entry."""
+    labels: dict[str, str]
+    """Discovered labels: the target labels plus ``__address__``, ``__scheme__``, ``__metrics_path__`` and
+    ``__param_<name>``, before ``target_relabel_configs``."""
+    target: Target | None
+    """The target built from it, named as :func:`build_targets` names it (``target_limit`` is not applied
+    here); None when target relabeling dropped it."""
+
+
+def discover(config: AgentConfig) -> list[DiscoveredTarget]:
+    """Every URL of every ``[[instances]]`` with its discovered labels and resulting target, in
+    :func:`build_targets` order. Why one was dropped: ``relabel_steps(d.labels, rules)``."""
+    out: list[DiscoveredTarget] = []
+    seen: dict[str, int] = {}
+    for index, inst in enumerate(config.instances):
+        if inst.job_name is not None:
+            for labels, job_target in _job_targets(config, inst):
+                if job_target is not None:
+                    n = seen[job_target.name] = seen.get(job_target.name, 0) + 1
+                    if n > 1:
+                        job_target = _replace_name(job_target, f"{job_target.name}#{n}")
+                out.append(DiscoveredTarget(index, labels, job_target))
+            continue
+        for raw_url in inst.urls:
+            parts = urlsplit(_normalize_url(raw_url))
+            parts = parts._replace(netloc=parts.netloc.rpartition("@")[2])  # credentials are never labels
+            url = urlunsplit(parts)
+            labels = _target_labels(config, inst, index, url)
+            labels.update(__address__=parts.netloc, __scheme__=parts.scheme, __metrics_path__=parts.path)
+            for key, value in parse_qsl(parts.query, keep_blank_values=True):
+                labels.setdefault(f"__param_{key}", value)
+            target = _build_one(config, inst, index, raw_url)
+            if target is not None:
+                n = seen[target.name] = seen.get(target.name, 0) + 1
+                if n > 1:
+                    target = _replace_name(target, f"{target.name}#{n}")
+            out.append(DiscoveredTarget(index, labels, target))
+    return out
