@@ -11,8 +11,10 @@ read from ``/federate``, which applies them, rather than from its TSDB. The synt
 from __future__ import annotations
 
 import asyncio
+import os
 import shutil
 import subprocess
+import sys
 import textwrap
 import time
 from pathlib import Path
@@ -283,3 +285,44 @@ def test_prometheus_refuses_what_the_loader_refuses(tmp_path: Path, case: str, t
         assert result.returncode == 0, result.stdout + result.stderr
     else:
         assert result.returncode != 0, result.stdout + result.stderr
+
+
+async def _kubescrape(*args: str) -> tuple[int, str, str]:
+    root = Path(__file__).resolve().parents[2]
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "kubescrape", *args, cwd=root, env={**os.environ, "PYTHONPATH": str(root)},
+        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE)
+    out, err = await asyncio.wait_for(proc.communicate(), timeout=120)
+    assert proc.returncode is not None
+    return proc.returncode, out.decode(), err.decode()
+
+
+async def test_run_test_config_scrapes_the_file_and_strict_refuses_what_is_not_implemented(
+    tmp_path: Path
+) -> None:
+    async with metrics_server({"/metrics": RELABELED}) as server:
+        path = tmp_path / "prometheus.yml"
+        path.write_text(textwrap.dedent(f"""
+            global:
+              external_labels: {{cluster: e2e}}
+            rule_files: [rules.yml]
+            scrape_configs:
+              - job_name: app
+                static_configs: [{{targets: ["127.0.0.1:{server.port}"]}}]
+                metric_relabel_configs:
+                  - source_labels: [__name__]
+                    regex: old_name
+                    target_label: __name__
+                    replacement: new_name
+            """).lstrip("\n"))
+        code, out, err = await _kubescrape("run", "--test", "--config", str(path), "--listen", "")
+        assert code == 0, err
+        instance = f"127.0.0.1:{server.port}"
+        assert (f'new_name{{cluster="e2e",debug_id="1",instance="{instance}",job="app",kind="a"}} 1'
+                in out.splitlines())
+        assert f'up{{cluster="e2e",instance="{instance}",job="app"}} 1' in out.splitlines()
+        assert f"{path}:3: rule_files is not implemented by kubescrape; ignored" in err
+
+        code, out, err = await _kubescrape("run", "--test", "--strict", "--config", str(path), "--listen", "")
+        assert code == 2 and out == ""
+        assert f"error: {path}:3 [rule_files]: rule_files is not implemented by kubescrape" in err
