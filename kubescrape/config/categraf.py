@@ -78,7 +78,8 @@ _WRITER_IGNORED = {"use_tls"}
 _WRITER_UNSUPPORTED = {"tls_key_pwd", "tls_min_version", "tls_max_version", "tls_cipher_suites"}
 # Prometheus scrape_config fields of InstanceConfig: set only by the Prometheus loader.
 _INSTANCE_KEYS = set(InstanceConfig.model_fields) - {
-    "job_name", "static_configs", "scheme", "metrics_path", "params", "scrape_interval", "scrape_timeout"
+    "job_name", "static_configs", "scheme", "metrics_path", "params", "scrape_interval", "scrape_timeout",
+    "kubernetes_sd_configs",
 }
 _INSTANCE_UNSUPPORTED = {
     "consul": "Consul service discovery is not supported; list the URLs in urls",

@@ -238,6 +238,20 @@ def _redact_fields(section: dict[str, Any], keys: tuple[str, ...]) -> None:
         section["headers"] = {k: SECRET if k.lower() in SECRET_HEADERS else v for k, v in headers.items()}
 
 
+_SECRET_OPTIONS = {"password", "bearer_token", "credentials", "client_secret"}
+
+
+def _redact_nested(value: Any) -> Any:
+    """Prometheus-style options as written (a discovery's HTTP client settings): secrets hidden."""
+    if isinstance(value, dict):
+        return {k: SECRET if k in _SECRET_OPTIONS and v else _redact_nested(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_redact_nested(v) for v in value]
+    if isinstance(value, str) and "://" in value:
+        return redact_url(value)
+    return value
+
+
 class GlobalConfig(BaseModel):
     """Categraf's ``[global]`` table. ``hostname`` holds the already expanded value."""
 
@@ -442,6 +456,8 @@ class InstanceConfig(BaseModel):
     params: dict[str, list[str]] = Field(default_factory=dict)
     scrape_interval: Seconds | None = None
     scrape_timeout: Seconds | None = None
+    # The job's kubernetes_sd_configs as written (mappings), kept for the discovery module to consume.
+    kubernetes_sd_configs: list[dict[str, Any]] = Field(default_factory=list)
 
     @field_validator("scheme")
     @classmethod
@@ -568,6 +584,7 @@ class AgentConfig(BaseModel):
         for inst in data.get("instances", []):
             inst["urls"] = [redact_url(u) for u in inst.get("urls", [])]
             _redact_fields(inst, ("password", "bearer_token_string", "tls_key_pwd"))
+            inst["kubernetes_sd_configs"] = _redact_nested(inst.get("kubernetes_sd_configs", []))
         return data
 
     def require_writers(self) -> None:

@@ -558,6 +558,10 @@ def _load_scrape_config(ctx: _Ctx, at: Path_, raw_any: Any, global_interval: flo
         labels = _labels(ctx, (*here, "labels"), group.get("labels"))
         statics.append(StaticConfig(targets=targets, labels=labels))
     fields["static_configs"] = statics
+    if raw.get("kubernetes_sd_configs"):
+        sds = _sequence(ctx, (*at, "kubernetes_sd_configs"), raw["kubernetes_sd_configs"])
+        fields["kubernetes_sd_configs"] = [_mapping(ctx, (*at, "kubernetes_sd_configs", i), sd)
+                                           for i, sd in enumerate(sds)]
     fields.update(_http_client(ctx, at, raw, scrape=True))
     inst: InstanceConfig = _model(ctx, at, InstanceConfig, fields)
     return inst

@@ -304,8 +304,10 @@ def test_every_unsupported_option_warns_once_with_its_line(tmp_path: Path) -> No
         matching = [w for w in config.warnings if w.startswith(f"{path}:{line}: {name} ")]
         assert len(matching) == 1, (line, name, config.warnings)
     assert not any("evaluation_interval" in w for w in config.warnings)
-    # The static targets of a job with an unsupported discovery still run.
+    # The static targets of a job with an unsupported discovery still run; the Kubernetes discovery
+    # settings are kept as written, for the discovery module.
     assert [t.url for t in build_targets(config)] == ["http://h:1/metrics"]
+    assert config.instances[0].kubernetes_sd_configs == [{"role": "pod"}]
 
 
 def test_strict_turns_the_first_unsupported_option_into_an_error(tmp_path: Path) -> None:
@@ -569,3 +571,31 @@ def test_a_target_prometheus_refuses_after_relabeling_is_skipped_with_a_warning(
         """)
     assert [t.url for t in targets] == ["http://ok:1/metrics"]
     assert "not a valid hostname" in caplog.text and "no address" in caplog.text
+
+
+def test_redacted_configuration_hides_every_secret_of_a_prometheus_file(tmp_path: Path) -> None:
+    config = load_prometheus(write(tmp_path, """
+        scrape_configs:
+          - job_name: j
+            basic_auth: {username: u, password: pw-secret}
+            static_configs: [{targets: ["h:1"]}]
+            kubernetes_sd_configs:
+              - role: node
+                api_server: https://admin:url-secret@k8s:6443
+                authorization: {credentials: sd-secret}
+          - job_name: k
+            authorization: {type: Token, credentials: token-secret}
+            static_configs: [{targets: ["h:2"]}]
+          - job_name: b
+            bearer_token: bearer-secret
+            static_configs: [{targets: ["h:3"]}]
+        remote_write:
+          - url: http://w/api/v1/write
+            basic_auth: {username: u, password: rw-secret}
+          - url: http://w2/api/v1/write
+            authorization: {credentials: rw-token}
+        """))
+    shown = repr(config.redacted())
+    for secret in ("pw-secret", "url-secret", "sd-secret", "token-secret", "bearer-secret", "rw-secret",
+                   "rw-token"):
+        assert secret not in shown
