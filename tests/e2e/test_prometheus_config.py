@@ -13,6 +13,7 @@ from __future__ import annotations
 import asyncio
 import os
 import shutil
+import signal
 import subprocess
 import sys
 import textwrap
@@ -29,7 +30,7 @@ from kubescrape.config.models import WriterConfig, format_prometheus_duration
 from kubescrape.config.prometheus import load_prometheus
 from kubescrape.scrape.targets import build_targets, discover
 from tests.config.test_prometheus import ERRORS, INTERVALS, TARGET_TABLE
-from tests.e2e.helpers import metrics_server
+from tests.e2e.helpers import TLSFiles, metrics_server
 from tests.e2e.prom import Prometheus, running_prometheus
 
 PROMTOOL = shutil.which("promtool") or "/usr/bin/promtool"
@@ -326,3 +327,52 @@ async def test_run_test_config_scrapes_the_file_and_strict_refuses_what_is_not_i
         code, out, err = await _kubescrape("run", "--test", "--strict", "--config", str(path), "--listen", "")
         assert code == 2 and out == ""
         assert f"error: {path}:3 [rule_files]: rule_files is not implemented by kubescrape" in err
+
+
+async def test_run_config_delivers_over_the_files_remote_write_and_scrapes_tls_with_a_token_file(
+    tmp_path: Path, prometheus: Prometheus
+) -> None:
+    tls = TLSFiles.create(tmp_path / "pki")
+    (tmp_path / "token").write_text("token-1\n")
+    async with metrics_server({"/metrics": PLAIN}, tokens={"token-1"}, tls=tls) as server:
+        path = tmp_path / "prometheus.yml"
+        path.write_text(textwrap.dedent(f"""
+            global:
+              scrape_interval: 1s
+              external_labels: {{cluster: e2e}}
+            scrape_configs:
+              - job_name: secure
+                scheme: https
+                authorization:
+                  credentials_file: token
+                tls_config:
+                  ca_file: pki/ca.crt
+                  server_name: localhost
+                static_configs: [{{targets: ["127.0.0.1:{server.port}"]}}]
+            remote_write:
+              - url: {prometheus.write_url}
+                remote_timeout: 10s
+                headers: {{X-Scope-OrgID: tenant-1}}
+                queue_config: {{max_samples_per_send: 100, max_shards: 2, min_backoff: 10ms}}
+            """).lstrip("\n"))
+        proc = await asyncio.create_subprocess_exec(
+            sys.executable, "-m", "kubescrape", "run", "--config", str(path), "--listen", "", "--no-spool",
+            "--log-level", "warning", cwd=Path(__file__).resolve().parents[2],
+            env={**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[2])},
+            stderr=asyncio.subprocess.PIPE)
+        try:
+            await _wait(lambda: prometheus.query('up{job="secure",cluster="e2e"} == 1'))
+            series = await asyncio.to_thread(prometheus.series, '{job="secure"}')
+            proc.send_signal(signal.SIGTERM)
+            code = await asyncio.wait_for(proc.wait(), 30)
+        finally:
+            if proc.returncode is None:
+                proc.kill()
+                await proc.wait()
+        assert proc.stderr is not None
+        err = (await proc.stderr.read()).decode()
+    assert code == 0, err
+    assert "Traceback" not in err
+    assert {s["__name__"] for s in series} >= {"plain_requests_total", "plain_temperature", "up"}
+    assert all(s["cluster"] == "e2e" and s["instance"] == f"127.0.0.1:{server.port}" for s in series)
+    assert all(r.get("Authorization") == "Bearer token-1" for r in server.requests)
