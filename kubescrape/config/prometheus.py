@@ -329,12 +329,33 @@ def _unknown(ctx: _Ctx, at: Path_, known: set[str]) -> ConfigError:
                      + ", ".join(sorted(known)))
 
 
+# Values of unimplemented options that ask for what kubescrape does anyway (Prometheus' defaults, mostly,
+# as generated files spell them out): no warning.
+_SATISFIED: dict[str, tuple[Any, ...]] = {
+    "follow_redirects": (True,),  # aiohttp follows redirects
+    "enable_http2": (True, False),  # HTTP/1.1 either way; Prometheus falls back to it too
+    "proxy_from_environment": (False,),
+    "scrape_classic_histograms": (False,),
+    "always_scrape_classic_histograms": (False,),
+    "keep_dropped_targets": (0,),
+    "native_histogram_bucket_limit": (0,),
+    "send_exemplars": (False,),
+    "send_native_histograms": (False,),
+    "round_robin_dns": (False,),
+}
+
+
 def _check_keys(ctx: _Ctx, at: Path_, raw: dict[str, Any], implemented: set[str],
                 unsupported: set[str], sd: bool = False) -> None:
     for key in raw:
         if key in implemented:
             continue
         if key in unsupported or (sd and key.endswith("_sd_configs")):
+            value = raw[key]
+            if value is None or value == [] or value == {} or value in _SATISFIED.get(key, ()):
+                continue
+            if key == "metadata_config" and isinstance(value, dict) and value.get("send") is False:
+                continue  # kubescrape sends no metadata
             what = ""
             if key == "kubernetes_sd_configs":
                 what = "; this job scrapes only its static_configs"

@@ -599,3 +599,25 @@ def test_redacted_configuration_hides_every_secret_of_a_prometheus_file(tmp_path
     for secret in ("pw-secret", "url-secret", "sd-secret", "token-secret", "bearer-secret", "rw-secret",
                    "rw-token"):
         assert secret not in shown
+
+
+def test_unimplemented_options_set_to_what_kubescrape_does_anyway_do_not_warn(tmp_path: Path) -> None:
+    config = load_prometheus(write(tmp_path, """
+        scrape_configs:
+          - job_name: generated
+            follow_redirects: true
+            enable_http2: true
+            scrape_classic_histograms: false
+            kubernetes_sd_configs: []
+            static_configs: [{targets: ["h:1"]}]
+          - job_name: asks_more
+            follow_redirects: false
+            static_configs: [{targets: ["h:2"]}]
+        remote_write:
+          - url: http://w/api/v1/write
+            send_exemplars: false
+            metadata_config: {send: false}
+        """))
+    assert config.warnings == [
+        f"{tmp_path / 'prometheus.yml'}:9: scrape_configs[1].follow_redirects is not implemented by "
+        "kubescrape; ignored"]
