@@ -34,6 +34,7 @@ line, key, what is expected and the fix.
 from __future__ import annotations
 
 import re
+import socket
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -290,7 +291,10 @@ def _load_document(ctx: _Ctx, data: Any) -> tuple[list[InstanceConfig], list[Wri
             raise _unknown(ctx, (key,), _TOP_IMPLEMENTED | _TOP_UNSUPPORTED)
     global_raw = _mapping(ctx, ("global",), top.get("global") or {})
     interval, timeout, external, limits = _load_global(ctx, global_raw)
-    global_cfg = GlobalConfig(interval=interval, labels=external, omit_hostname=True)
+    # The hostname only seeds the scrape offsets (so agents on different nodes spread their scrapes); no
+    # agent_hostname label is added, as Prometheus adds none.
+    global_cfg = GlobalConfig(interval=interval, labels=external, omit_hostname=True,
+                              hostname=socket.gethostname())
 
     instances: list[InstanceConfig] = []
     jobs: dict[str, int] = {}
