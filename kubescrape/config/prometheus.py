@@ -24,6 +24,12 @@ A Prometheus-agent user's file runs unmodified. What maps where:
   scrape loop, as the kubelet token must be. Relative paths are relative to the file's directory, as in
   Prometheus.
 
+Known differences, each small: a series whose metric relabeling removes ``__name__`` keeps its old name
+(Prometheus fails that scrape); ``label_limit`` counts the external labels too (Prometheus adds them after
+the check); a job's ``kubernetes_sd_configs`` are kept on the instance, as written, for the discovery module,
+but not run yet. Where Prometheus would accept a file that cannot work (``scheme: ftp``, an ``ftp://``
+remote-write URL) the loader refuses it at once.
+
 Options Prometheus has and kubescrape does not implement (service discovery other than static_configs,
 ``rule_files``, ``alerting``, ``remote_read``, ``write_relabel_configs``, OAuth2, proxies, native
 histograms …) are named in a warning with ``file:line`` — an error with ``strict=True``. An option Prometheus
