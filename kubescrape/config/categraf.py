@@ -79,7 +79,7 @@ _WRITER_UNSUPPORTED = {"tls_key_pwd", "tls_min_version", "tls_max_version", "tls
 # Prometheus scrape_config fields of InstanceConfig: set only by the Prometheus loader.
 _INSTANCE_KEYS = set(InstanceConfig.model_fields) - {
     "job_name", "static_configs", "scheme", "metrics_path", "params", "scrape_interval", "scrape_timeout",
-    "kubernetes_sd_configs",
+    "kubernetes_sd_configs", "write_relabel_configs",
 }
 _INSTANCE_UNSUPPORTED = {
     "consul": "Consul service discovery is not supported; list the URLs in urls",

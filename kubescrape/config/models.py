@@ -458,6 +458,8 @@ class InstanceConfig(BaseModel):
     scrape_timeout: Seconds | None = None
     # The job's kubernetes_sd_configs as written (mappings), kept for the discovery module to consume.
     kubernetes_sd_configs: list[dict[str, Any]] = Field(default_factory=list)
+    # remote_write's write_relabel_configs, shared by every writer (see config/prometheus.py).
+    write_relabel_configs: list[RelabelConfig] = Field(default_factory=list)
 
     @field_validator("scheme")
     @classmethod

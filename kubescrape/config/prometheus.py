@@ -19,6 +19,10 @@ A Prometheus-agent user's file runs unmodified. What maps where:
   ``min_backoff``, ``max_backoff``; ``max_samples_per_send`` → batch and ``capacity`` → queue capacity,
   shared by all writers, taken from the first that sets them). A queue_config option left unset keeps
   kubescrape's default (Prometheus' 200 shards would be far too many for a node agent).
+* ``write_relabel_configs``: every writer receives every series, so they apply when all ``remote_write``
+  entries have the same rules (the usual single one): after metric relabeling and external labels, to
+  scraped series; a synthetic series (``up`` …) is relabeled but never dropped by them. Different rules
+  per writer are named as unsupported.
 * Secret files (``password_file``, ``credentials_file``/``bearer_token_file`` of a writer or of a
   non-Bearer ``authorization``) are read once at load; a scrape job's Bearer token file is re-read by the
   scrape loop, as the kubelet token must be. Relative paths are relative to the file's directory, as in
@@ -31,7 +35,7 @@ but not run yet. Where Prometheus would accept a file that cannot work (``scheme
 remote-write URL) the loader refuses it at once.
 
 Options Prometheus has and kubescrape does not implement (service discovery other than static_configs,
-``rule_files``, ``alerting``, ``remote_read``, ``write_relabel_configs``, OAuth2, proxies, native
+``rule_files``, ``alerting``, ``remote_read``, OAuth2, proxies, native
 histograms …) are named in a warning with ``file:line`` — an error with ``strict=True``. An option Prometheus
 does not know, or a value it would refuse, is a :class:`~kubescrape.errors.ConfigError` with the file,
 line, key, what is expected and the fix.
@@ -103,8 +107,9 @@ _SCRAPE_UNSUPPORTED = {"scrape_classic_histograms", "native_histogram_bucket_lim
                        "scrape_failure_log_file", "metric_name_validation_scheme",
                        "metric_name_escaping_scheme", *_HTTP_UNSUPPORTED}
 _WRITE_IMPLEMENTED = {"url", "name", "remote_timeout", "headers", "queue_config", "tls_config",
-                      "authorization", "bearer_token", "bearer_token_file", "basic_auth"}
-_WRITE_UNSUPPORTED = {"write_relabel_configs", "send_exemplars", "send_native_histograms",
+                      "authorization", "bearer_token", "bearer_token_file", "basic_auth",
+                      "write_relabel_configs"}
+_WRITE_UNSUPPORTED = {"send_exemplars", "send_native_histograms",
                       "metadata_config", "protobuf_message", "round_robin_dns", *_HTTP_UNSUPPORTED}
 _QUEUE_IMPLEMENTED = {"capacity", "max_shards", "min_shards", "max_samples_per_send", "min_backoff",
                       "max_backoff"}
@@ -242,7 +247,8 @@ def load_prometheus(
     """
     doc = _read(Path(path))
     ctx = _Ctx(doc, strict)
-    instances, writers, writer_opt, global_cfg = _load_document(ctx, doc.data)
+    why_not = "--writer-url replaces the file's remote_write" if writer_urls else ""
+    instances, writers, writer_opt, global_cfg = _load_document(ctx, doc.data, write_relabel=why_not)
     if writer_urls:
         writers = [_writer_from_url(u) for u in writer_urls]
     return AgentConfig(global_=global_cfg, writer_opt=writer_opt, writers=writers, instances=instances,
@@ -256,7 +262,8 @@ def load_scrape_config_file(path: str | Path, *, strict: bool = False) -> tuple[
     ``external_labels`` (for the caller to merge into a Categraf configuration)."""
     doc = _read(Path(path))
     ctx = _Ctx(doc, strict)
-    instances, writers, _, global_cfg = _load_document(ctx, doc.data)
+    instances, writers, _, global_cfg = _load_document(
+        ctx, doc.data, write_relabel="config.toml's [[writers]] receive these jobs' series too")
     return instances, writers, ctx.warnings, dict(global_cfg.labels)
 
 
@@ -286,8 +293,11 @@ def _writer_from_url(url: str) -> WriterConfig:
                           key="--writer-url") from None
 
 
-def _load_document(ctx: _Ctx, data: Any) -> tuple[list[InstanceConfig], list[WriterConfig], WriterOptions,
-                                                    GlobalConfig]:
+def _load_document(ctx: _Ctx, data: Any, *, write_relabel: str) -> tuple[
+    list[InstanceConfig], list[WriterConfig], WriterOptions, GlobalConfig
+]:
+    """``write_relabel``: empty when write_relabel_configs may apply to every series (every writer gets
+    every series), else why they cannot."""
     top = _mapping(ctx, (), data)
     for key in top:
         if key in _TOP_UNSUPPORTED:
@@ -317,9 +327,12 @@ def _load_document(ctx: _Ctx, data: Any) -> tuple[list[InstanceConfig], list[Wri
     writers: list[WriterConfig] = []
     batch: int | None = None
     capacity: int | None = None
+    rules: list[list[RelabelConfig]] = []
     for i, raw in enumerate(_sequence(ctx, ("remote_write",), top.get("remote_write") or [])):
         writer, w_batch, w_capacity = _load_remote_write(ctx, ("remote_write", i), raw)
         writers.append(writer)
+        rules.append(_relabel_list(ctx, ("remote_write", i, "write_relabel_configs"),
+                                   raw.get("write_relabel_configs")))
         for what, value, current in (("max_samples_per_send", w_batch, batch),
                                      ("capacity", w_capacity, capacity)):
             if value is not None and current is not None and value != current:
@@ -330,7 +343,22 @@ def _load_document(ctx: _Ctx, data: Any) -> tuple[list[InstanceConfig], list[Wri
         capacity = capacity if capacity is not None else w_capacity
     defaults = WriterOptions()
     writer_opt = WriterOptions(batch=batch or defaults.batch, chan_size=capacity or defaults.chan_size)
+    if any(rules):
+        instances = _apply_write_relabel(ctx, instances, rules, write_relabel)
     return instances, writers, writer_opt, global_cfg
+
+
+def _apply_write_relabel(ctx: _Ctx, instances: list[InstanceConfig], rules: list[list[RelabelConfig]],
+                         why_not: str) -> list[InstanceConfig]:
+    """Every writer receives every series, so write_relabel_configs apply at labeling time when all
+    writers have the same rules (the usual single remote_write); otherwise they are named as unsupported."""
+    if not why_not and all(r == rules[0] for r in rules):
+        return [inst.model_copy(update={"write_relabel_configs": rules[0]}) for inst in instances]
+    why = why_not or "the remote_write entries have different rules, and every writer gets every series"
+    for i, r in enumerate(rules):
+        if r:
+            ctx.unsupported(("remote_write", i, "write_relabel_configs"), f"; {why}")
+    return instances
 
 
 def _unknown(ctx: _Ctx, at: Path_, known: set[str]) -> ConfigError:

@@ -110,6 +110,9 @@ class Target:
     external_labels: tuple[tuple[str, str], ...] = ()
     """Prometheus' ``external_labels`` (scrape_config targets only): added to every series, the synthetic
     ones too, after metric relabeling and only where the series lacks the label, as remote write does."""
+    write_relabel_configs: tuple[RelabelConfig, ...] = ()
+    """remote_write's ``write_relabel_configs`` (scrape_config targets only): applied last, after the
+    external labels."""
     forced_error: str | None = None
     """Set when the target must not be scraped: every scrape fails with this message (Prometheus'
     ``target_limit exceeded …``), ``up`` 0."""
@@ -419,7 +422,8 @@ def _job_targets(config: AgentConfig, inst: InstanceConfig) -> list[tuple[dict[s
             t_timeout = _label_duration(full.get("__scrape_timeout__", ""), timeout, "timeout")
             target = _make_target(inst, url, labels, t_interval, t_timeout,
                                   inst.username or None, inst.password or None, ())
-            out.append((discovered, replace(target, external_labels=external)))
+            out.append((discovered, replace(target, external_labels=external,
+                                            write_relabel_configs=tuple(inst.write_relabel_configs))))
     return out
 
 
@@ -585,6 +589,7 @@ def make_labeler(target: Target) -> Labeler:
     name_prefix = target.name_prefix
     metrics_name_prefix = target.metrics_name_prefix
     external = target.external_labels
+    write_rules = target.write_relabel_configs
 
     def label(name: str, scraped: list[tuple[str, str]]) -> list[tuple[str, str]] | None:
         if ignore_metrics is not None and (
@@ -627,6 +632,12 @@ def make_labeler(target: Target) -> Labeler:
         lset["__name__"] = name
         for key, value in external:
             lset.setdefault(key, value)
+        if write_rules:
+            written = relabel(lset, write_rules)
+            if written is None:
+                return None
+            written.setdefault("__name__", name)
+            lset = written
         return sorted(lset.items())
 
     return label
@@ -638,7 +649,13 @@ def synthetic_labels(target: Target, name: str) -> list[tuple[str, str]]:
     labels = dict(target.labels)
     for key, value in target.external_labels:
         labels.setdefault(key, value)
-    return sorted([*labels.items(), ("__name__", name)])
+    labels["__name__"] = name
+    if target.write_relabel_configs:
+        # A synthetic series is relabeled but never dropped: the scrape loop always reports it.
+        written = relabel(labels, target.write_relabel_configs)
+        if written is not None:
+            labels = {"__name__": name, **written}
+    return sorted(labels.items())
 
 
 # --- discovery, for the status pages ----------------------------------------------------------------

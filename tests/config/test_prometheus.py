@@ -296,7 +296,6 @@ def test_every_unsupported_option_warns_once_with_its_line(tmp_path: Path) -> No
         14: "scrape_configs[0].file_sd_configs",
         16: "scrape_configs[0].scrape_classic_histograms",
         17: "scrape_configs[0].oauth2",
-        21: "remote_write[0].write_relabel_configs",
         22: "remote_write[0].queue_config.batch_send_deadline",
     }
     assert len(config.warnings) == len(expected)
@@ -304,6 +303,8 @@ def test_every_unsupported_option_warns_once_with_its_line(tmp_path: Path) -> No
         matching = [w for w in config.warnings if w.startswith(f"{path}:{line}: {name} ")]
         assert len(matching) == 1, (line, name, config.warnings)
     assert not any("evaluation_interval" in w for w in config.warnings)
+    # One remote_write: its write_relabel_configs apply to every series (see the write relabel tests).
+    assert [r.regex for r in config.instances[0].write_relabel_configs] == ["x"]
     # The static targets of a job with an unsupported discovery still run; the Kubernetes discovery
     # settings are kept as written, for the discovery module.
     assert [t.url for t in build_targets(config)] == ["http://h:1/metrics"]
@@ -621,3 +622,52 @@ def test_unimplemented_options_set_to_what_kubescrape_does_anyway_do_not_warn(tm
     assert config.warnings == [
         f"{tmp_path / 'prometheus.yml'}:9: scrape_configs[1].follow_redirects is not implemented by "
         "kubescrape; ignored"]
+
+
+WRITE_RELABEL = """
+scrape_configs:
+  - job_name: j
+    static_configs: [{targets: ["h:1"]}]
+remote_write:
+  - url: http://w/api/v1/write
+    write_relabel_configs:
+      - source_labels: [__name__]
+        regex: "go_.*"
+        action: drop
+      - source_labels: [cluster]
+        target_label: region
+        replacement: r-$1
+"""
+
+
+def test_write_relabel_configs_apply_last_to_every_series(tmp_path: Path) -> None:
+    text = "global:\n  external_labels: {cluster: c1}\n" + WRITE_RELABEL
+    (target,) = build_targets(load_prometheus(write(tmp_path, text)))
+    label = make_labeler(target)
+    assert label("go_goroutines", []) is None
+    assert label("http_requests_total", [("code", "200")]) == [
+        ("__name__", "http_requests_total"), ("cluster", "c1"), ("code", "200"), ("instance", "h:1"),
+        ("job", "j"), ("region", "r-c1")]
+    # up et al. are relabeled too, never dropped.
+    assert ("region", "r-c1") in synthetic_labels(target, "up")
+
+
+def test_write_relabel_configs_that_differ_between_writers_are_named(tmp_path: Path) -> None:
+    text = WRITE_RELABEL + """  - url: http://w2/api/v1/write
+    write_relabel_configs:
+      - regex: x
+        action: labeldrop
+"""
+    path = write(tmp_path, text)
+    config = load_prometheus(path)
+    assert config.instances[0].write_relabel_configs == []
+    assert [w.split(": ")[0] for w in config.warnings] == [f"{path}:6", f"{path}:14"]
+    assert all("different rules" in w for w in config.warnings)
+    with pytest.raises(ConfigError):
+        load_prometheus(path, strict=True)
+
+
+def test_write_relabel_configs_are_not_applied_for_writers_that_replace_the_files(tmp_path: Path) -> None:
+    config = load_prometheus(write(tmp_path, WRITE_RELABEL), writer_urls=["http://b:9090/api/v1/write"])
+    assert config.instances[0].write_relabel_configs == []
+    assert len(config.warnings) == 1 and "--writer-url" in config.warnings[0]

@@ -30,7 +30,7 @@ from kubescrape.config.models import WriterConfig, format_prometheus_duration
 from kubescrape.config.prometheus import load_prometheus
 from kubescrape.scrape.targets import build_targets, discover
 from tests.config.test_prometheus import ERRORS, INTERVALS, TARGET_TABLE
-from tests.e2e.helpers import TLSFiles, metrics_server
+from tests.e2e.helpers import TLSFiles, free_port, metrics_server
 from tests.e2e.prom import Prometheus, running_prometheus
 
 PROMTOOL = shutil.which("promtool") or "/usr/bin/promtool"
@@ -329,7 +329,7 @@ async def test_run_test_config_scrapes_the_file_and_strict_refuses_what_is_not_i
         assert f"error: {path}:3 [rule_files]: rule_files is not implemented by kubescrape" in err
 
 
-async def test_run_config_delivers_over_the_files_remote_write_and_scrapes_tls_with_a_token_file(
+async def test_run_config_delivers_over_the_files_remote_write_with_its_rules_and_scrapes_tls(
     tmp_path: Path, prometheus: Prometheus
 ) -> None:
     tls = TLSFiles.create(tmp_path / "pki")
@@ -354,6 +354,12 @@ async def test_run_config_delivers_over_the_files_remote_write_and_scrapes_tls_w
                 remote_timeout: 10s
                 headers: {{X-Scope-OrgID: tenant-1}}
                 queue_config: {{max_samples_per_send: 100, max_shards: 2, min_backoff: 10ms}}
+                write_relabel_configs:
+                  - source_labels: [__name__]
+                    regex: plain_temperature
+                    action: drop
+                  - source_labels: [cluster]
+                    target_label: written_for
             """).lstrip("\n"))
         proc = await asyncio.create_subprocess_exec(
             sys.executable, "-m", "kubescrape", "run", "--config", str(path), "--listen", "", "--no-spool",
@@ -373,6 +379,57 @@ async def test_run_config_delivers_over_the_files_remote_write_and_scrapes_tls_w
         err = (await proc.stderr.read()).decode()
     assert code == 0, err
     assert "Traceback" not in err
-    assert {s["__name__"] for s in series} >= {"plain_requests_total", "plain_temperature", "up"}
+    names = {s["__name__"] for s in series}
+    assert names >= {"plain_requests_total", "up"} and "plain_temperature" not in names
     assert all(s["cluster"] == "e2e" and s["instance"] == f"127.0.0.1:{server.port}" for s in series)
+    assert all(s["written_for"] == "e2e" for s in series)  # write_relabel_configs run after external_labels
     assert all(r.get("Authorization") == "Bearer token-1" for r in server.requests)
+
+
+async def test_the_same_file_remote_written_by_prometheus_agent_and_by_kubescrape(tmp_path: Path) -> None:
+    """The whole remote-write path, external labels and write_relabel_configs included: Prometheus in
+    agent mode and kubescrape each run the file unmodified and write to its remote_write URL, served
+    first by one receiver, then by a fresh one on the same port."""
+    port = free_port()
+    async with metrics_server({"/metrics": PLAIN}) as s1, metrics_server({"/metrics": RELABELED}) as s2, \
+            metrics_server({"/alt": ALT}) as s3, metrics_server({"/honored": HONORED}) as s4:
+        text = prometheus_yml(s1.port, s2.port, s3.port, s4.port) + textwrap.dedent(f"""
+            remote_write:
+              - url: http://127.0.0.1:{port}/api/v1/write
+                queue_config:
+                  batch_send_deadline: 1s
+                write_relabel_configs:
+                  - source_labels: [__name__]
+                    regex: plain_requests_total
+                    action: drop
+                  - source_labels: [job, env]
+                    separator: /
+                    target_label: origin
+            """)
+        config_file = tmp_path / "prometheus.yml"
+        config_file.write_text(text)
+        config = load_prometheus(config_file)
+        assert [w.split(": ", 1)[1] for w in config.warnings] == [
+            "remote_write[0].queue_config.batch_send_deadline is not implemented by kubescrape; ignored"]
+
+        def received(receiver: Prometheus) -> bool:
+            return len(receiver.query("up == 1")) == 4
+
+        with running_prometheus(tmp_path / "receiver-a", port=port) as receiver:
+            with running_prometheus(tmp_path / "agent", config_yaml=text, agent=True):
+                await _wait(lambda: received(receiver))
+                await asyncio.sleep(2.5)
+            theirs = await asyncio.to_thread(stored_series, receiver)
+        with running_prometheus(tmp_path / "receiver-b", port=port) as receiver:
+            async with Agent(config, jitter=False):
+                await _wait(lambda: received(receiver))
+                await asyncio.sleep(2.5)
+            ours = await asyncio.to_thread(stored_series, receiver)
+
+    assert ours == theirs
+    names = {dict(k)["__name__"] for k in ours}
+    assert "plain_requests_total" not in names and "plain_temperature" in names
+    origins = {dict(k).get("origin") for k in ours}
+    # honored_metric keeps its exposed job (honor_labels); kept_total its exposed env.
+    assert origins == {"plain/from-global", "relabeled/from-global", "relabeled/from-app",
+                       "honored/from-global", "exposed/from-global"}
