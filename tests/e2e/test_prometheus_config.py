@@ -433,3 +433,27 @@ async def test_the_same_file_remote_written_by_prometheus_agent_and_by_kubescrap
     # honored_metric keeps its exposed job (honor_labels); kept_total its exposed env.
     assert origins == {"plain/from-global", "relabeled/from-global", "relabeled/from-app",
                        "honored/from-global", "exposed/from-global"}
+
+
+async def test_doctor_config_checks_every_target_of_the_file(tmp_path: Path) -> None:
+    tls = TLSFiles.create(tmp_path / "pki")
+    (tmp_path / "token").write_text("token-1\n")
+    async with metrics_server({"/metrics": PLAIN}, tokens={"token-1"}, tls=tls) as server:
+        def config(token_file: str) -> Path:
+            path = tmp_path / f"{token_file}.yml"
+            path.write_text(textwrap.dedent(f"""
+                scrape_configs:
+                  - job_name: secure
+                    scheme: https
+                    bearer_token_file: {token_file}
+                    tls_config: {{ca_file: pki/ca.crt}}
+                    static_configs: [{{targets: ["127.0.0.1:{server.port}"]}}]
+                """).lstrip("\n"))
+            return path
+
+        (tmp_path / "wrong").write_text("token-2\n")
+        code, out, err = await _kubescrape("doctor", "--config", str(config("token")), "--json")
+        assert code == 0, out + err
+        code, out, err = await _kubescrape("doctor", "--config", str(config("wrong")))
+        assert code == 1, out + err
+        assert "401" in out
