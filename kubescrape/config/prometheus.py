@@ -129,6 +129,9 @@ class _Doc:
     path: Path
     data: Any
     lines: dict[Path_, int] = field(default_factory=dict)
+    raw: dict[Path_, str] = field(default_factory=dict)
+    """The text of every scalar: Go's YAML decoder gives a string option the text as written (``true``,
+    ``1e3``), where Python's has already made a bool or a number of it."""
 
     def line(self, at: Path_) -> int | None:
         while at:
@@ -182,6 +185,8 @@ def _convert(node: yaml.Node, at: Path_, doc: _Doc, loader: yaml.SafeLoader) -> 
             doc.lines[(*at, i)] = item.start_mark.line + 1
             items.append(_convert(item, (*at, i), doc, loader))
         return items
+    if isinstance(node, yaml.ScalarNode):
+        doc.raw[at] = node.value
     return loader.construct_object(node, deep=True)
 
 
@@ -429,9 +434,14 @@ def _kind(value: Any) -> str:
 
 
 def _string(ctx: _Ctx, at: Path_, value: Any) -> str:
-    if isinstance(value, bool | dict | list) or value is None:
+    """A string option: a number or boolean is taken as written, null as empty (as Go's YAML decoder)."""
+    if isinstance(value, str):
+        return value
+    if value is None:
+        return ""
+    if isinstance(value, dict | list):
         raise ctx.error(at, f"expected a string, got {_kind(value)}", "write the value as a string")
-    return str(value)
+    return ctx.doc.raw.get(at, str(value))
 
 
 def _bool(ctx: _Ctx, at: Path_, value: Any) -> bool:
@@ -507,9 +517,9 @@ def _relabel_list(ctx: _Ctx, at: Path_, value: Any) -> list[RelabelConfig]:
     for i, raw in enumerate(_sequence(ctx, at, value or [])):
         here = (*at, i)
         rule = _mapping(ctx, here, raw)
-        # YAML reads `regex: 1` or `replacement: 2` as numbers; Prometheus reads them as strings.
-        data = {k: str(v) if k in ("regex", "replacement", "separator", "target_label")
-                and isinstance(v, int | float) and not isinstance(v, bool) else v for k, v in rule.items()}
+        # YAML reads `regex: 1` or `replacement: true` as a number or a boolean; Prometheus as text.
+        data = {k: _string(ctx, (*here, k), v) if k in ("regex", "replacement", "separator", "target_label")
+                else v for k, v in rule.items() if v is not None}
         try:
             out.append(RelabelConfig.model_validate(data))
         except ValidationError as exc:

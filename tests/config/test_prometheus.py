@@ -107,6 +107,21 @@ TARGET_TABLE: list[tuple[str, str, list[tuple[str, dict[str, str]]]]] = [
         [("http://h:1/metrics", {"job": "mine", "instance": "h:1", "from_meta": "y"})],
     ),
     (
+        "label values and relabel fields YAML reads as booleans or numbers are taken as written",
+        """
+        scrape_configs:
+          - job_name: typed
+            static_configs:
+              - targets: ["h:1"]
+                labels: {canary: true, version: 1.10, big: 1e3, empty: }
+            relabel_configs:
+              - target_label: replaced
+                replacement: 010
+        """,
+        [("http://h:1/metrics", {"job": "typed", "instance": "h:1", "canary": "true", "version": "1.10",
+                                 "big": "1e3", "replaced": "010"})],
+    ),
+    (
         "identical targets are scraped once, as Prometheus deduplicates them",
         """
         scrape_configs:
