@@ -87,11 +87,15 @@ DEFAULT_SCRAPE_TIMEOUT = 10.0
 DEFAULT_REMOTE_TIMEOUT = 30.0
 
 _TOP_IMPLEMENTED = {"global", "scrape_configs", "remote_write"}
-_TOP_UNSUPPORTED = {"rule_files", "alerting", "remote_read", "scrape_config_files", "storage", "tracing"}
+_TOP_UNSUPPORTED = {"rule_files", "alerting", "remote_read", "scrape_config_files", "storage", "tracing",
+                    "otlp", "runtime"}
 _GLOBAL_IMPLEMENTED = {"scrape_interval", "scrape_timeout", "external_labels", "evaluation_interval",
                        "body_size_limit", "sample_limit", "label_limit", "label_name_length_limit",
                        "label_value_length_limit", "target_limit"}
-_GLOBAL_UNSUPPORTED = {"query_log_file", "keep_dropped_targets", "scrape_protocols", "rule_query_offset"}
+_GLOBAL_UNSUPPORTED = {"query_log_file", "keep_dropped_targets", "scrape_protocols", "rule_query_offset",
+                       "scrape_failure_log_file", "metric_name_validation_scheme",
+                       "metric_name_escaping_scheme", "always_scrape_classic_histograms",
+                       "convert_classic_histograms_to_nhcb", "scrape_native_histograms"}
 _LIMITS = ("sample_limit", "label_limit", "label_name_length_limit", "label_value_length_limit",
            "target_limit")
 _HTTP_UNSUPPORTED = {"oauth2", "proxy_url", "no_proxy", "proxy_from_environment", "proxy_connect_header",
@@ -105,12 +109,14 @@ _SCRAPE_UNSUPPORTED = {"scrape_classic_histograms", "native_histogram_bucket_lim
                        "native_histogram_min_bucket_factor", "scrape_protocols", "keep_dropped_targets",
                        "always_scrape_classic_histograms", "convert_classic_histograms_to_nhcb",
                        "scrape_failure_log_file", "metric_name_validation_scheme",
-                       "metric_name_escaping_scheme", *_HTTP_UNSUPPORTED}
+                       "metric_name_escaping_scheme", "fallback_scrape_protocol", "scrape_native_histograms",
+                       *_HTTP_UNSUPPORTED}
 _WRITE_IMPLEMENTED = {"url", "name", "remote_timeout", "headers", "queue_config", "tls_config",
                       "authorization", "bearer_token", "bearer_token_file", "basic_auth",
                       "write_relabel_configs"}
 _WRITE_UNSUPPORTED = {"send_exemplars", "send_native_histograms",
-                      "metadata_config", "protobuf_message", "round_robin_dns", *_HTTP_UNSUPPORTED}
+                      "metadata_config", "protobuf_message", "round_robin_dns", "google_iam",
+                      *_HTTP_UNSUPPORTED}
 _QUEUE_IMPLEMENTED = {"capacity", "max_shards", "min_shards", "max_samples_per_send", "min_backoff",
                       "max_backoff"}
 _QUEUE_UNSUPPORTED = {"batch_send_deadline", "retry_on_http_429", "sample_age_limit"}
