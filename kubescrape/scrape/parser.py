@@ -14,10 +14,11 @@ The grammar follows Prometheus' own scrape parser (``model/textparse/promlex.l``
 * the timestamp is an unsigned decimal int64 in milliseconds.
 
 Anything else is a :class:`~kubescrape.errors.ParseError` naming the line, and, as in Prometheus, one
-bad line fails the whole scrape. Two ``TYPE`` lines for the same name are an error too (as in the
-reference text parser of ``prometheus/common``). Unlike Prometheus, a raw newline inside a quoted label
-value is rejected rather than taken into the value: the format is line based and no client library
-emits one.
+bad line fails the whole scrape. A repeated ``TYPE`` or ``HELP`` line, or a family split into two groups
+that each repeat its ``TYPE``, is accepted as Prometheus' scrape parser accepts it (the stricter reference
+parser of ``prometheus/common`` is not what a scrape uses); the last one wins. Unlike Prometheus, a raw
+newline inside a quoted label value is rejected rather than taken into the value: the format is line
+based and no client library emits one.
 """
 
 from __future__ import annotations
@@ -272,8 +273,6 @@ class Metadata:
                     f"invalid metric type {text!r} for {name}: expected counter, gauge, histogram, "
                     "summary or untyped"
                 )
-            if name in self.types:
-                raise ParseError(f"second TYPE line for metric name {name}")
             self.types[name] = text
         else:
             if "\\" in text:

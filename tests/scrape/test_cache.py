@@ -11,7 +11,7 @@ from hypothesis import strategies as st
 
 from kubescrape.errors import ParseError, ScrapeError
 from kubescrape.remote_write.encode import decode_write_request, is_stale_nan
-from kubescrape.scrape.cache import ScrapeResult, SeriesCache
+from kubescrape.scrape.cache import MAX_AGE_MS, MAX_AHEAD_MS, ScrapeResult, SeriesCache
 from kubescrape.scrape.parser import Sample, parse, render
 
 NOW = 1_764_000_000_000  # a realistic scrape time in ms
@@ -36,13 +36,18 @@ def decode(result: ScrapeResult) -> Decoded:
 
 
 def expected(text: str, scrape_ts: int, honor: bool = True) -> Decoded:
-    """What the cache must produce, computed from the full parser: relabeled, deduplicated."""
+    """What the cache must produce, computed from the full parser: relabeled, own timestamps outside
+    the window a receiver accepts dropped, deduplicated."""
     labeler = Labeler()
     out: Decoded = []
     seen: set[tuple[tuple[str, str], ...]] = set()
     for sample in parse(text):
         final = labeler(sample.name, list(sample.labels))
         if final is None:
+            continue
+        if honor and sample.timestamp_ms is not None and not (
+            scrape_ts - MAX_AGE_MS <= sample.timestamp_ms <= scrape_ts + MAX_AHEAD_MS
+        ):
             continue
         labels = {name: value for name, value in final if value}
         identity = tuple(sorted(labels.items()))
@@ -202,7 +207,7 @@ def test_parse_error_fails_whole_scrape_and_keeps_state() -> None:
         ("a 1\nb 1e999\n", 2),
         ("a 1 -5\n", 1),
         ("a 1 2 3\n", 1),
-        ("a 1\n# TYPE a counter\n# TYPE a gauge\n", 3),
+        ("a 1\n# TYPE a counter\n# TYPE a gauges\n", 3),
         ("a ١\n", 1),
         ("a 1\t\x0b\n", 1),
         ("a +nan\t\n", 1),
@@ -233,7 +238,9 @@ def test_odd_timestamp_lengths() -> None:
     for ts in (1000, NOW):
         result = cache.process(text, ts)
         assert same(decode(result), expected(text, ts))
-        assert result.samples_duplicate == 1
+    # At NOW the first sample of a (1970) is too old and dropped, so the second is no duplicate.
+    assert result.samples_duplicate == 0
+    assert result.dropped == {"too_old": 1}
 
 
 def test_invalid_utf8_in_label_value_is_a_parse_error() -> None:

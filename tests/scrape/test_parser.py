@@ -87,6 +87,18 @@ VALID: list[tuple[str, str, list[Sample]]] = [
         ],
     ),
     (
+        # Finding 7 of issue 15: Prometheus' scrape parser accepts a repeated TYPE (and HELP) line and a
+        # family split in two groups that repeat it; prometheus/common's stricter parser is not used.
+        "duplicate TYPE and split family",
+        "# HELP m first\n# TYPE m counter\nm{a=\"1\"} 1\n# TYPE m counter\nother 2\n"
+        "# HELP m again\n# TYPE m counter\nm{a=\"2\"} 3\n",
+        [
+            Sample("m", (("a", "1"),), 1.0, None),
+            Sample("other", (), 2.0, None),
+            Sample("m", (("a", "2"),), 3.0, None),
+        ],
+    ),
+    (
         "same name with different TYPE names",
         "# TYPE a counter\n# TYPE b gauge\n# TYPE a_total untyped\na 1\n",
         [Sample("a", (), 1.0, None)],
@@ -131,7 +143,6 @@ INVALID: list[tuple[str, str, int, str]] = [
     ("TYPE without type", "# TYPE m\n", 1, "invalid metric type"),
     ("TYPE with two blanks", "# TYPE m  counter\n", 1, "invalid metric type"),
     ("TYPE with trailing blank", "# TYPE m counter \n", 1, "invalid metric type"),
-    ("duplicate TYPE", "# TYPE m counter\nm 1\n# TYPE m counter\n", 3, "second TYPE"),
     ("HELP with bad name", "# HELP 1m text\n", 1, "metric name after HELP"),
     ("TYPE with bad name", "# TYPE -m counter\n", 1, "metric name after TYPE"),
     ("NUL byte", "up\x001\n", 1, "invalid"),
