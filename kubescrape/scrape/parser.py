@@ -2,7 +2,9 @@
 
 The grammar follows Prometheus' own scrape parser (``model/textparse/promlex.l`` and ``promparse.go``):
 
-* spaces and tabs may separate any two tokens and may start a line;
+* spaces and tabs may separate any two tokens and may start a blank, comment or metadata line, but not a
+  sample line: Prometheus 2.42 takes them into the metric name (``p.series`` starts at the line's first
+  byte), which is then invalid and fails the scrape;
 * ``#`` followed by whitespace and ``HELP``/``TYPE`` plus whitespace starts a metadata line, any other
   ``#`` line is a comment; the metric name of a metadata line must be valid;
 * a sample line is ``name[{labels}] value [timestamp]``; label pairs may be separated by a comma or by
@@ -309,6 +311,10 @@ def parse_line(
         if check_utf8 and _utf8_problem(line) and _is_help(line):
             raise ParseError("help text is not valid UTF-8")
         return None
+    if first in " \t":
+        raise ParseError(
+            "blank before the metric name: Prometheus reads it as part of the name, which is then invalid"
+        )
     parsed = parse_sample_line(line)
     if check_utf8 and _utf8_problem(line):
         raise ParseError("label value is not valid UTF-8")

@@ -211,6 +211,7 @@ def test_parse_error_fails_whole_scrape_and_keeps_state() -> None:
         ("a ١\n", 1),
         ("a 1\t\x0b\n", 1),
         ("a +nan\t\n", 1),
+        ("a 1\n b 2\n", 2),
         ("a 1e999\t5\n", 1),
     ],
 )
@@ -224,7 +225,7 @@ def test_fast_path_rejects_what_prometheus_rejects(bad: str, line_no: int) -> No
 
 def test_unusual_but_valid_lines_take_the_full_parser() -> None:
     text = (
-        'a\t1\n  b 2\nc{x="ü"}   3   1763999990000  \nd{x="1"}4\ne 5 17\nf NaN\ng -Inf\n'
+        'a\t1\nb  2\nc{x="ü"}   3   1763999990000  \nd{x="1"}4\ne 5 17\nf NaN\ng -Inf\n'
         "h NaN\t\ni +Inf \t1763999990000\nj \t2\t\n"
     )
     cache = SeriesCache(Labeler())

@@ -37,7 +37,7 @@ VALID: list[tuple[str, str, list[Sample]]] = [
     ("no comma between pairs", 'm{a="1" b="2"} 3', [Sample("m", (("a", "1"), ("b", "2")), 3.0, None)]),
     (
         "blanks between every token",
-        ' \t m \t{ a = "1" , b\t=\t"2" , } \t 3 \t 17 \t',
+        'm \t{ a = "1" , b\t=\t"2" , } \t 3 \t 17 \t',
         [Sample("m", (("a", "1"), ("b", "2")), 3.0, 17)],
     ),
     ("value glued to brace", 'm{a="1"}3', [Sample("m", (("a", "1"),), 3.0, None)]),
@@ -131,6 +131,9 @@ INVALID: list[tuple[str, str, int, str]] = [
     ("missing equals", 'm{a"1"} 1', 1, "expected '='"),
     ("double comma", 'm{a="1",,b="2"} 1', 1, "expected label name"),
     ("leading comma", 'm{,a="1"} 1', 1, "expected label name"),
+    # Prometheus 2.42 takes leading blanks into the metric name, which is then invalid (differential test).
+    ("blank before the name", "m 1\n  m2 2\n", 2, "blank before the metric name"),
+    ("tab before the name", "\tm 1\n", 1, "blank before the metric name"),
     ("colon in label name", 'm{a:b="1"} 1', 1, "expected '='"),
     ("label name starts with digit", 'm{1a="1"} 1', 1, "expected label name"),
     ("duplicate label", 'm{a="1",a="2"} 1', 1, "not unique"),
