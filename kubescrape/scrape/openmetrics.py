@@ -93,6 +93,8 @@ def _seconds_to_ms(text: str, what: str) -> int:
 
 
 def _sample(line: str) -> OMSample:
+    if line.endswith("\r"):
+        raise ParseError("carriage return at the end of the line: lines end with a plain newline")
     match = _SAMPLE.match(line)
     if match is None:
         raise ParseError(_problem(line))
@@ -129,12 +131,10 @@ def _problem(line: str) -> str:
         return "line starts with a blank"
     if line.startswith("#"):
         return "expected '# HELP', '# TYPE', '# UNIT' or '# EOF': OpenMetrics has no plain comments"
-    if "\r" in line:
-        return "carriage return in the line: lines end with a plain newline"
     if "  " in line or "\t" in line or line.endswith(" "):
         return "tokens are separated by exactly one space"
     if "{" in line.split(" ", 1)[0]:
-        return "malformed label set (pairs are name=\"value\" separated by single commas)"
+        return "malformed label set: pairs are name=\"value\" separated by single commas, without blanks"
     return "expected 'name[{labels}] value [timestamp] [# {exemplar} value [timestamp]]'"
 
 
