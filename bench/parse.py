@@ -72,7 +72,7 @@ def run(quick: bool = False, pods: int = 120) -> tuple[list[tuple[str, int, floa
     bodies = cadvisor_scrapes(pods, repeat + 2)
     text = bodies[0].decode()
     samples = len(parse(text))
-    ts = 1_764_000_015_000
+    ts = 1_700_000_015_000  # the emulated node's FakeClock time: its own timestamps are in the window
 
     def client() -> None:
         for _ in text_string_to_metric_families(text):
