@@ -127,8 +127,9 @@ class SeriesCache:
     Two levels: the series of the previous scrape, in order, predict the series of each line (targets
     expose their series in a stable order, so a ``str.startswith`` at the line's offset replaces
     slicing and hashing a ~300-byte key); on a misprediction a dict keyed by the series text is used.
-    Every ``generation`` scrapes the dict is rebuilt from the series of that scrape, so entries of
-    series that went away (pod churn) are evicted and memory stays bounded.
+    Every ``generation`` scrapes (or as soon as it holds twice the series of the scrape) the dict is
+    rebuilt from the series of that scrape, so entries of series that went away (pod churn) are evicted
+    and memory stays bounded; a failed scrape takes back the entries it added.
     """
 
     def __init__(
@@ -240,7 +241,11 @@ class SeriesCache:
             self._order_had_duplicates = duplicates > 0
             self._order = order
             pieces = self._mark_stale(pieces, current, scrape_ts_ms)
-        if self._scrapes % self._generation == 0 and len(self._entries) > len(order):
+        # Rebuild every ``generation`` scrapes, or at once when churn has doubled the cache: a target that
+        # exposes a million new series per scrape must not hold ``generation`` million entries.
+        if len(self._entries) > len(order) and (
+            self._scrapes % self._generation == 0 or len(self._entries) > 2 * len(order) + 1024
+        ):
             self._entries = {key: head for key, _, head in order}
         kept = len(pieces) // 3 - self._stale_count
         step = 3 * self._batch

@@ -495,3 +495,10 @@ def test_a_failed_scrape_keeps_no_reference_to_the_body() -> None:
         for value in tb.tb_frame.f_locals.values():
             assert not (isinstance(value, bytes | str) and len(value) >= len(body) - 10), tb.tb_frame
         tb = tb.tb_next
+
+
+def test_heavy_churn_is_evicted_before_the_generation_ends() -> None:
+    cache = SeriesCache(Labeler(), generation=100)
+    for scrape in range(10):
+        cache.process("".join(f'm{{i="{scrape}-{i}"}} 1\n' for i in range(2000)), NOW)
+        assert len(cache) <= 2 * 2000 + 1024
