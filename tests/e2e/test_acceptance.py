@@ -252,3 +252,43 @@ async def test_kubescrape_accepts_what_prometheus_accepts(
         if not agree
     ]
     assert not differing, "payloads where kubescrape and Prometheus differ:\n" + "\n".join(differing)
+
+
+@pytest.mark.skipif(not prometheus_available(), reason="the Debian package 'prometheus' is not installed")
+async def test_bad_timestamps_of_one_target_cost_another_target_nothing(tmp_path: Path) -> None:
+    """Finding 1 end to end: a target exposing year-2100 and 1970 samples shares a writer (a real
+    Prometheus receiver) with a healthy target; every healthy sample arrives, the bad ones never do."""
+    from kubescrape.agent import Agent
+    from tests.e2e.helpers import metrics_server
+
+    pages = {"/good": "healthy 1\n", "/bad": "fut 1 4102444800000\npast 1 1000\nbad_ok 1\n"}
+    (tmp_path / "prometheus").mkdir()
+    prom = Prometheus(tmp_path / "prometheus")
+    await asyncio.to_thread(prom.start)
+    try:
+        async with metrics_server(pages) as server:
+            conf = tmp_path / "conf"
+            (conf / "input.prometheus").mkdir(parents=True)
+            (conf / "config.toml").write_text(
+                f'[global]\ninterval = 0.5\nomit_hostname = true\n[[writers]]\nurl = "{prom.write_url}"\n'
+            )
+            (conf / "input.prometheus" / "prometheus.toml").write_text(
+                "".join(
+                    f'[[instances]]\nurls = ["{server.url("/" + job)}"]\nlabels = {{ job = "{job}" }}\n'
+                    for job in ("good", "bad")
+                )
+            )
+            async with Agent(load_categraf(conf)) as agent:
+                await asyncio.sleep(8)
+            scrapes = {s.url.rsplit("/", 1)[1]: s.scrapes for s in agent.stats().targets}
+        counts = {
+            name: await asyncio.to_thread(prom.count_samples, f'{{__name__="{name}"}}', "10m")
+            for name in ("healthy", "bad_ok", "fut", "past", "up")
+        }
+    finally:
+        await asyncio.to_thread(prom.stop)
+    healthy = sum(counts["healthy"].values())
+    assert scrapes["good"] >= 10 and healthy == scrapes["good"], (scrapes, counts)
+    assert sum(counts["bad_ok"].values()) == scrapes["bad"], (scrapes, counts)
+    assert counts["fut"] == {} and counts["past"] == {}
+    assert sum(counts["up"].values()) == scrapes["good"] + scrapes["bad"]
