@@ -45,7 +45,7 @@ from kubescrape.errors import (
 )
 from kubescrape.remote_write import Chunk, Sink
 from kubescrape.remote_write.encode import encode_labels, encode_timeseries
-from kubescrape.scrape.cache import ScrapeResult, SeriesCache
+from kubescrape.scrape.cache import ScrapeLimits, ScrapeResult, SeriesCache
 from kubescrape.scrape.targets import Target, make_labeler, synthetic_labels
 from kubescrape.selfmon import SelfMetrics
 
@@ -231,7 +231,9 @@ class ScrapeLoop:
         self._metrics = metrics
         self._clock = clock
         self._cache: SeriesProcessor = cache if cache is not None else SeriesCache(
-            make_labeler(target), honor_timestamps=target.honor_timestamps, batch=batch
+            make_labeler(target), honor_timestamps=target.honor_timestamps, batch=batch,
+            limits=ScrapeLimits(target.sample_limit, target.label_limit, target.label_name_length_limit,
+                                target.label_value_length_limit),
         )
         self._offset_seed = offset_seed
         self._content_type = ""  # of the last 200 response: selects the text or OpenMetrics parser

@@ -8,9 +8,9 @@ are armed, relative to that moment. All payloads run against ONE Prometheus, one
 answers an empty body until Prometheus has scraped every job once, so Prometheus' head already holds
 "now" when timestamped payloads arrive (a fresh head would take a 1970 sample as its first).
 
-kubescrape's side is the real scrape path: the Categraf configuration is loaded and resolved into
-targets, and each target is scraped by a :class:`~kubescrape.scrape.loop.ScrapeLoop` over HTTP (its
-series cache built with the payload's limits, as the agent builds it from the instance's options).
+kubescrape's side is the real scrape path: the Categraf configuration (with the payload's limits as
+instance options) is loaded and resolved into targets, and each target is scraped once by a
+:class:`~kubescrape.scrape.loop.ScrapeLoop` over HTTP, as ``kubescrape run --test`` does.
 """
 
 from __future__ import annotations
@@ -30,9 +30,8 @@ from aiohttp import web
 from kubescrape.config.categraf import load_categraf
 from kubescrape.prometheus import Prometheus, prometheus_available
 from kubescrape.remote_write.encode import decode_write_request
-from kubescrape.scrape.cache import ScrapeLimits, SeriesCache
 from kubescrape.scrape.loop import ScrapeClient, ScrapeLoop
-from kubescrape.scrape.targets import build_targets, make_labeler
+from kubescrape.scrape.targets import build_targets
 
 CORPUS = Path(__file__).resolve().parent.parent / "data" / "acceptance"
 SYNTHETIC = {
@@ -137,6 +136,7 @@ def categraf_config(dest: Path, corpus: list[dict[str, Any]], port: int) -> Path
     instances = [
         f'[[instances]]\nurls = ["http://127.0.0.1:{port}/{e["name"]}"]\nurl_label_value = "{{{{.Host}}}}"\n'
         f'labels = {{ job = "{e["name"]}" }}\n'
+        + "".join(f"{key} = {value}\n" for key, value in e.get("limits", {}).items())
         for e in corpus
     ]
     (dest / "input.prometheus" / "prometheus.toml").write_text("\n".join(instances))
@@ -151,23 +151,18 @@ async def scrape_with_kubescrape(
     config_dir: Path, corpus: list[dict[str, Any]]
 ) -> dict[str, tuple[bool, Stored]]:
     """Scrape every payload once through ScrapeLoop; per job: up and the samples it would send."""
-    limits = {e["name"]: ScrapeLimits(**e.get("limits", {})) for e in corpus}
     targets = build_targets(load_categraf(config_dir))
     client = ScrapeClient()
     out: dict[str, tuple[bool, Stored]] = {}
     try:
         for target in targets:
-            job = target.label_dict["job"]
-            cache = SeriesCache(
-                make_labeler(target), honor_timestamps=target.honor_timestamps, limits=limits[job]
-            )
-            report = await ScrapeLoop(target, client=client, cache=cache).scrape()
+            report = await ScrapeLoop(target, client=client).scrape()
             stored: Stored = {}
             for chunk in report.chunks:
                 for labels, points in decode_write_request(chunk.data):
                     if labels["__name__"] not in SYNTHETIC:
                         stored.setdefault(_key(labels), points[-1])
-            out[job] = (report.ok, stored)
+            out[target.label_dict["job"]] = (report.ok, stored)
     finally:
         await client.close()
     return out
@@ -270,7 +265,8 @@ async def test_bad_timestamps_of_one_target_cost_another_target_nothing(tmp_path
             conf = tmp_path / "conf"
             (conf / "input.prometheus").mkdir(parents=True)
             (conf / "config.toml").write_text(
-                f'[global]\ninterval = 0.5\nomit_hostname = true\n[[writers]]\nurl = "{prom.write_url}"\n'
+                "[global]\ninterval = 0.5\nallow_short_intervals = true\nomit_hostname = true\n"
+                f'[[writers]]\nurl = "{prom.write_url}"\n'
             )
             (conf / "input.prometheus" / "prometheus.toml").write_text(
                 "".join(
