@@ -169,7 +169,8 @@ def iter_openmetrics(text: str) -> Iterator[tuple[int, str, OMSample | None]]:
             if line == "# EOF":
                 if index == last - 1 or (index == last - 2 and lines[-1] == ""):
                     return
-                raise ParseError("unexpected data after # EOF")
+                line_no, line = line_no + 1, lines[index + 1]
+                raise ParseError("unexpected data after # EOF: it must be the last line")
             if index == last - 1 and line == "":
                 raise ParseError("data does not end with # EOF")
             if line.startswith("#") and _META_START.match(line):

@@ -63,8 +63,8 @@ VALID: list[tuple[str, str, list[Sample]]] = [
 INVALID: list[tuple[str, str, int, str]] = [
     ("no EOF", "a 1\n", 2, "does not end with # EOF"),
     ("empty body", "", 1, "does not end with # EOF"),
-    ("data after EOF", "# EOF\na 1\n", 1, "after # EOF"),
-    ("blank line after EOF", "a 1\n# EOF\n\n", 2, "after # EOF"),
+    ("data after EOF", "# EOF\na 1\n", 2, "after # EOF"),
+    ("blank line after EOF", "a 1\n# EOF\n\n", 3, "after # EOF"),
     ("blank line", "a 1\n\n# EOF\n", 2, "blank line"),
     ("plain comment", "# hi\n# EOF\n", 1, "no plain comments"),
     ("two blanks", "a  1\n# EOF\n", 1, "exactly one space"),
