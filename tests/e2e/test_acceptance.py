@@ -27,11 +27,13 @@ from typing import Any
 import pytest
 from aiohttp import web
 
+from kubescrape.agent import Agent
 from kubescrape.config.categraf import load_categraf
 from kubescrape.prometheus import Prometheus, prometheus_available
 from kubescrape.remote_write.encode import decode_write_request
 from kubescrape.scrape.loop import ScrapeClient, ScrapeLoop
 from kubescrape.scrape.targets import build_targets
+from tests.e2e.helpers import metrics_server
 
 CORPUS = Path(__file__).resolve().parent.parent / "data" / "acceptance"
 SYNTHETIC = {
@@ -43,6 +45,15 @@ SYNTHETIC = {
 }
 # (labels without job/instance) -> (value, timestamp in ms)
 Stored = dict[tuple[tuple[str, str], ...], tuple[float, int]]
+# up, the samples, and (kubescrape only) the scrape's own timestamp in ms
+Scraped = tuple[bool, Stored, int]
+
+
+def require_prometheus() -> None:
+    if not prometheus_available():
+        pytest.fail(
+            "the Debian package 'prometheus' is not installed: run `bash scripts/test`, which installs it"
+        )
 
 
 def load_corpus() -> list[dict[str, Any]]:
@@ -147,13 +158,11 @@ def _key(labels: dict[str, str]) -> tuple[tuple[str, str], ...]:
     return tuple(sorted((k, v) for k, v in labels.items() if k not in ("job", "instance")))
 
 
-async def scrape_with_kubescrape(
-    config_dir: Path, corpus: list[dict[str, Any]]
-) -> dict[str, tuple[bool, Stored]]:
-    """Scrape every payload once through ScrapeLoop; per job: up and the samples it would send."""
+async def scrape_with_kubescrape(config_dir: Path) -> dict[str, Scraped]:
+    """Scrape every payload once through ScrapeLoop; per job: up, the samples it would send, its time."""
     targets = build_targets(load_categraf(config_dir))
     client = ScrapeClient()
-    out: dict[str, tuple[bool, Stored]] = {}
+    out: dict[str, Scraped] = {}
     try:
         for target in targets:
             report = await ScrapeLoop(target, client=client).scrape()
@@ -162,7 +171,7 @@ async def scrape_with_kubescrape(
                 for labels, points in decode_write_request(chunk.data):
                     if labels["__name__"] not in SYNTHETIC:
                         stored.setdefault(_key(labels), points[-1])
-            out[target.label_dict["job"]] = (report.ok, stored)
+            out[target.label_dict["job"]] = (report.ok, stored, int(report.timestamp * 1000))
     finally:
         await client.close()
     return out
@@ -182,23 +191,24 @@ def read_prometheus(prom: Prometheus, job: str, at: float) -> tuple[bool, Stored
     return up["value"][1] == "1", stored
 
 
-def same_samples(ours: Stored, theirs: Stored, scrape_ms: dict[str, int], job: str) -> bool:
-    """Same series and values; timestamps compared where the payload gave its own."""
+def same_samples(ours: Stored, theirs: Stored, scrape_ms: int) -> bool:
+    """Same series and values; timestamps compared where the payload gave its own (where ours is not
+    the scrape's time)."""
     if set(ours) != set(theirs):
         return False
     for key, (value, ts) in ours.items():
         their_value, their_ts = theirs[key]
         if not (value == their_value or (math.isnan(value) and math.isnan(their_value))):
             return False
-        if abs(ts - scrape_ms[job]) > 30_000 and ts != their_ts:
+        if ts != scrape_ms and ts != their_ts:
             return False
     return True
 
 
-@pytest.mark.skipif(not prometheus_available(), reason="the Debian package 'prometheus' is not installed")
 async def test_kubescrape_accepts_what_prometheus_accepts(
     corpus_server: CorpusServer, tmp_path: Path
 ) -> None:
+    require_prometheus()
     corpus = load_corpus()
     jobs = [e["name"] for e in corpus]
     (tmp_path / "prometheus").mkdir()
@@ -214,8 +224,7 @@ async def test_kubescrape_accepts_what_prometheus_accepts(
         armed_at = time.time()
         corpus_server.arm(armed_at)
         config_dir = categraf_config(tmp_path / "categraf", corpus, corpus_server.port)
-        ours = await scrape_with_kubescrape(config_dir, corpus)
-        scrape_ms = {job: int(armed_at * 1000) for job in jobs}
+        ours = await scrape_with_kubescrape(config_dir)
         # Two armed scrapes per job by Prometheus (ours took one each), then one more interval.
         deadline = time.monotonic() + 30
         while min(corpus_server.hits.values()) < 3:
@@ -230,9 +239,9 @@ async def test_kubescrape_accepts_what_prometheus_accepts(
     rows = []
     for e in corpus:
         job = e["name"]
-        our_up, our_samples = ours[job]
+        our_up, our_samples, scrape_ms = ours[job]
         their_up, their_samples = theirs[job]
-        equal = same_samples(our_samples, their_samples, scrape_ms, job) if our_up and their_up else None
+        equal = same_samples(our_samples, their_samples, scrape_ms) if our_up and their_up else None
         agree = our_up == their_up and equal is not False
         rows.append((job, their_up, our_up, equal, agree, our_samples, their_samples))
     table = [f"{'payload':<26} {'prometheus up':>13} {'kubescrape up':>13} {'samples equal':>13}"]
@@ -249,13 +258,10 @@ async def test_kubescrape_accepts_what_prometheus_accepts(
     assert not differing, "payloads where kubescrape and Prometheus differ:\n" + "\n".join(differing)
 
 
-@pytest.mark.skipif(not prometheus_available(), reason="the Debian package 'prometheus' is not installed")
 async def test_bad_timestamps_of_one_target_cost_another_target_nothing(tmp_path: Path) -> None:
     """Finding 1 end to end: a target exposing year-2100 and 1970 samples shares a writer (a real
     Prometheus receiver) with a healthy target; every healthy sample arrives, the bad ones never do."""
-    from kubescrape.agent import Agent
-    from tests.e2e.helpers import metrics_server
-
+    require_prometheus()
     pages = {"/good": "healthy 1\n", "/bad": "fut 1 4102444800000\npast 1 1000\nbad_ok 1\n"}
     (tmp_path / "prometheus").mkdir()
     prom = Prometheus(tmp_path / "prometheus")
