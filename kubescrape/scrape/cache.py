@@ -32,7 +32,7 @@ from typing import NamedTuple
 from kubescrape.errors import LabelLimitError, ParseError, SampleLimitError, ScrapeError
 from kubescrape.remote_write import Chunk
 from kubescrape.remote_write.encode import STALE_NAN_BYTES, encode_labels, sample_head, varint
-from kubescrape.scrape.openmetrics import is_openmetrics, iter_openmetrics
+from kubescrape.scrape.openmetrics import is_openmetrics, iter_openmetrics, label_pairs
 from kubescrape.scrape.parser import Metadata, parse, parse_float, parse_line
 
 __all__ = ["DROPPED", "MAX_AGE_MS", "MAX_AHEAD_MS", "Labeler", "ScrapeLimits", "ScrapeResult", "SeriesCache"]
@@ -332,11 +332,17 @@ class SeriesCache:
         order: list[_Entry] = []
         scraped = 0
         add = self._add
-        for _, _, parsed in iter_openmetrics(data.decode("utf-8", "surrogateescape")):
+        known = self._entries
+        for line_no, line, parsed in iter_openmetrics(data.decode("utf-8", "surrogateescape")):
             if parsed is None:
                 continue
-            series_text, name, labels, value, timestamp = parsed
+            series_text, name, block, value, timestamp = parsed
             key = series_text.encode("utf-8", "surrogateescape") + b" "
+            # A series seen before was validated then (same text, same labels): skip its label set.
+            try:
+                labels = [] if key in known else label_pairs(block)
+            except ParseError as exc:
+                raise ParseError(exc.message, line_no=line_no, line=line) from None
             scraped += add(
                 key, True, series_text, name, labels, value, timestamp, scrape_ts_ms, pieces, order
             )

@@ -29,7 +29,7 @@ from collections.abc import Iterator
 from kubescrape.errors import ParseError
 from kubescrape.scrape.parser import Sample, has_invalid_utf8, parse_float
 
-__all__ = ["OPENMETRICS_TYPES", "is_openmetrics", "iter_openmetrics", "parse_openmetrics"]
+__all__ = ["OPENMETRICS_TYPES", "is_openmetrics", "iter_openmetrics", "label_pairs", "parse_openmetrics"]
 
 OPENMETRICS_TYPES = frozenset(
     {"counter", "gauge", "histogram", "gaugehistogram", "summary", "info", "stateset", "unknown"}
@@ -50,8 +50,10 @@ _META_START = re.compile(r"# (HELP|TYPE|UNIT) ")
 _ESCAPE = re.compile(r"\\([\\\"n])")
 _UNESCAPES = {"\\": "\\", '"': '"', "n": "\n"}
 
-OMSample = tuple[str, str, list[tuple[str, str]], float, int | None]
-"""Series text (name and label set as written), name, labels, value, timestamp in ms or None."""
+OMSample = tuple[str, str, str, float, int | None]
+"""Series text (name and label set as written), name, label set as written (``""`` for none), value,
+timestamp in ms or None. :func:`label_pairs` turns the label set into pairs (and validates them): the
+series cache does that only for a series it has not seen, the costly part of a line."""
 
 
 def is_openmetrics(content_type: str) -> bool:
@@ -80,6 +82,18 @@ def _pairs(block: str) -> list[tuple[str, str]]:
     return pairs
 
 
+def label_pairs(block: str) -> list[tuple[str, str]]:
+    """The (name, unescaped value) pairs of a label set as :func:`iter_openmetrics` yields it; raises
+    :class:`ParseError` (without line information) for a repeated name or a value that is not UTF-8."""
+    if len(block) <= 2:
+        return []
+    labels = _pairs(block)
+    names = {label for label, _ in labels}
+    if len(names) != len(labels) or "__name__" in names:
+        raise ParseError("label name is not unique (or repeats the metric name as __name__)")
+    return labels
+
+
 def _seconds_to_ms(text: str, what: str) -> int:
     try:
         seconds = parse_float(text)
@@ -99,11 +113,6 @@ def _sample(line: str) -> OMSample:
     if match is None:
         raise ParseError(_problem(line))
     name, block, value_text, ts_text, ex_block, ex_value, ex_ts = match.groups()
-    labels = _pairs(block) if block and len(block) > 2 else []
-    if labels:
-        names = {label for label, _ in labels}
-        if len(names) != len(labels) or "__name__" in names:
-            raise ParseError("label name is not unique (or repeats the metric name as __name__)")
     try:
         value = parse_float(value_text)
     except ValueError as exc:
@@ -119,8 +128,9 @@ def _sample(line: str) -> OMSample:
             raise ParseError(f"exemplar value: {exc}") from None
         if ex_ts is not None:
             _seconds_to_ms(ex_ts, "exemplar timestamp")
-    series = line[: len(name) + (len(block) if block else 0)]
-    return series, name, labels, value, timestamp
+    if block is None:
+        return name, name, "", value, timestamp
+    return line[: len(name) + len(block)], name, block, value, timestamp
 
 
 def _problem(line: str) -> str:
@@ -159,7 +169,7 @@ def iter_openmetrics(text: str) -> Iterator[tuple[int, str, OMSample | None]]:
     """Yield ``(line number, line, sample or None for metadata)`` for a whole OpenMetrics body.
 
     Raises :class:`ParseError` with the line number at the first bad line, or when ``# EOF`` is missing
-    or followed by anything but a single newline.
+    or followed by anything but a single newline. Label sets are validated by :func:`label_pairs`.
     """
     lines = text.split("\n")
     last = len(lines)
@@ -185,8 +195,13 @@ def iter_openmetrics(text: str) -> Iterator[tuple[int, str, OMSample | None]]:
 
 def parse_openmetrics(text: str) -> list[Sample]:
     """Parse and validate a whole OpenMetrics body; timestamps are returned in milliseconds."""
-    return [
-        Sample(parsed[1], tuple(parsed[2]), parsed[3], parsed[4])
-        for _, _, parsed in iter_openmetrics(text)
-        if parsed is not None
-    ]
+    samples = []
+    for line_no, line, parsed in iter_openmetrics(text):
+        if parsed is not None:
+            _, name, block, value, timestamp = parsed
+            try:
+                labels = tuple(label_pairs(block))
+            except ParseError as exc:
+                raise ParseError(exc.message, line_no=line_no, line=line) from None
+            samples.append(Sample(name, labels, value, timestamp))
+    return samples
