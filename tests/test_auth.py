@@ -10,7 +10,8 @@ from pathlib import Path
 
 import pytest
 
-from kubescrape.auth import BearerToken, client_ssl_context, jwt_expiry
+from kubescrape.auth import BearerToken, jwt_expiry
+from kubescrape.client import client_ssl_context
 from kubescrape.emulator.pki import CertificateAuthority
 from kubescrape.errors import TLSConfigError, TokenError
 from kubescrape.selfmon import SelfMetrics

@@ -11,6 +11,7 @@ from typing import Any
 import pytest
 from aiohttp import web
 
+from kubescrape.client import FetchResult
 from kubescrape.config.models import AgentConfig, GlobalConfig, InstanceConfig
 from kubescrape.errors import (
     BodyTooLargeError,
@@ -353,13 +354,13 @@ class TimedLoop(ScrapeLoop):
         self.stop_after = stop_after
         self.done = asyncio.Event()
 
-    async def fetch(self) -> bytes:
+    async def fetch(self) -> FetchResult:
         self.times.append(self.fake_clock.monotonic())
         if len(self.times) >= self.stop_after:
             self.done.set()
             await asyncio.Event().wait()  # park here until cancelled
         await self.fake_clock.sleep(self.durations.get(len(self.times), 0.0))
-        return b"m 1\n"
+        return FetchResult(b"m 1\n", "text/plain", self.target.url)
 
 
 async def test_fixed_rate_schedule_without_drift_skips_missed_ticks() -> None:
