@@ -365,7 +365,7 @@ ERROR_TABLE: tuple[Translation, ...] = (
     ),
     Translation(
         "cert_name_mismatch", TLSError, _verify_code({62, 64}),
-        "the certificate of {where} is not valid for the name {host!r} ({detail})",
+        "the certificate of {where} is not valid for the name {name!r} ({detail})",
         "set tls_server_name to a name listed in the certificate's subjectAltNames, or scrape an address the "
         "certificate names",
         "set the writer's tls_server_name to a name in the backend certificate, or use that name in url",
@@ -502,30 +502,33 @@ def lookup(e: BaseException) -> Translation:
     return next(row for row in ERROR_TABLE if row.matches(e))
 
 
-def _fill(template: str, where: _Where, detail: str, timeout: float | None) -> str:
+def _fill(template: str, where: _Where, detail: str, timeout: float | None, name: str | None = None) -> str:
     http_url = "http://" + where.url.removeprefix("https://") if where.https else where.url
     return template.format(url=where.url, host=where.host, where=where.where, detail=detail,
-                           timeout=f"{timeout:g}s" if timeout else "its timeout", http_url=http_url)
+                           timeout=f"{timeout:g}s" if timeout else "its timeout", http_url=http_url,
+                           name=name or where.host)
 
 
-def translate_error(e: BaseException, url: str, *, timeout: float | None = None) -> ScrapeError:
-    """Translate an aiohttp/ssl/OS error (or timeout) of a request to ``url`` into the error tree."""
+def translate_error(e: BaseException, url: str, *, timeout: float | None = None,
+                    server_name: str | None = None) -> ScrapeError:
+    """Translate an aiohttp/ssl/OS error (or timeout) of a request to ``url`` into the error tree.
+    ``server_name`` is the name the certificate was checked against when it is not the URL's host."""
     row = lookup(e)
     where = _where(url)
     detail = _detail(e)
-    error = row.error(_fill(row.cause, where, detail, timeout), _fill(row.fix, where, detail, timeout),
-                      target=url)
+    error = row.error(_fill(row.cause, where, detail, timeout, server_name),
+                      _fill(row.fix, where, detail, timeout, server_name), target=url)
     error.reason = row.reason
     return error
 
 
-def remote_write_error(e: BaseException, url: str, writer: str, *, timeout: float | None = None
-                       ) -> RemoteWriteError:
+def remote_write_error(e: BaseException, url: str, writer: str, *, timeout: float | None = None,
+                       server_name: str | None = None) -> RemoteWriteError:
     """The same translation for a remote-write request: always retryable (the data is kept)."""
     row = lookup(e)
     where = _where(url)
     detail = _detail(e)
-    return RemoteWriteError(f"writer {writer!r}: {_fill(row.cause, where, detail, timeout)}",
+    return RemoteWriteError(f"writer {writer!r}: {_fill(row.cause, where, detail, timeout, server_name)}",
                             _fill(row.writer_fix, where, detail, timeout), writer=writer, retryable=True)
 
 
@@ -752,7 +755,8 @@ class ScrapeClient:
         except KubescrapeError:
             raise
         except (aiohttp.ClientError, OSError, ValueError) as e:  # TimeoutError is an OSError
-            error = translate_error(e, url, timeout=target.timeout)
+            server_name = target.tls.server_name if https and target.tls.use_tls else None
+            error = translate_error(e, url, timeout=target.timeout, server_name=server_name)
             release_buffers(e)
             raise error from e
         if isinstance(result, FetchResult):

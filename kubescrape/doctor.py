@@ -329,7 +329,9 @@ async def check_url(p: Probe) -> None:
         raise p.fail("url", *(str(x) for x in parsed))
     p.host, p.port, p.https = str(parsed[0]), int(parsed[1]), bool(parsed[2])
     path = urllib.parse.urlsplit(p.url).path or "/"
-    p.passed("url", f"{'https' if p.https else 'http'}://{p.where}{path}")
+    # Flagged first: it is true whether or not the target answers.
+    plain_credentials = p.client.warn_plain_credentials(p.target)
+    p.passed("url", f"{'https' if p.https else 'http'}://{p.where}{path}", plain_credentials)
 
 
 async def check_resolve(p: Probe) -> None:
@@ -496,7 +498,8 @@ async def speaks_tls(p: Probe) -> bool:
 
 async def _tls_failure(p: Probe, e: BaseException) -> _Stop:
     """The agent's translation of a failed handshake, with what the peer certificate shows."""
-    error = translate_error(e, p.url, timeout=p.timeout)
+    tls = p.target.tls
+    error = translate_error(e, p.url, timeout=p.timeout, server_name=tls.server_name if tls.use_tls else None)
     reason = lookup(e).reason
     if not reason.startswith("cert_"):
         if reason == "tls_plain_http" or await speaks_plain_http(p):
@@ -508,7 +511,6 @@ async def _tls_failure(p: Probe, e: BaseException) -> _Stop:
             )
         return p.fail("tls", f"TLS handshake failed: {_short_exc(e)}", error.cause, error.fix or "")
     cert = await peer_certificate(p)
-    tls = p.target.tls
     seen = (f"server certificate: subject {cert.subject}, issuer {cert.issuer}, SANs "
             f"{', '.join(cert.sans) or 'none'}, valid {cert.not_before:%Y-%m-%d %H:%M} → "
             f"{cert.not_after:%Y-%m-%d %H:%M} UTC") if cert else "server certificate could not be read"
@@ -568,10 +570,9 @@ def _short_exc(e: BaseException) -> str:
 async def check_credentials(p: Probe) -> None:
     """The token exactly as the agent reads it, and what its claims say (expiry, ServiceAccount)."""
     t = p.target
-    plain = p.client.warn_plain_credentials(t)
     if not (t.bearer_token_file or t.bearer_token_string):
         how = credential_source(t) or "none: the request is anonymous"
-        p.passed("credentials", how, plain)
+        p.passed("credentials", how)
         return
     try:
         token = p.client.bearer(t)
@@ -582,7 +583,7 @@ async def check_credentials(p: Probe) -> None:
     source = t.bearer_token_file or "bearer_token_string"
     claims = p.token_claims = token_claims(token)
     if claims is None:
-        p.passed("token", f"{source}: {len(token)} bytes, not a JWT (the server decides its validity)", plain)
+        p.passed("token", f"{source}: {len(token)} bytes, not a JWT (the server decides its validity)")
         return
     sa = service_account_of(claims)
     who = f"ServiceAccount {sa}" if sa else f"subject {claims.get('sub', '?')}"
@@ -597,9 +598,9 @@ async def check_credentials(p: Probe) -> None:
             return
         warning = (f"the bearer token expires in {_ago(left)}: make sure the file is refreshed"
                    if left < TOKEN_EXPIRY_WARNING else None)
-        p.passed("token", f"{source}: JWT of {who}, expires {_iso(exp)} (in {_ago(left)})", warning or plain)
+        p.passed("token", f"{source}: JWT of {who}, expires {_iso(exp)} (in {_ago(left)})", warning)
     else:
-        p.passed("token", f"{source}: JWT of {who}, no expiry", plain)
+        p.passed("token", f"{source}: JWT of {who}, no expiry")
 
 
 async def check_fetch(p: Probe) -> None:

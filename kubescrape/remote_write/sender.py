@@ -157,7 +157,8 @@ class Sender:
                 text = await resp.text(errors="replace")
                 retry_after = parse_retry_after(resp.headers.get("Retry-After"), self.clock.time())
         except (aiohttp.ClientError, OSError) as e:  # TimeoutError (aiohttp's total timeout) is an OSError
-            raise remote_write_error(e, s.url, s.name, timeout=s.timeout) from e
+            raise remote_write_error(e, s.url, s.name, timeout=s.timeout,
+                                     server_name=self._server_name) from e
         finally:
             self._m_duration.observe(max(0.0, self.clock.monotonic() - started))
         line = _first_line(text)
