@@ -13,6 +13,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import contextlib
+import errno
 import functools
 import ipaddress
 import logging
@@ -323,8 +324,11 @@ def _is_refused(e: BaseException) -> bool:
 
 
 def _is_reset(e: BaseException) -> bool:
-    return isinstance(_os_error(e), ConnectionResetError | BrokenPipeError | ConnectionAbortedError) or (
-        isinstance(e, aiohttp.ServerDisconnectedError)
+    inner = _os_error(e)
+    return (
+        isinstance(inner, ConnectionResetError | BrokenPipeError | ConnectionAbortedError)
+        or (isinstance(inner, OSError) and inner.errno in (errno.ECONNRESET, errno.EPIPE, errno.ECONNABORTED))
+        or isinstance(e, aiohttp.ServerDisconnectedError)
     )
 
 
