@@ -303,15 +303,33 @@ async def test_https_to_plain_http_port(client: ScrapeClient) -> None:
     assert "use http://" in str(report.error.fix)
 
 
-async def test_timeout(client: ScrapeClient) -> None:
-    async def slow(_: web.Request) -> web.Response:
-        await asyncio.sleep(5)
-        return web.Response(text=EXPOSITION)
+async def test_timeout_runs_on_the_loops_clock() -> None:
+    clock = FakeClock(autojump=False)
+    arrived = asyncio.Event()
 
-    async with _app_server(slow) as url:
-        report = await scrape(make_target(url, timeout=0.2), client)
+    async def hang(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await reader.readuntil(b"\r\n\r\n")
+        arrived.set()
+        with contextlib.suppress(ConnectionError):
+            await reader.read()
+        writer.close()
+
+    server = await asyncio.start_server(hang, "127.0.0.1", 0)
+    port = server.sockets[0].getsockname()[1]
+    client = ScrapeClient(clock=clock)
+    try:
+        target = make_target(f"http://127.0.0.1:{port}/metrics", timeout=5)
+        loop = ScrapeLoop(target, client=client, clock=clock)
+        task = asyncio.create_task(loop.scrape())
+        await asyncio.wait_for(arrived.wait(), 10)
+        clock.advance(5)  # no real second passes
+        report = await asyncio.wait_for(task, 10)
+    finally:
+        await client.close()
+        server.close()
+        await server.wait_closed()
     assert isinstance(report.error, ScrapeTimeoutError)
-    assert report.duration < 2
+    assert report.duration == 5
 
 
 async def test_parse_error_fails_the_whole_scrape(client: ScrapeClient) -> None:
