@@ -34,7 +34,7 @@ from kubescrape.auth import (
     service_account_of,
     token_claims,
 )
-from kubescrape.client import ScrapeClient, credential_source, lookup, translate_error
+from kubescrape.client import FetchResult, ScrapeClient, credential_source, lookup, translate_error
 from kubescrape.clock import SYSTEM_CLOCK, Clock
 from kubescrape.config.models import AgentConfig, GlobalConfig, InstanceConfig
 from kubescrape.doctor_render import render_json, render_text
@@ -48,6 +48,7 @@ from kubescrape.errors import (
     TokenError,
 )
 from kubescrape.scrape.cache import SeriesCache
+from kubescrape.scrape.loop import process_body
 from kubescrape.scrape.targets import Target, build_targets, make_labeler
 
 __all__ = [
@@ -679,10 +680,7 @@ async def check_body(p: Probe) -> None:
     """The agent's own parse (the series cache, with the target's labeling); HTML and JSON named."""
     cache = SeriesCache(make_labeler(p.target), honor_timestamps=p.target.honor_timestamps)
     try:
-        try:
-            result = cache.process(p.body, int(p.clock.time() * 1000), content_type=p.content_type)  # type: ignore[call-arg]
-        except TypeError:
-            result = cache.process(p.body, int(p.clock.time() * 1000))
+        result = process_body(cache, FetchResult(p.body, p.content_type, p.url), int(p.clock.time() * 1000))
     except ParseError as e:
         raise _body_failure(p, e) from None
     series = result.samples_scraped

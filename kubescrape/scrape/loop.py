@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import hashlib
 import inspect
 import logging
@@ -47,6 +48,7 @@ __all__ = [
     "ScrapeReport",
     "TargetStats",
     "hostname_seed",
+    "process_body",
     "scrape_offset",
     "status_error",
     "translate_error",
@@ -166,7 +168,6 @@ class ScrapeLoop:
         # Routes this target's chunks to one remote-write shard, so its series stay in order.
         self._route_key = zlib.crc32(repr((target.url, target.labels)).encode()) or 1
         self._synthetic_labels = [encode_labels(synthetic_labels(target, name)) for name in SYNTHETIC_NAMES]
-        self._content_type_kw = _takes_content_type(self._cache)
         if target.tls.use_tls and target.tls.insecure_skip_verify:
             log.warning(
                 "TLS certificate verification is off for %s (insecure_skip_verify = true): the agent cannot "
@@ -236,10 +237,7 @@ class ScrapeLoop:
         error: KubescrapeError | None = None
         try:
             fetched = await self.fetch()
-            if self._content_type_kw:
-                result = self._cache.process(fetched.body, ts_ms, content_type=fetched.content_type)  # type: ignore[call-arg]
-            else:
-                result = self._cache.process(fetched.body, ts_ms)
+            result = process_body(self._cache, fetched, ts_ms)
             del fetched
         except asyncio.CancelledError:
             raise
@@ -325,11 +323,24 @@ class ScrapeLoop:
         return await self._client.fetch(self.target)
 
 
-def _takes_content_type(cache: SeriesProcessor) -> bool:
+def process_body(cache: SeriesProcessor, fetched: FetchResult, scrape_ts_ms: int) -> ScrapeResult:
+    """Hand a fetched body to the series cache, with its Content-Type when the cache takes one (the
+    OpenMetrics-aware cache does). Doctor parses through here too. Raises ParseError."""
+    if _takes_content_type(cache):
+        return cache.process(fetched.body, scrape_ts_ms, content_type=fetched.content_type)  # type: ignore[call-arg]
+    return cache.process(fetched.body, scrape_ts_ms)
+
+
+@functools.cache
+def _takes_content_type_of(process_type: type) -> bool:
     try:
-        return "content_type" in inspect.signature(cache.process).parameters
-    except (TypeError, ValueError):
+        return "content_type" in inspect.signature(process_type.process).parameters  # type: ignore[attr-defined]
+    except (TypeError, ValueError, AttributeError):
         return False
+
+
+def _takes_content_type(cache: SeriesProcessor) -> bool:
+    return _takes_content_type_of(type(cache))
 
 
 def _drops(result: ScrapeResult) -> dict[str, int]:
