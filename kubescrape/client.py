@@ -54,6 +54,7 @@ __all__ = [
     "client_ssl_context",
     "clock_timeout",
     "credential_source",
+    "make_session",
     "release_buffers",
     "remote_write_error",
     "status_error",
@@ -650,6 +651,16 @@ def _is_loopback(host: str) -> bool:
         return False
 
 
+def make_session(*, limit: int, limit_per_host: int = 0, ssl_context: ssl.SSLContext | bool = True,
+                 timeout: aiohttp.ClientTimeout | None = None) -> aiohttp.ClientSession:
+    """An aiohttp session as every kubescrape client uses one: environment proxies ignored (a node agent
+    must not send kubelet credentials to an HTTP_PROXY), bodies decompressed (limits apply to the
+    uncompressed size, as Prometheus'), connections pooled up to ``limit``."""
+    connector = aiohttp.TCPConnector(limit=limit, limit_per_host=limit_per_host, ssl=ssl_context)
+    return aiohttp.ClientSession(connector=connector, auto_decompress=True, trust_env=False,
+                                 timeout=timeout or aiohttp.ClientTimeout(total=None))
+
+
 class ScrapeClient:
     """HTTP machinery shared by every scrape of one agent (and by doctor): one aiohttp session (its
     connector pools connections per host and TLS context), SSL contexts built once per distinct TLS
@@ -678,12 +689,8 @@ class ScrapeClient:
     def session(self) -> aiohttp.ClientSession:
         """The shared session, created on first use inside the running event loop."""
         if self._session is None or self._session.closed:
-            connector = aiohttp.TCPConnector(limit=self._limit, limit_per_host=self._limit_per_host)
-            # auto_decompress: the body limit then applies to the uncompressed text, as Prometheus'.
-            self._session = aiohttp.ClientSession(
-                connector=connector, auto_decompress=True, trust_env=False,
-                timeout=aiohttp.ClientTimeout(total=None),
-            )
+            # No session-wide timeout: each fetch has its own, on the clock.
+            self._session = make_session(limit=self._limit, limit_per_host=self._limit_per_host)
         return self._session
 
     def ssl_context(self, tls: TLSOptions) -> ssl.SSLContext:

@@ -22,7 +22,7 @@ from typing import TYPE_CHECKING
 
 import aiohttp
 
-from kubescrape.client import TLSConfig, client_ssl_context, remote_write_error
+from kubescrape.client import TLSConfig, client_ssl_context, make_session, remote_write_error
 from kubescrape.clock import SYSTEM_CLOCK, Clock
 from kubescrape.errors import RemoteWriteError
 from kubescrape.remote_write.encode import REMOTE_WRITE_HEADERS, compress
@@ -129,11 +129,12 @@ class Sender:
         if self._session is not None:
             return
         s = self.settings
-        connector = aiohttp.TCPConnector(limit=max(1, s.max_shards) * 2, ssl=tls_context(s) or False)
         if s.url.startswith("https://"):
             self._server_name = getattr(s, "server_name", None) or None
-        timeout = aiohttp.ClientTimeout(total=s.timeout, sock_connect=s.dial_timeout)
-        self._session = aiohttp.ClientSession(connector=connector, timeout=timeout)
+        self._session = make_session(
+            limit=max(1, s.max_shards) * 2, ssl_context=tls_context(s) or False,
+            timeout=aiohttp.ClientTimeout(total=s.timeout, sock_connect=s.dial_timeout),
+        )
 
     async def close(self) -> None:
         if self._session is not None:
