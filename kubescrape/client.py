@@ -656,7 +656,8 @@ def make_session(*, limit: int, limit_per_host: int = 0, ssl_context: ssl.SSLCon
     """An aiohttp session as every kubescrape client uses one: environment proxies ignored (a node agent
     must not send kubelet credentials to an HTTP_PROXY), bodies decompressed (limits apply to the
     uncompressed size, as Prometheus'), connections pooled up to ``limit``."""
-    connector = aiohttp.TCPConnector(limit=limit, limit_per_host=limit_per_host, ssl=ssl_context)
+    connector = aiohttp.TCPConnector(limit=limit, limit_per_host=limit_per_host, ssl=ssl_context,
+                                     enable_cleanup_closed=True)
     return aiohttp.ClientSession(connector=connector, auto_decompress=True, trust_env=False,
                                  timeout=timeout or aiohttp.ClientTimeout(total=None))
 
