@@ -249,7 +249,9 @@ def test_tls_file_errors_translate_to_tls_config_error(tmp_path: Path, setup: st
 
 
 def test_service_account_of_bound_legacy_and_subject_claims() -> None:
-    bound: dict[str, object] = {"kubernetes.io": {"namespace": "flashcat", "serviceaccount": {"name": "categraf"}}}
+    bound: dict[str, object] = {
+        "kubernetes.io": {"namespace": "flashcat", "serviceaccount": {"name": "categraf"}},
+    }
     legacy = {"kubernetes.io/serviceaccount/namespace": "kube-system",
               "kubernetes.io/serviceaccount/service-account.name": "old"}
     assert service_account_of(bound) == "flashcat/categraf"
