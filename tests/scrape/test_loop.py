@@ -18,7 +18,6 @@ from kubescrape.errors import (
     ConnectError,
     HTTPStatusError,
     ParseError,
-    ScrapeTimeoutError,
     TLSError,
     TokenError,
 )
@@ -301,35 +300,6 @@ async def test_https_to_plain_http_port(client: ScrapeClient) -> None:
         report = await scrape(make_target(url, use_tls=True, insecure_skip_verify=True), client)
     assert isinstance(report.error, TLSError)
     assert "use http://" in str(report.error.fix)
-
-
-async def test_timeout_runs_on_the_loops_clock() -> None:
-    clock = FakeClock(autojump=False)
-    arrived = asyncio.Event()
-
-    async def hang(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        await reader.readuntil(b"\r\n\r\n")
-        arrived.set()
-        with contextlib.suppress(ConnectionError):
-            await reader.read()
-        writer.close()
-
-    server = await asyncio.start_server(hang, "127.0.0.1", 0)
-    port = server.sockets[0].getsockname()[1]
-    client = ScrapeClient(clock=clock)
-    try:
-        target = make_target(f"http://127.0.0.1:{port}/metrics", timeout=5)
-        loop = ScrapeLoop(target, client=client, clock=clock)
-        task = asyncio.create_task(loop.scrape())
-        await asyncio.wait_for(arrived.wait(), 10)
-        clock.advance(5)  # no real second passes
-        report = await asyncio.wait_for(task, 10)
-    finally:
-        await client.close()
-        server.close()
-        await server.wait_closed()
-    assert isinstance(report.error, ScrapeTimeoutError)
-    assert report.duration == 5
 
 
 async def test_parse_error_fails_the_whole_scrape(client: ScrapeClient) -> None:
