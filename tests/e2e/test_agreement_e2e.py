@@ -6,7 +6,6 @@ equal the expected one — doctor predicts the agent because it runs the agent's
 
 from __future__ import annotations
 
-import datetime as dt
 import sys
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
@@ -20,6 +19,7 @@ from kubescrape.doctor import diagnose_all
 from kubescrape.emulator.fleet import Emulator
 from kubescrape.emulator.pki import CertificateAuthority
 from kubescrape.scrape.targets import build_targets
+from tests.e2e.test_doctor_e2e import expired_node_state
 
 
 @dataclass(frozen=True)
@@ -154,12 +154,7 @@ async def test_doctor_and_run_test_agree(
 
 async def test_expired_serving_certificate_agrees(tmp_path: Path) -> None:
     state = tmp_path / "state"
-    ca = CertificateAuthority.create()
-    ca.save(state / "ca.crt", state / "pki" / "ca.key")
-    now = dt.datetime.now(dt.UTC)
-    ca.issue_server("node-1", ips=["127.0.0.1"], dns_names=["node-1", "localhost"],
-                    not_before=now - dt.timedelta(days=400), not_after=now - dt.timedelta(days=35)).write(
-        state / "pki" / "nodes" / "node-1.crt", state / "pki" / "nodes" / "node-1.key")
+    expired_node_state(state)
     async with Emulator(state, port=0, healthz_port=None, proxy_port=None, pods=3) as emu:
         env = Env(emu, tmp_path)
         instance = {"urls": [env.https], "use_tls": True, "tls_ca": env.ca, "bearer_token_file": env.token()}

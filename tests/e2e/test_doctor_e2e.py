@@ -141,20 +141,27 @@ async def test_name_mismatch_and_following_the_fix(emulator: Emulator) -> None:
     assert (await diagnose(spec(emulator, server_name="node-1"), timeout=3)).ok
 
 
-async def test_expired_serving_certificate(tmp_path: Path) -> None:
-    state = tmp_path / "state"
+def expired_node_state(state: Path) -> dt.datetime:
+    """An emulator state directory whose node-1 serving certificate expired 35 days ago; returns when."""
     ca = CertificateAuthority.create()
     ca.save(state / "ca.crt", state / "pki" / "ca.key")
     now = dt.datetime.now(dt.UTC)
+    expired = now - dt.timedelta(days=35)
     ca.issue_server("node-1", ips=["127.0.0.1"], dns_names=["node-1", "localhost"],
-                    not_before=now - dt.timedelta(days=400), not_after=now - dt.timedelta(days=35)).write(
+                    not_before=now - dt.timedelta(days=400), not_after=expired).write(
         state / "pki" / "nodes" / "node-1.crt", state / "pki" / "nodes" / "node-1.key")
+    return expired
+
+
+async def test_expired_serving_certificate(tmp_path: Path) -> None:
+    state = tmp_path / "state"
+    expired = expired_node_state(state)
     async with start_emulator(state) as emu:
         code, out = await cli(emu.nodes[0].url + "/metrics", "--ca", str(emu.ca_path), "--json")
     assert code == 1
     (item,) = json.loads(out)
     assert item["steps"][-1]["name"] == "tls"
-    expected_day = (now - dt.timedelta(days=35)).strftime("%Y-%m-%d")
+    expected_day = expired.strftime("%Y-%m-%d")
     assert f"expired on {expected_day}" in item["diagnosis"]["cause"]
     assert "renew" in item["diagnosis"]["fix"]
 
