@@ -35,6 +35,7 @@ from kubescrape.errors import (
     BodyTooLargeError,
     ConnectError,
     HTTPStatusError,
+    RemoteWriteError,
     ScrapeTimeoutError,
     TLSConfigError,
     TLSError,
@@ -517,3 +518,33 @@ async def test_drops_reported_by_the_cache_are_counted_per_target() -> None:
 
 async def ok(_: web.Request) -> web.Response:
     return web.Response(text=METRICS)
+
+
+async def test_writer_401_names_the_configured_credentials() -> None:
+    async def refuse(_: web.Request) -> web.Response:
+        return web.Response(status=401, text="bad credentials")
+
+    app = web.Application()
+    app.router.add_post("/api/v1/write", refuse)
+    runner = web.AppRunner(app, access_log=None)
+    await runner.setup()
+    port = free_port()
+    await web.TCPSite(runner, "127.0.0.1", port).start()
+    url = f"http://127.0.0.1:{port}/api/v1/write"
+    errors = []
+    try:
+        for settings in (WriterSettings(url=url, name="a", basic_auth=("alice", "pw")),
+                         WriterSettings(url=url, name="b", headers=(("Authorization", "Bearer x"),)),
+                         WriterSettings(url=url, name="c")):
+            sender = Sender(settings, metrics=SelfMetrics())
+            with pytest.raises(RemoteWriteError) as info:
+                await sender.send_once(b"", 0)
+            await sender.close()
+            errors.append(info.value)
+    finally:
+        await runner.cleanup()
+    basic, header, anonymous = errors
+    assert "basic auth (basic_auth_user 'alice')" in (basic.fix or "")
+    assert "the Authorization header in headers" in (header.fix or "")
+    assert "none were sent" in (anonymous.fix or "")
+    assert not any(e.retryable for e in errors)

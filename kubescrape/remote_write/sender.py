@@ -93,6 +93,18 @@ def tls_context(settings: WriterSettings) -> ssl.SSLContext | None:
     return ctx
 
 
+def _writer_credentials(settings: WriterSettings) -> str:
+    """What credentials a writer sends, named as its configuration names them ("" = none)."""
+    sent = []
+    if settings.basic_auth:
+        sent.append(f"basic auth (basic_auth_user {settings.basic_auth[0]!r})")
+    if any(k.lower() == "authorization" for k, _ in settings.headers):
+        sent.append("the Authorization header in headers")
+    if settings.cert_file and settings.url.startswith("https://"):
+        sent.append(f"the client certificate tls_cert ({settings.cert_file})")
+    return " and ".join(sent)
+
+
 def _first_line(text: str) -> str:
     line = text.strip().splitlines()[0] if text.strip() else ""
     return line[:300]
@@ -152,6 +164,7 @@ class Sender:
             async with self._session.post(s.url, data=body, headers=self._headers,
                                           server_hostname=self._server_name) as resp:
                 status = resp.status
+                where = s.url if str(resp.url) == s.url else f"{resp.url} (redirected from {s.url})"
                 if 200 <= status < 300:
                     await resp.read()
                     return
@@ -164,19 +177,25 @@ class Sender:
             self._m_duration.observe(max(0.0, self.clock.monotonic() - started))
         line = _first_line(text)
         if status in (401, 403):
+            sent = _writer_credentials(s)
+            if sent:
+                fix = (f"the backend rejected {sent}: check {'them' if ' and ' in sent else 'it'} "
+                       "(and, for a 403, that the identity may write)")
+            else:
+                fix = ("the backend wants credentials and none were sent: set basic_auth_user/"
+                       "basic_auth_pass, or an Authorization bearer token in headers")
             raise RemoteWriteError(
-                f"writer {s.name!r} at {s.url} answered {status} "
+                f"writer {s.name!r} at {where} answered {status} "
                 f"{'Unauthorized' if status == 401 else 'Forbidden'}: {line}",
-                "the backend rejected the credentials: check the writer's basic_auth, headers and bearer "
-                "token (and that the token may write)", writer=s.name, status=status, retryable=False)
+                fix, writer=s.name, status=status, retryable=False)
         if status == 429 or status >= 500:
             raise RemoteWriteError(
-                f"writer {s.name!r} at {s.url} answered {status}: {line}",
+                f"writer {s.name!r} at {where} answered {status}: {line}",
                 "the backend is overloaded or failing; the batch is retried with backoff",
                 writer=s.name, status=status, retryable=True,
                 retry_after=retry_after if status in (429, 503) else None)
         raise RemoteWriteError(
-            f"writer {s.name!r} at {s.url} answered {status}: {line}",
+            f"writer {s.name!r} at {where} answered {status}: {line}",
             "the backend refused this batch (bad request, samples too old or out of order); it cannot "
             "succeed on retry and was dropped", writer=s.name, status=status, retryable=False)
 
