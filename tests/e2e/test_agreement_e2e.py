@@ -6,6 +6,7 @@ equal the expected one — doctor predicts the agent because it runs the agent's
 
 from __future__ import annotations
 
+import asyncio
 import sys
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
@@ -20,6 +21,8 @@ from kubescrape.emulator.fleet import Emulator
 from kubescrape.emulator.pki import CertificateAuthority
 from kubescrape.scrape.targets import build_targets
 from tests.e2e.test_doctor_e2e import expired_node_state
+
+ROOT = Path(__file__).resolve().parents[2]
 
 
 @dataclass(frozen=True)
@@ -161,3 +164,24 @@ async def test_expired_serving_certificate_agrees(tmp_path: Path) -> None:
         doctor_ok, agent_ok, finding, error = await verdicts(write_config(tmp_path / "conf", instance))
     assert doctor_ok is False and agent_ok is False
     assert "expired" in finding and "expired" in error
+
+
+@pytest.mark.parametrize(("use_tls", "expected_code"), [(False, 1), (True, 0)])
+async def test_the_two_commands_agree_on_use_tls_and_insecure_skip_verify(
+    emulator: Emulator, tmp_path: Path, use_tls: bool, expected_code: int
+) -> None:
+    """The case that used to split them: https with insecure_skip_verify, with and without use_tls."""
+    env = Env(emulator, tmp_path)
+    conf = write_config(tmp_path / "conf", {"urls": [env.https], "use_tls": use_tls,
+                                            "insecure_skip_verify": True, "bearer_token_file": env.token()})
+    codes = []
+    for command in (["run", "--config-dir", str(conf), "--test"],
+                    ["doctor", "--config-dir", str(conf), "--timeout", "3"]):
+        proc = await asyncio.create_subprocess_exec(
+            sys.executable, "-m", "kubescrape", *command, cwd=ROOT,
+            stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE)
+        out, err = await asyncio.wait_for(proc.communicate(), 60)
+        codes.append(proc.returncode)
+        if expected_code:
+            assert "unknown authority" in (out + err).decode() or "does not trust" in (out + err).decode()
+    assert codes == [expected_code, expected_code]
