@@ -351,6 +351,40 @@ def test_writer_messages_tell_timeout_refused_and_reset_apart() -> None:
     assert "connection failed" not in timeout.cause
 
 
+def _cert_error(code: int, message: str) -> ssl.SSLCertVerificationError:
+    e = ssl.SSLCertVerificationError(1, "certificate verify failed")
+    e.verify_code = code
+    e.verify_message = message
+    return e
+
+
+@pytest.mark.parametrize(("error", "reason"), [
+    (_cert_error(10, "certificate has expired"), "cert_expired"),
+    (_cert_error(9, "certificate is not yet valid"), "cert_not_yet_valid"),
+    (_cert_error(62, "Hostname mismatch"), "cert_name_mismatch"),
+    (_cert_error(19, "self-signed certificate in certificate chain"), "cert_unknown_authority"),
+    (_cert_error(27, "certificate not trusted"), "cert_unknown_authority"),
+    (ssl.SSLError(1, "[SSL: WRONG_VERSION_NUMBER] wrong version number"), "tls_plain_http"),
+    (ssl.SSLError(1, "[SSL: TLSV13_ALERT_CERTIFICATE_REQUIRED] tlsv13 alert certificate required"),
+     "tls_client_cert_required"),
+    (ssl.SSLError(1, "[SSL: UNSUPPORTED_PROTOCOL] unsupported protocol"), "tls_version"),
+    (TimeoutError(), "timeout"),
+    (aiohttp.ConnectionTimeoutError(), "connect_timeout"),
+    (socket.gaierror(-2, "Name or service not known"), "dns"),
+    (ConnectionRefusedError(111, "Connection refused"), "connect_refused"),
+    (ConnectionResetError(104, "Connection reset by peer"), "connect_reset"),
+    (aiohttp.ServerDisconnectedError(), "connect_reset"),
+    (aiohttp.ClientPayloadError("Response payload is not completed"), "payload"),
+    (OSError(113, "No route to host"), "connect"),
+])
+def test_error_table_rows(error: BaseException, reason: str) -> None:
+    scrape = translate_error(error, "https://10.0.0.1:10250/metrics", timeout=3)
+    write = remote_write_error(error, "https://backend:9090/api/v1/write", "w", timeout=3)
+    assert scrape.reason == reason
+    assert scrape.fix and write.fix and write.retryable
+    assert scrape.fix != write.fix  # each side gets the advice that fits it
+
+
 def test_certificate_verify_code_27_is_an_unknown_authority() -> None:
     e = ssl.SSLCertVerificationError(1, "certificate verify failed")
     e.verify_code = 27
