@@ -344,9 +344,10 @@ def _takes_content_type(cache: SeriesProcessor) -> bool:
 
 
 def _drops(result: ScrapeResult) -> dict[str, int]:
-    """Samples the cache left out, by reason: its ``dropped`` map where it has one, else its duplicates."""
-    dropped = {k: v for k, v in (getattr(result, "dropped", None) or {}).items() if v}
+    """Samples the cache left out, by reason: its ``dropped`` map (reason → samples) when it keeps one,
+    otherwise the duplicates it counted."""
+    dropped = getattr(result, "dropped", None)
+    if dropped is not None:
+        return {str(k): int(v) for k, v in dropped.items() if v}
     duplicates = getattr(result, "samples_duplicate", 0)
-    if duplicates and "duplicate" not in dropped:
-        dropped["duplicate"] = duplicates
-    return dropped
+    return {"duplicate": duplicates} if duplicates else {}
