@@ -64,12 +64,13 @@ SYNTHETIC_NAMES = (
     "scrape_series_added",
 )
 
+
 class SeriesProcessor(Protocol):
-    """What the loop needs of the series cache (:class:`kubescrape.scrape.cache.SeriesCache`)."""
+    """What the loop needs of the series cache (:class:`kubescrape.scrape.cache.SeriesCache`). A cache
+    whose ``process`` also takes ``content_type=`` gets the response's Content-Type (see
+    :func:`process_body`)."""
 
     def process(self, body: bytes, scrape_ts_ms: int) -> ScrapeResult: ...
-    """Parse and encode one body; a cache that takes ``content_type=`` as a keyword also gets the
-    response's Content-Type (OpenMetrics or text)."""
 
     def stale_all(self, scrape_ts_ms: int) -> list[Chunk]: ...
 
