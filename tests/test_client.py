@@ -141,10 +141,8 @@ async def test_max_version_is_honoured(tmp_path: Path, max_version: str | None, 
     files = TLSFiles.create(tmp_path)
     versions: list[str] = []
     async with serve(negotiated_version(versions), server_ssl_context(files.server)) as base:
-        target = make_target(base + "/metrics", use_tls=True, tls_ca=str(files.ca_file))
-        # The config helper adds max_version to TLSSettings; the client reads it wherever it is set.
-        tls = TLSConfig(ca_file=str(files.ca_file), max_version=max_version)
-        target = dataclasses.replace(target, tls=tls)  # type: ignore[arg-type]
+        target = make_target(base + "/metrics", use_tls=True, tls_ca=str(files.ca_file),
+                             tls_max_version=max_version)
         report = await scrape(target)
     assert report.ok, report.error
     assert versions == [expected]
