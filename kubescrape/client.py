@@ -551,25 +551,43 @@ def release_buffers(e: BaseException) -> None:
 # ---- statuses --------------------------------------------------------------------------------------
 
 
+_WHY_REJECTED = {
+    "bearer": "the bearer token is expired, from another cluster, or not a ServiceAccount token (the kubelet "
+              "needs --authentication-token-webhook)",
+    "basic": "the username or password is wrong for this server",
+    "cert": "the client certificate is not signed by the server's client CA (kubelet: clientCAFile) or "
+            "has expired",
+}
+
+
+def _credentials(target: ScrapeTarget) -> list[tuple[str, str]]:
+    """(kind, name as the configuration says it) of every credential a request to ``target`` carries."""
+    sent = []
+    if target.bearer_token_file:
+        sent.append(("bearer", f"the bearer token in bearer_token_file ({target.bearer_token_file})"))
+    elif target.bearer_token_string:
+        sent.append(("bearer", "the bearer token in bearer_token_string"))
+    elif target.username:
+        sent.append(("basic", f"basic auth (username {target.username!r} and password)"))
+    if target.tls.use_tls and target.tls.cert_file:
+        sent.append(("cert", f"the client certificate tls_cert ({target.tls.cert_file})"))
+    return sent
+
+
 def credential_source(target: ScrapeTarget) -> str:
     """What credentials a request to ``target`` carries, as the configuration names them ("" = none)."""
-    sources = []
-    if target.bearer_token_file:
-        sources.append(f"the bearer token in bearer_token_file ({target.bearer_token_file})")
-    elif target.bearer_token_string:
-        sources.append("the bearer token in bearer_token_string")
-    elif target.username:
-        sources.append(f"basic auth (username {target.username!r} and password)")
-    if target.tls.use_tls and target.tls.cert_file:
-        sources.append(f"the client certificate tls_cert ({target.tls.cert_file})")
-    return " and ".join(sources)
+    return " and ".join(name for _, name in _credentials(target))
 
 
-def status_error(status: int, body: str, url: str, *, credentials: str = "",
+def _rejected_fix(target: ScrapeTarget) -> str:
+    return "; ".join(f"{_WHY_REJECTED[kind]}: check {name}" for kind, name in _credentials(target))
+
+
+def status_error(status: int, body: str, url: str, *, credentials: str = "", rejected_fix: str = "",
                  requested_url: str | None = None) -> ScrapeError:
     """The error for a non-200 answer from ``url`` (the final URL after redirects; ``requested_url`` is
     the configured one when it differs), with the fix for that status. ``credentials`` names what was
-    sent (:func:`credential_source`)."""
+    sent (:func:`credential_source`), ``rejected_fix`` what to check for each when it is refused."""
     shown = _short(body, 300)
     via = f" (redirected from {requested_url})" if requested_url and requested_url != url else ""
     where = url + via
@@ -580,10 +598,7 @@ def status_error(status: int, body: str, url: str, *, credentials: str = "",
     if status == 401:
         if credentials:
             cause = f"{where} answered 401 Unauthorized: {credentials} was rejected"
-            fix = (f"check {credentials}: a bearer token may be expired, from another cluster, or not a "
-                   "ServiceAccount token (the kubelet needs --authentication-token-webhook); a client "
-                   "certificate must be signed by the server's client CA; basic auth must match the "
-                   "server's users")
+            fix = rejected_fix or f"check {credentials}"
         else:
             cause = (f"{where} answered 401 Unauthorized: the endpoint requires authentication and none "
                      "was sent")
@@ -789,7 +804,8 @@ class ScrapeClient:
                 # Error bodies are short (kubelet: "Unauthorized", "Forbidden (user=…)"); keep a bounded part.
                 raw = await resp.content.read(_ERROR_BODY_LIMIT)
                 return status_error(resp.status, raw.decode("utf-8", "replace").strip(), final,
-                                    credentials=credential_source(target), requested_url=target.url)
+                                    credentials=credential_source(target), rejected_fix=_rejected_fix(target),
+                                    requested_url=target.url)
             body = await read_limited(resp.content, target.body_size_limit, final)
             return FetchResult(body, resp.headers.get("Content-Type", ""), final)
 
