@@ -72,10 +72,13 @@ async def scrape(target: Target, *, clock: Any = None, metrics: SelfMetrics | No
 
 
 @contextlib.asynccontextmanager
-async def serve(handler: Handler, tls: ssl.SSLContext | None = None) -> AsyncIterator[str]:
-    """An aiohttp server on loopback answering every GET with ``handler``; yields its base URL."""
+async def serve(
+    handler: Handler, tls: ssl.SSLContext | None = None, method: str = "GET"
+) -> AsyncIterator[str]:
+    """An aiohttp server on loopback answering every ``method`` request with ``handler``; yields its base
+    URL."""
     app = web.Application()
-    app.router.add_get("/{tail:.*}", handler)
+    app.router.add_route(method, "/{tail:.*}", handler)
     runner = web.AppRunner(app, access_log=None, shutdown_timeout=0.1)
     await runner.setup()
     port = free_port()
@@ -166,14 +169,8 @@ async def test_writer_tls_server_name_is_applied(tmp_path: Path) -> None:
     async def accept(_: web.Request) -> web.Response:
         return web.Response(status=204)
 
-    app = web.Application()
-    app.router.add_post("/api/v1/write", accept)
-    runner = web.AppRunner(app, access_log=None)
-    await runner.setup()
-    port = free_port()
-    await web.TCPSite(runner, "127.0.0.1", port, ssl_context=server_ssl_context(files.server)).start()
-    url = f"https://127.0.0.1:{port}/api/v1/write"
-    try:
+    async with serve(accept, server_ssl_context(files.server), method="POST") as base:
+        url = base + "/api/v1/write"
         without = Sender(WriterSettings(url=url, name="w", ca_file=str(files.ca_file)), metrics=SelfMetrics())
         with pytest.raises(Exception, match=r"not valid for the name '127\.0\.0\.1'"):
             await without.send_once(b"", 0)
@@ -182,8 +179,6 @@ async def test_writer_tls_server_name_is_applied(tmp_path: Path) -> None:
                                             server_name="backend.example"), metrics=SelfMetrics())
         await named.send_once(b"", 0)
         await named.close()
-    finally:
-        await runner.cleanup()
 
 
 # ---- credential files never block the event loop (issue 15 #10) ------------------------------------------
@@ -556,15 +551,9 @@ async def test_writer_401_names_the_configured_credentials() -> None:
     async def refuse(_: web.Request) -> web.Response:
         return web.Response(status=401, text="bad credentials")
 
-    app = web.Application()
-    app.router.add_post("/api/v1/write", refuse)
-    runner = web.AppRunner(app, access_log=None)
-    await runner.setup()
-    port = free_port()
-    await web.TCPSite(runner, "127.0.0.1", port).start()
-    url = f"http://127.0.0.1:{port}/api/v1/write"
     errors = []
-    try:
+    async with serve(refuse, method="POST") as base:
+        url = base + "/api/v1/write"
         for settings in (WriterSettings(url=url, name="a", basic_auth=("alice", "pw")),
                          WriterSettings(url=url, name="b", headers=(("Authorization", "Bearer x"),)),
                          WriterSettings(url=url, name="c")):
@@ -573,8 +562,6 @@ async def test_writer_401_names_the_configured_credentials() -> None:
                 await sender.send_once(b"", 0)
             await sender.close()
             errors.append(info.value)
-    finally:
-        await runner.cleanup()
     basic, header, anonymous = errors
     assert "basic auth (basic_auth_user 'alice')" in (basic.fix or "")
     assert "the Authorization header in headers" in (header.fix or "")

@@ -13,7 +13,8 @@ from kubescrape.client import ACCEPT_HEADER, ScrapeClient
 from kubescrape.config.models import AgentConfig, GlobalConfig, InstanceConfig
 from kubescrape.scrape.loop import ScrapeLoop
 from kubescrape.scrape.targets import build_targets
-from tests.e2e.prom import Prometheus, free_port, prometheus_available
+from tests.e2e.prom import Prometheus, prometheus_available
+from tests.test_client import serve
 
 
 async def test_accept_header_matches_what_a_real_prometheus_sends(tmp_path: Path) -> None:
@@ -29,27 +30,22 @@ async def test_accept_header_matches_what_a_real_prometheus_sends(tmp_path: Path
             first.set()
         return web.Response(text="a 1\n", content_type="text/plain")
 
-    app = web.Application()
-    app.router.add_get("/metrics", handle)
-    runner = web.AppRunner(app, access_log=None)
-    await runner.setup()
-    port = free_port()
-    await web.TCPSite(runner, "127.0.0.1", port).start()
-    config = (f"global:\n  scrape_interval: 1s\nscrape_configs:\n  - job_name: probe\n"
-              f"    static_configs:\n      - targets: ['127.0.0.1:{port}']\n")
-    (tmp_path / "prom").mkdir()
-    prom = Prometheus(tmp_path / "prom", config_yaml=config)
-    try:
-        await asyncio.to_thread(prom.start)
-        await asyncio.wait_for(first.wait(), 30)
-        client = ScrapeClient()
-        target = build_targets(AgentConfig(global_=GlobalConfig(hostname="n"), instances=[
-            InstanceConfig(urls=[f"http://127.0.0.1:{port}/metrics"])]))[0]
-        report = await ScrapeLoop(target, client=client).scrape()
-        await client.close()
-    finally:
-        await asyncio.to_thread(prom.stop)
-        await runner.cleanup()
+    async with serve(handle) as base:
+        host_port = base.removeprefix("http://")
+        config = (f"global:\n  scrape_interval: 1s\nscrape_configs:\n  - job_name: probe\n"
+                  f"    static_configs:\n      - targets: ['{host_port}']\n")
+        (tmp_path / "prom").mkdir()
+        prom = Prometheus(tmp_path / "prom", config_yaml=config)
+        try:
+            await asyncio.to_thread(prom.start)
+            await asyncio.wait_for(first.wait(), 30)
+            client = ScrapeClient()
+            target = build_targets(AgentConfig(global_=GlobalConfig(hostname="n"), instances=[
+                InstanceConfig(urls=[base + "/metrics"])]))[0]
+            report = await ScrapeLoop(target, client=client).scrape()
+            await client.close()
+        finally:
+            await asyncio.to_thread(prom.stop)
     assert report.ok, report.error
     assert seen["prometheus"] == ACCEPT_HEADER
     assert seen["agent"] == seen["prometheus"]
