@@ -48,7 +48,7 @@ from kubescrape.errors import (
     TokenError,
 )
 from kubescrape.scrape.cache import SeriesCache
-from kubescrape.scrape.loop import process_body
+from kubescrape.scrape.loop import accept_header, process_body
 from kubescrape.scrape.targets import Target, build_targets, make_labeler
 
 __all__ = [
@@ -284,6 +284,12 @@ class Probe:
     body: bytes = b""
     content_type: str = ""
     elapsed: float = 0.0
+    cache: SeriesCache = field(init=False)
+
+    def __post_init__(self) -> None:
+        # The series cache the agent's loop builds for this target: it decides what the fetch asks for
+        # (Accept) and parses the answer.
+        self.cache = SeriesCache(make_labeler(self.target), honor_timestamps=self.target.honor_timestamps)
 
     @property
     def url(self) -> str:
@@ -608,7 +614,7 @@ async def check_fetch(p: Probe) -> None:
     """The agent's own fetch: same client, same headers, token, timeout and error translation."""
     started = p.clock.monotonic()
     try:
-        fetched = await p.client.fetch(p.target)
+        fetched = await p.client.fetch(p.target, accept=accept_header(p.cache))
     except HTTPStatusError as e:
         raise _status_failure(p, e) from None
     except ScrapeError as e:
@@ -678,9 +684,8 @@ def _status_failure(p: Probe, e: HTTPStatusError) -> _Stop:
 
 async def check_body(p: Probe) -> None:
     """The agent's own parse (the series cache, with the target's labeling); HTML and JSON named."""
-    cache = SeriesCache(make_labeler(p.target), honor_timestamps=p.target.honor_timestamps)
     try:
-        result = process_body(cache, FetchResult(p.body, p.content_type, p.url), int(p.clock.time() * 1000))
+        result = process_body(p.cache, FetchResult(p.body, p.content_type, p.url), int(p.clock.time() * 1000))
     except ParseError as e:
         raise _body_failure(p, e) from None
     series = result.samples_scraped

@@ -24,6 +24,7 @@ from typing import Protocol
 from kubescrape.client import (
     ACCEPT_HEADER,
     PLAIN_HTTP_ON_TLS,
+    TEXT_ACCEPT_HEADER,
     USER_AGENT,
     FetchResult,
     ScrapeClient,
@@ -42,11 +43,13 @@ from kubescrape.selfmon import SelfMetrics
 __all__ = [
     "ACCEPT_HEADER",
     "PLAIN_HTTP_ON_TLS",
+    "TEXT_ACCEPT_HEADER",
     "USER_AGENT",
     "ScrapeClient",
     "ScrapeLoop",
     "ScrapeReport",
     "TargetStats",
+    "accept_header",
     "hostname_seed",
     "process_body",
     "scrape_offset",
@@ -325,7 +328,13 @@ class ScrapeLoop:
 
     async def fetch(self) -> FetchResult:
         """The HTTP part of one scrape, done by the shared client."""
-        return await self._client.fetch(self.target)
+        return await self._client.fetch(self.target, accept=accept_header(self._cache))
+
+
+def accept_header(cache: SeriesProcessor) -> str:
+    """The Accept header for a scrape parsed by ``cache``: Prometheus' (OpenMetrics first) when the cache
+    is told the Content-Type and so can parse OpenMetrics, the text format's otherwise."""
+    return ACCEPT_HEADER if _takes_content_type(cache) else TEXT_ACCEPT_HEADER
 
 
 def process_body(cache: SeriesProcessor, fetched: FetchResult, scrape_ts_ms: int) -> ScrapeResult:
