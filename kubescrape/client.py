@@ -753,8 +753,9 @@ class ScrapeClient:
             return token.force_reload() if reload else token.get()
         return target.bearer_token_string or None
 
-    def warn_plain_credentials(self, target: ScrapeTarget) -> str | None:
-        """A warning (logged once per target) when credentials would cross the network unencrypted."""
+    def warn_plain_credentials(self, target: ScrapeTarget, *, log_it: bool = True) -> str | None:
+        """A warning (logged once per target unless ``log_it`` is false) when credentials would cross the
+        network unencrypted."""
         parts = urlsplit(target.url)
         if parts.scheme != "http" or _is_loopback(parts.hostname or ""):
             return None
@@ -763,7 +764,7 @@ class ScrapeClient:
         what = "a bearer token" if target.bearer_token_file or target.bearer_token_string else "basic auth"
         message = (f"{target.url} sends {what} over plain http:// to a non-loopback host: anyone on the path "
                    "can read it. Fix: scrape https:// with use_tls = true")
-        if target.url not in self._warned_plain:
+        if log_it and target.url not in self._warned_plain:
             self._warned_plain.add(target.url)
             log.warning("%s", message)
         return message

@@ -337,7 +337,7 @@ async def check_url(p: Probe) -> None:
     p.host, p.port, p.https = str(parsed[0]), int(parsed[1]), bool(parsed[2])
     path = urllib.parse.urlsplit(p.url).path or "/"
     # Flagged first: it is true whether or not the target answers.
-    plain_credentials = p.client.warn_plain_credentials(p.target)
+    plain_credentials = p.client.warn_plain_credentials(p.target, log_it=False)  # shown as a step warning
     p.passed("url", f"{'https' if p.https else 'http'}://{p.where}{path}", plain_credentials)
 
 
