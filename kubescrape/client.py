@@ -55,6 +55,7 @@ __all__ = [
     "client_ssl_context",
     "clock_timeout",
     "credential_source",
+    "ignored_tls_options",
     "make_session",
     "release_buffers",
     "remote_write_error",
@@ -132,6 +133,15 @@ def _version(tls: TLSOptions, option: str, default: str | None) -> ssl.TLSVersio
         raise TLSConfigError(f"tls_{option} = {value!r} is not a TLS version",
                              f"use one of {', '.join(_TLS_VERSIONS)}")
     return version
+
+
+def ignored_tls_options(tls: TLSOptions) -> list[str]:
+    """The ``tls_*`` options that are set but not applied because ``use_tls`` is off (as in Categraf)."""
+    if tls.use_tls:
+        return []
+    return [name for name, on in (("tls_ca", tls.ca_file), ("tls_cert", tls.cert_file),
+                                  ("tls_key", tls.key_file), ("tls_server_name", tls.server_name),
+                                  ("insecure_skip_verify", tls.insecure_skip_verify)) if on]
 
 
 @functools.cache
@@ -790,6 +800,11 @@ class ScrapeClient:
         except (aiohttp.ClientError, OSError, ValueError) as e:  # TimeoutError is an OSError
             server_name = target.tls.server_name if https and target.tls.use_tls else None
             error = translate_error(e, url, timeout=target.timeout, server_name=server_name)
+            ignored = ignored_tls_options(target.tls) if https else []
+            if ignored and isinstance(error, TLSError):
+                verb = "is" if len(ignored) == 1 else "are"
+                error.fix = (f"{', '.join(ignored)} {verb} not applied without use_tls = true (as in "
+                             f"Categraf): add use_tls = true. {error.fix}")
             release_buffers(e)
             raise error from e
         if isinstance(result, FetchResult):

@@ -34,7 +34,14 @@ from kubescrape.auth import (
     service_account_of,
     token_claims,
 )
-from kubescrape.client import FetchResult, ScrapeClient, credential_source, lookup, translate_error
+from kubescrape.client import (
+    FetchResult,
+    ScrapeClient,
+    credential_source,
+    ignored_tls_options,
+    lookup,
+    translate_error,
+)
 from kubescrape.clock import SYSTEM_CLOCK, Clock
 from kubescrape.config.models import AgentConfig, GlobalConfig, InstanceConfig
 from kubescrape.doctor_render import render_json, render_text
@@ -386,15 +393,6 @@ async def check_connect(p: Probe) -> None:
     p.passed("connect", f"{p.where} in {(time.perf_counter() - started) * 1000:.1f} ms")
 
 
-def _ignored_tls_options(target: Target) -> list[str]:
-    tls = target.tls
-    if tls.use_tls:
-        return []
-    return [name for name, on in (("tls_ca", tls.ca_file), ("tls_cert", tls.cert_file),
-                                  ("tls_key", tls.key_file), ("tls_server_name", tls.server_name),
-                                  ("insecure_skip_verify", tls.insecure_skip_verify)) if on]
-
-
 async def check_tls(p: Probe) -> None:
     """The handshake with the agent's own context (https only); on failure the peer certificate says why."""
     if not p.https:
@@ -437,7 +435,7 @@ async def check_tls(p: Probe) -> None:
         )
     else:
         detail += f"; verified against {(tls.use_tls and tls.ca_file) or 'the system CA store'}"
-    ignored = _ignored_tls_options(p.target)
+    ignored = ignored_tls_options(p.target.tls)
     if ignored:
         warning = (f"{', '.join(ignored)} {'is' if len(ignored) == 1 else 'are'} not applied without "
                    "use_tls = true (as in Categraf)" + (f"; {warning}" if warning else ""))
@@ -522,7 +520,7 @@ async def _tls_failure(p: Probe, e: BaseException) -> _Stop:
             f"{', '.join(cert.sans) or 'none'}, valid {cert.not_before:%Y-%m-%d %H:%M} → "
             f"{cert.not_after:%Y-%m-%d %H:%M} UTC") if cert else "server certificate could not be read"
     detail = f"{error.cause}; {seen}"
-    ignored = _ignored_tls_options(p.target)
+    ignored = ignored_tls_options(p.target.tls)
     prefix = (f"{', '.join(ignored)} {'is' if len(ignored) == 1 else 'are'} ignored without use_tls = true "
               "(as in Categraf, the certificate is then checked against the system CA store): add "
               "use_tls = true. ") if ignored else ""

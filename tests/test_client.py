@@ -120,6 +120,17 @@ async def test_tls_ca_replaces_the_system_trust_store(
     assert system.ok, system.error
 
 
+async def test_tls_options_without_use_tls_are_named_in_the_fix(tmp_path: Path) -> None:
+    """As in Categraf, https without use_tls verifies against the system store: the fix says why the
+    configured insecure_skip_verify made no difference."""
+    files = TLSFiles.create(tmp_path)
+    async with metrics_server({"/metrics": METRICS}, tls=files) as server:
+        report = await scrape(make_target(server.url("/metrics"), insecure_skip_verify=True))
+    assert isinstance(report.error, TLSError) and report.error.reason == "cert_unknown_authority"
+    assert (report.error.fix or "").startswith(
+        "insecure_skip_verify is not applied without use_tls = true (as in Categraf): add use_tls = true.")
+
+
 def test_context_with_tls_ca_holds_only_that_ca(tmp_path: Path) -> None:
     files = TLSFiles.create(tmp_path)
     ctx = client_ssl_context(TLSConfig(ca_file=str(files.ca_file)))
