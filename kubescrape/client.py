@@ -45,7 +45,6 @@ __all__ = [
     "ACCEPT_HEADER",
     "ERROR_TABLE",
     "PLAIN_HTTP_ON_TLS",
-    "TEXT_ACCEPT_HEADER",
     "USER_AGENT",
     "FetchResult",
     "ScrapeClient",
@@ -71,8 +70,6 @@ ACCEPT_HEADER = (
     "application/openmetrics-text;version=1.0.0,application/openmetrics-text;version=0.0.1;q=0.75,"
     "text/plain;version=0.0.4;q=0.5,*/*;q=0.1"
 )
-# What Prometheus sends when it reads the text format only: for a series cache without OpenMetrics support.
-TEXT_ACCEPT_HEADER = "text/plain;version=0.0.4;q=1,*/*;q=0.1"
 USER_AGENT = f"kubescrape/{__version__}"
 # What Go's net/http server answers to plain HTTP on a TLS port (the kubelet's :10250 does this).
 PLAIN_HTTP_ON_TLS = "Client sent an HTTP request to an HTTPS server."
@@ -742,10 +739,10 @@ class ScrapeClient:
             await self._session.close()
         self._session = None
 
-    def headers(self, target: ScrapeTarget, accept: str = ACCEPT_HEADER) -> dict[str, str]:
+    def headers(self, target: ScrapeTarget) -> dict[str, str]:
         """The request headers of ``target`` without the bearer token (which is read per request)."""
         headers = {
-            "Accept": accept,
+            "Accept": ACCEPT_HEADER,
             "Accept-Encoding": "gzip" if target.enable_compression else "identity",
             "User-Agent": USER_AGENT,
             "X-Prometheus-Scrape-Timeout-Seconds": f"{target.timeout:g}",
@@ -779,16 +776,14 @@ class ScrapeClient:
             log.warning("%s", message)
         return message
 
-    async def fetch(self, target: ScrapeTarget, *, accept: str = ACCEPT_HEADER) -> FetchResult:
+    async def fetch(self, target: ScrapeTarget) -> FetchResult:
         """GET ``target`` within its timeout (measured by the clock) and return the body. Raises errors of
-        the ScrapeError tree, TokenError or TLSConfigError; a failure keeps no part of the body alive.
-        ``accept``: the Accept header (OpenMetrics first, as Prometheus, unless the caller cannot parse
-        it)."""
+        the ScrapeError tree, TokenError or TLSConfigError; a failure keeps no part of the body alive."""
         url = target.url
         https = url.startswith("https://")
         ssl_ctx: ssl.SSLContext | bool = self.ssl_context(target.tls) if https else False
         self.warn_plain_credentials(target)
-        headers = self.headers(target, accept)
+        headers = self.headers(target)
         try:
             async with clock_timeout(self._clock, target.timeout):
                 result = await self._get(target, ssl_ctx, headers, self.bearer(target))

@@ -55,8 +55,8 @@ from kubescrape.errors import (
     TokenError,
 )
 from kubescrape.scrape.cache import SeriesCache
-from kubescrape.scrape.loop import accept_header, process_body
-from kubescrape.scrape.targets import Target, build_targets, make_labeler
+from kubescrape.scrape.loop import process_body, series_cache
+from kubescrape.scrape.targets import Target, build_targets
 
 __all__ = [
     "CHECKS",
@@ -294,9 +294,8 @@ class Probe:
     cache: SeriesCache = field(init=False)
 
     def __post_init__(self) -> None:
-        # The series cache the agent's loop builds for this target: it decides what the fetch asks for
-        # (Accept) and parses the answer.
-        self.cache = SeriesCache(make_labeler(self.target), honor_timestamps=self.target.honor_timestamps)
+        # The series cache the agent's loop builds for this target: it parses the answer.
+        self.cache = series_cache(self.target)
 
     @property
     def url(self) -> str:
@@ -612,7 +611,7 @@ async def check_fetch(p: Probe) -> None:
     """The agent's own fetch: same client, same headers, token, timeout and error translation."""
     started = p.clock.monotonic()
     try:
-        fetched = await p.client.fetch(p.target, accept=accept_header(p.cache))
+        fetched = await p.client.fetch(p.target)
     except HTTPStatusError as e:
         raise _status_failure(p, e) from None
     except ScrapeError as e:

@@ -23,7 +23,6 @@ from aiohttp import web
 from kubescrape.agent import Agent
 from kubescrape.client import (
     ACCEPT_HEADER,
-    TEXT_ACCEPT_HEADER,
     ScrapeClient,
     TLSConfig,
     client_ssl_context,
@@ -498,28 +497,6 @@ async def test_an_oversized_body_is_released_without_the_cycle_collector() -> No
 # ---- request headers and the content type (issue 15 #3) --------------------------------------------------
 
 
-async def test_a_cache_that_cannot_take_the_content_type_asks_for_text_only() -> None:
-    requests: list[str] = []
-
-    async def handle(request: web.Request) -> web.Response:
-        requests.append(request.headers.get("Accept", ""))
-        return web.Response(text=METRICS)
-
-    class TextOnly:
-        def process(self, body: bytes, scrape_ts_ms: int) -> ScrapeResult:
-            return ScrapeResult([], 1, 1, 0)
-
-        def stale_all(self, scrape_ts_ms: int) -> list[Chunk]:
-            return []
-
-    client = ScrapeClient()
-    async with serve(handle) as base:
-        report = await ScrapeLoop(make_target(base + "/metrics"), client=client, cache=TextOnly()).scrape()
-    await client.close()
-    assert report.ok, report.error
-    assert requests == [TEXT_ACCEPT_HEADER]
-
-
 def test_accept_header_is_what_prometheus_sends() -> None:
     assert ACCEPT_HEADER == (
         "application/openmetrics-text;version=1.0.0,application/openmetrics-text;version=0.0.1;q=0.75,"
@@ -531,7 +508,7 @@ async def test_the_content_type_reaches_a_cache_that_takes_it() -> None:
     seen: list[str] = []
 
     class Cache:
-        def process(self, body: bytes, scrape_ts_ms: int, content_type: str = "") -> ScrapeResult:
+        def process(self, body: bytes, scrape_ts_ms: int, *, content_type: str = "") -> ScrapeResult:
             seen.append(content_type)
             return ScrapeResult([], 1, 1, 0)
 
@@ -560,8 +537,8 @@ async def test_the_content_type_reaches_a_cache_that_takes_it() -> None:
 
 async def test_drops_reported_by_the_cache_are_counted_per_target() -> None:
     class Cache:
-        def process(self, body: bytes, scrape_ts_ms: int) -> ScrapeResult:
-            return ScrapeResult([], 5, 3, 0, samples_duplicate=2)
+        def process(self, body: bytes, scrape_ts_ms: int, *, content_type: str = "") -> ScrapeResult:
+            return ScrapeResult([], 5, 3, 0, samples_duplicate=2, dropped={"duplicate": 2})
 
         def stale_all(self, scrape_ts_ms: int) -> list[Chunk]:
             return []

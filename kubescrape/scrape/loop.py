@@ -12,9 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import functools
 import hashlib
-import inspect
 import logging
 import math
 import zlib
@@ -24,7 +22,6 @@ from typing import Protocol
 from kubescrape.client import (
     ACCEPT_HEADER,
     PLAIN_HTTP_ON_TLS,
-    TEXT_ACCEPT_HEADER,
     USER_AGENT,
     FetchResult,
     ScrapeClient,
@@ -36,23 +33,22 @@ from kubescrape.clock import SYSTEM_CLOCK, Clock
 from kubescrape.errors import KubescrapeError, ScrapeError
 from kubescrape.remote_write import Chunk, Sink
 from kubescrape.remote_write.encode import encode_labels, encode_timeseries
-from kubescrape.scrape.cache import ScrapeResult, SeriesCache
+from kubescrape.scrape.cache import ScrapeLimits, ScrapeResult, SeriesCache
 from kubescrape.scrape.targets import Target, make_labeler, synthetic_labels
 from kubescrape.selfmon import SelfMetrics
 
 __all__ = [
     "ACCEPT_HEADER",
     "PLAIN_HTTP_ON_TLS",
-    "TEXT_ACCEPT_HEADER",
     "USER_AGENT",
     "ScrapeClient",
     "ScrapeLoop",
     "ScrapeReport",
     "TargetStats",
-    "accept_header",
     "hostname_seed",
     "process_body",
     "scrape_offset",
+    "series_cache",
     "status_error",
     "translate_error",
 ]
@@ -69,11 +65,9 @@ SYNTHETIC_NAMES = (
 
 
 class SeriesProcessor(Protocol):
-    """What the loop needs of the series cache (:class:`kubescrape.scrape.cache.SeriesCache`). A cache
-    whose ``process`` also takes ``content_type=`` gets the response's Content-Type (see
-    :func:`process_body`)."""
+    """What the loop needs of the series cache (:class:`kubescrape.scrape.cache.SeriesCache`)."""
 
-    def process(self, body: bytes, scrape_ts_ms: int) -> ScrapeResult: ...
+    def process(self, body: bytes, scrape_ts_ms: int, *, content_type: str = "") -> ScrapeResult: ...
 
     def stale_all(self, scrape_ts_ms: int) -> list[Chunk]: ...
 
@@ -165,9 +159,7 @@ class ScrapeLoop:
         """Where scraped chunks go (None: nowhere, e.g. ``--test``)."""
         self._metrics = metrics
         self._clock = clock
-        self._cache: SeriesProcessor = cache if cache is not None else SeriesCache(
-            make_labeler(target), honor_timestamps=target.honor_timestamps, batch=batch
-        )
+        self._cache: SeriesProcessor = cache if cache is not None else series_cache(target, batch=batch)
         self._offset_seed = offset_seed
         self.stats = TargetStats(url=target.url)
         self._task: asyncio.Task[None] | None = None
@@ -328,33 +320,23 @@ class ScrapeLoop:
 
     async def fetch(self) -> FetchResult:
         """The HTTP part of one scrape, done by the shared client."""
-        return await self._client.fetch(self.target, accept=accept_header(self._cache))
+        return await self._client.fetch(self.target)
 
 
-def accept_header(cache: SeriesProcessor) -> str:
-    """The Accept header for a scrape parsed by ``cache``: Prometheus' (OpenMetrics first) when the cache
-    is told the Content-Type and so can parse OpenMetrics, the text format's otherwise."""
-    return ACCEPT_HEADER if _takes_content_type(cache) else TEXT_ACCEPT_HEADER
+def series_cache(target: Target, *, batch: int = 2000) -> SeriesCache:
+    """The series cache a loop uses for ``target``: its labeling, timestamps policy and limits (doctor
+    parses with the same one)."""
+    return SeriesCache(
+        make_labeler(target), honor_timestamps=target.honor_timestamps, batch=batch,
+        limits=ScrapeLimits(target.sample_limit, target.label_limit, target.label_name_length_limit,
+                            target.label_value_length_limit),
+    )
 
 
 def process_body(cache: SeriesProcessor, fetched: FetchResult, scrape_ts_ms: int) -> ScrapeResult:
-    """Hand a fetched body to the series cache, with its Content-Type when the cache takes one (the
-    OpenMetrics-aware cache does). Doctor parses through here too. Raises ParseError."""
-    if _takes_content_type(cache):
-        return cache.process(fetched.body, scrape_ts_ms, content_type=fetched.content_type)  # type: ignore[call-arg]
-    return cache.process(fetched.body, scrape_ts_ms)
-
-
-@functools.cache
-def _takes_content_type_of(process_type: type) -> bool:
-    try:
-        return "content_type" in inspect.signature(process_type.process).parameters  # type: ignore[attr-defined]
-    except (TypeError, ValueError, AttributeError):
-        return False
-
-
-def _takes_content_type(cache: SeriesProcessor) -> bool:
-    return _takes_content_type_of(type(cache))
+    """Hand a fetched body to the series cache with its Content-Type (which selects the text or the
+    OpenMetrics parser). Doctor parses through here too. Raises ParseError."""
+    return cache.process(fetched.body, scrape_ts_ms, content_type=fetched.content_type)
 
 
 def _drops(result: ScrapeResult) -> dict[str, int]:

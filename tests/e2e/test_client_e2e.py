@@ -11,26 +11,10 @@ from aiohttp import web
 
 from kubescrape.client import ACCEPT_HEADER, ScrapeClient
 from kubescrape.config.models import AgentConfig, GlobalConfig, InstanceConfig
-from kubescrape.remote_write import Chunk
-from kubescrape.scrape.cache import ScrapeResult, SeriesCache
 from kubescrape.scrape.loop import ScrapeLoop
-from kubescrape.scrape.targets import Target, build_targets, make_labeler
+from kubescrape.scrape.targets import build_targets
 from tests.e2e.prom import Prometheus, prometheus_available
 from tests.test_client import serve
-
-
-class OpenMetricsAware:
-    """The series cache, told the Content-Type (as the OpenMetrics-aware cache is): the loop then asks for
-    OpenMetrics first, as Prometheus does."""
-
-    def __init__(self, target: Target) -> None:
-        self._cache = SeriesCache(make_labeler(target))
-
-    def process(self, body: bytes, scrape_ts_ms: int, content_type: str = "") -> ScrapeResult:
-        return self._cache.process(body, scrape_ts_ms)
-
-    def stale_all(self, scrape_ts_ms: int) -> list[Chunk]:
-        return self._cache.stale_all(scrape_ts_ms)
 
 
 async def test_accept_header_matches_what_a_real_prometheus_sends(tmp_path: Path) -> None:
@@ -58,7 +42,7 @@ async def test_accept_header_matches_what_a_real_prometheus_sends(tmp_path: Path
             client = ScrapeClient()
             target = build_targets(AgentConfig(global_=GlobalConfig(hostname="n"), instances=[
                 InstanceConfig(urls=[base + "/metrics"])]))[0]
-            report = await ScrapeLoop(target, client=client, cache=OpenMetricsAware(target)).scrape()
+            report = await ScrapeLoop(target, client=client).scrape()
             await client.close()
         finally:
             await asyncio.to_thread(prom.stop)

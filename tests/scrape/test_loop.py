@@ -2,7 +2,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import inspect
 import logging
 import os
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
@@ -24,10 +23,8 @@ from kubescrape.errors import (
 )
 from kubescrape.remote_write import Chunk
 from kubescrape.remote_write.encode import decode_write_request, is_stale_nan
-from kubescrape.scrape.cache import SeriesCache
 from kubescrape.scrape.loop import (
     ACCEPT_HEADER,
-    TEXT_ACCEPT_HEADER,
     ScrapeClient,
     ScrapeLoop,
     ScrapeReport,
@@ -100,9 +97,7 @@ async def test_scrape_returns_samples_and_synthetic_series(client: ScrapeClient)
     assert value_of(report, "scrape_duration_seconds") == pytest.approx(report.duration)
     assert report.samples == 3 + 5
     headers = server.requests[0]
-    # Prometheus' header (OpenMetrics first) once the series cache is told the Content-Type, text before.
-    openmetrics = "content_type" in inspect.signature(SeriesCache.process).parameters
-    assert headers["Accept"] == (ACCEPT_HEADER if openmetrics else TEXT_ACCEPT_HEADER)
+    assert headers["Accept"] == ACCEPT_HEADER
     assert "gzip" in headers["Accept-Encoding"]
     assert float(headers["X-Prometheus-Scrape-Timeout-Seconds"]) == target.timeout
     assert metrics.registry.get_sample_value(
