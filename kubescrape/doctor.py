@@ -824,9 +824,12 @@ async def diagnose_url(url: str, *, timeout: float, clock: Clock = SYSTEM_CLOCK,
 
 
 def _targets_from_config(config_dir: Path) -> list[Target]:
+    """Targets of a Categraf directory, or of a Prometheus configuration file (``doctor --config``)."""
     from kubescrape.config.categraf import load_categraf
+    from kubescrape.config.prometheus import load_prometheus
 
-    return build_targets(load_categraf(config_dir))
+    config = load_prometheus(config_dir) if config_dir.is_file() else load_categraf(config_dir)
+    return build_targets(config)
 
 
 def run_command(
