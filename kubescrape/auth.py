@@ -266,12 +266,3 @@ class BearerToken:
 def _iso(epoch: float) -> str:
     return dt.datetime.fromtimestamp(epoch, dt.UTC).isoformat(timespec="seconds")
 
-
-def __getattr__(name: str) -> Any:
-    # The client-side TLS builder moved to kubescrape.client (one builder for scraping, remote write and
-    # doctor); importing it from here keeps working.
-    if name in ("client_ssl_context", "TLSOptions"):
-        from kubescrape import client
-
-        return getattr(client, name)
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
