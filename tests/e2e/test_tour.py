@@ -1,6 +1,6 @@
-"""The README's local tour, as a newcomer types it: `kubescrape receive`, `kubescrape emulate --write-config DIR`,
-`kubescrape run --config-dir DIR` — three processes, no file edited by hand — and the emulator's series arrive
-at the receiver."""
+"""The README's local tour, as a newcomer types it: `kubescrape receive`,
+`kubescrape emulate --write-config DIR`, `kubescrape run --config-dir DIR` — three processes, no file edited
+by hand — and the emulator's series arrive at the receiver."""
 
 from __future__ import annotations
 
