@@ -287,7 +287,7 @@ def receive(
 @app.command()
 def doctor(
     url: Annotated[
-        str | None, typer.Argument(metavar="[URL]", help="URL to check (instead of --config-dir).")
+        str | None, typer.Argument(metavar="URL", help="URL to check (instead of --config-dir).")
     ] = None,
     config_dir: Annotated[
         Path | None,
