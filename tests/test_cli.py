@@ -108,3 +108,11 @@ def test_receive_print_lines() -> None:
         'up{instance="a\\"b",job="kubelet"} NaN 2000',
         "bare +Inf 5",
     ]
+
+
+def test_a_missing_config_toml_names_the_directory_once(tmp_path: Path) -> None:
+    result = CliRunner().invoke(app, ["run", "--config-dir", str(tmp_path), "--listen", ""])
+    assert result.exit_code == 2
+    assert f"config.toml not found in {tmp_path}" in result.output
+    assert result.output.count(str(tmp_path)) == 1, result.output
+    assert "emulate --write-config" in result.output
