@@ -29,7 +29,7 @@ app = typer.Typer(
 )
 
 
-@app.command()
+@app.command(short_help="The agent: scrape, remote-write; --test scrapes once.")
 def run(
     config_dir: Annotated[
         Path,
@@ -113,7 +113,7 @@ def run(
     )
 
 
-@app.command()
+@app.command(short_help="A kubelet stand-in: TLS, tokens, RBAC, payloads.")
 def emulate(
     state_dir: Annotated[
         Path,
@@ -235,7 +235,7 @@ def emulate(
     )
 
 
-@app.command()
+@app.command(short_help="A remote-write receiver for a local tour.")
 def receive(
     listen: Annotated[
         str,
@@ -284,7 +284,7 @@ def receive(
     )
 
 
-@app.command()
+@app.command(short_help="Check a target step by step and print the fix.")
 def doctor(
     url: Annotated[
         str | None, typer.Argument(metavar="URL", help="URL to check (instead of --config-dir).")
@@ -351,7 +351,7 @@ def doctor(
     )
 
 
-@app.command()
+@app.command(short_help="Kubernetes manifests for the DaemonSet.")
 def manifests(
     namespace: Annotated[
         str, typer.Option("--namespace", metavar="NAME", help="Namespace of the agent's objects.")
@@ -386,7 +386,7 @@ def manifests(
     )
 
 
-@app.command()
+@app.command(short_help="Emulator + agent + receiver, live; no cluster needed.")
 def demo(
     duration: Annotated[
         float,
