@@ -423,7 +423,7 @@ def demo(
 
 def main() -> None:
     """Entry point of the ``kubescrape`` console script and ``python -m kubescrape``."""
-    app()
+    app(prog_name="kubescrape")
 
 
 if __name__ == "__main__":
