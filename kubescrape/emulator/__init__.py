@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from kubescrape._signals import stop_on_signals
+from kubescrape.errors import EmulatorError
 
 if TYPE_CHECKING:
     from kubescrape.emulator.fleet import Emulator
@@ -72,10 +73,15 @@ async def _serve(emu: Emulator, duration: float, config: tuple[Path, str, int] |
             print(_describe(emu), file=sys.stderr, flush=True)
             if config is not None:
                 config_dir, writer_url, interval = config
-                write_config(emu, config_dir, writer_url, interval=interval)
+                try:
+                    write_config(emu, config_dir, writer_url, interval=interval)
+                except OSError as e:
+                    raise EmulatorError(f"cannot write the config directory {config_dir}: {e.strerror or e}",
+                                        "pass a writable directory to --write-config") from e
                 print(f"wrote {config_dir}/config.toml (writer {writer_url}) and "
                       f"{config_dir}/input.prometheus/prometheus.toml\n"
-                      f"next: kubescrape run --config-dir {config_dir}", file=sys.stderr, flush=True)
+                      f"next: kubescrape run --config-dir {config_dir}  (and a receiver at that URL: "
+                      "kubescrape receive)", file=sys.stderr, flush=True)
             if duration > 0:
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(stop.wait(), duration)
@@ -107,7 +113,7 @@ def run_command(
 ) -> int:
     """``kubescrape emulate``: returns the process exit code."""
     from kubescrape.emulator.fleet import Emulator
-    from kubescrape.errors import EmulatorError, KubescrapeError
+    from kubescrape.errors import KubescrapeError
 
     try:
         emu = Emulator(
