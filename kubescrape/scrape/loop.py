@@ -122,6 +122,9 @@ class TargetStats:
     scrapes: int = 0
     failures: int = 0
     missed_ticks: int = 0
+    error: KubescrapeError | None = None
+    """The last scrape's error, with its ``cause`` and ``fix`` (the status pages show both)."""
+    samples_scraped: int = 0
 
 
 def scrape_offset(target: Target, interval: float, now: float, seed: int = 0) -> float:
@@ -357,7 +360,8 @@ class ScrapeLoop:
         s.duration = report.duration
         s.last_scrape = report.timestamp
         s.samples = report.samples_post_relabel
-        err = report.error
+        s.samples_scraped = report.samples_scraped
+        err = s.error = report.error
         if err is not None:
             s.failures += 1
             s.last_error = str(err)

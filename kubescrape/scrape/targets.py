@@ -459,3 +459,43 @@ def synthetic_labels(target: Target, name: str) -> list[tuple[str, str]]:
     """Labels of the series the agent reports about a target (``up``, ``scrape_duration_seconds`` …):
     the target labels plus ``__name__``, sorted; metric relabeling does not apply, as in Prometheus."""
     return sorted([*target.labels, ("__name__", name)])
+
+
+# --- discovery, for the status pages ----------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class DiscoveredTarget:
+    """A configured URL as target relabeling sees it, and what became of it (see :func:`discover`)."""
+
+    instance: int
+    """Position of its ``[[instances]]`` entry."""
+    labels: dict[str, str]
+    """Discovered labels: the target labels plus ``__address__``, ``__scheme__``, ``__metrics_path__`` and
+    ``__param_<name>``, before ``target_relabel_configs``."""
+    target: Target | None
+    """The target built from it, named as :func:`build_targets` names it (``target_limit`` is not applied
+    here); None when target relabeling dropped it."""
+
+
+def discover(config: AgentConfig) -> list[DiscoveredTarget]:
+    """Every URL of every ``[[instances]]`` with its discovered labels and resulting target, in
+    :func:`build_targets` order. Why one was dropped: ``relabel_steps(d.labels, rules)``."""
+    out: list[DiscoveredTarget] = []
+    seen: dict[str, int] = {}
+    for index, inst in enumerate(config.instances):
+        for raw_url in inst.urls:
+            parts = urlsplit(_normalize_url(raw_url))
+            parts = parts._replace(netloc=parts.netloc.rpartition("@")[2])  # credentials are never labels
+            url = urlunsplit(parts)
+            labels = _target_labels(config, inst, index, url)
+            labels.update(__address__=parts.netloc, __scheme__=parts.scheme, __metrics_path__=parts.path)
+            for key, value in parse_qsl(parts.query, keep_blank_values=True):
+                labels.setdefault(f"__param_{key}", value)
+            target = _build_one(config, inst, index, raw_url)
+            if target is not None:
+                n = seen[target.name] = seen.get(target.name, 0) + 1
+                if n > 1:
+                    target = _replace_name(target, f"{target.name}#{n}")
+            out.append(DiscoveredTarget(index, labels, target))
+    return out
