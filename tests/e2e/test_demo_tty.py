@@ -11,6 +11,7 @@ import subprocess
 import sys
 import time
 import tomllib
+import urllib.request
 from pathlib import Path
 
 import pytest
@@ -93,10 +94,25 @@ def test_demo_in_an_80_column_terminal(tmp_path: Path) -> None:
 def test_demo_without_a_terminal_prints_plain_lines(tmp_path: Path) -> None:
     env = {**os.environ, "PYTHONPATH": str(ROOT), "COLUMNS": "80"}
     env.pop("FORCE_COLOR", None)
-    proc = subprocess.run(_demo_args(tmp_path / "state"), cwd=tmp_path, env=env, capture_output=True,
-                          text=True, timeout=120, check=False)
-    out = proc.stdout
-    assert proc.returncode == 0, out + proc.stderr
+    proc = subprocess.Popen(_demo_args(tmp_path / "state"), cwd=tmp_path, env=env, stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True)
+    try:
+        assert proc.stdout is not None
+        head = []
+        for line in proc.stdout:
+            head.append(line)
+            if line.startswith("agent status: "):
+                # the printed status URL is live while the demo runs
+                with urllib.request.urlopen(line.split()[-1], timeout=10) as resp:
+                    assert resp.status == 200 and "cadvisor" in resp.read().decode()
+                break
+        rest, errors = proc.communicate(timeout=120)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    out = "".join(head) + rest
+    assert proc.returncode == 0, out + errors
     assert "\x1b[" not in out  # no colours, no cursor movement
     lines = out.splitlines()
     # every line is a whole record: it starts with one of the demo's own prefixes (a wrapped line would not)
