@@ -94,6 +94,17 @@ def run(
         str,
         typer.Option("--log-level", metavar="LEVEL", help="debug, info, warning or error."),
     ] = "info",
+    config_file: Annotated[
+        Path | None,
+        typer.Option(
+            "--config",
+            metavar="FILE",
+            help="Prometheus configuration file (prometheus.yml), read instead of --config-dir.",
+        ),
+    ] = None,
+    strict: Annotated[
+        bool, typer.Option("--strict", help="With --config: an option kubescrape lacks is an error.")
+    ] = False,
 ) -> None:
     """Run the agent (or, with --test, scrape once and print)."""
     from kubescrape.agent import run_command
@@ -109,6 +120,8 @@ def run(
             spool=spool,
             shutdown_timeout=shutdown_timeout,
             log_level=log_level,
+            config_file=config_file,
+            strict=strict,
         )
     )
 
@@ -331,6 +344,10 @@ def doctor(
     json_output: Annotated[
         bool, typer.Option("--json", help="Machine-readable output (one JSON document).")
     ] = False,
+    config_file: Annotated[
+        Path | None,
+        typer.Option("--config", metavar="FILE", help="Check every target of this Prometheus config file."),
+    ] = None,
 ) -> None:
     """Diagnose scrape targets step by step and print the fix for the first failure."""
     from kubescrape.doctor import run_command
@@ -338,7 +355,7 @@ def doctor(
     raise typer.Exit(
         run_command(
             url=url,
-            config_dir=config_dir,
+            config_dir=config_file or config_dir,
             token_file=token_file,
             ca=ca,
             cert=cert,
