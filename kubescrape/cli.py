@@ -105,6 +105,18 @@ def run(
     strict: Annotated[
         bool, typer.Option("--strict", help="With --config: an option kubescrape lacks is an error.")
     ] = False,
+    quiet: Annotated[
+        bool,
+        typer.Option("--quiet", help="No periodic summary line in the log (warnings and errors still are)."),
+    ] = False,
+    summary_interval: Annotated[
+        float,
+        typer.Option(
+            "--summary-interval",
+            metavar="SECONDS",
+            help="Log a one-line summary (targets up, samples sent, pending) this often; 0 = never.",
+        ),
+    ] = 60.0,
 ) -> None:
     """Run the agent (or, with --test, scrape once and print)."""
     from kubescrape.agent import run_command
@@ -122,6 +134,8 @@ def run(
             log_level=log_level,
             config_file=config_file,
             strict=strict,
+            quiet=quiet,
+            summary_interval=summary_interval,
         )
     )
 
