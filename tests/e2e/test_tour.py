@@ -70,8 +70,8 @@ def test_receive_emulate_write_config_run(tmp_path: Path) -> None:
                        "--writer-url", f"{base}/api/v1/write", "--interval", "3"], tmp_path, logs[1]):
             _wait_for("the config directory", lambda: (conf / "input.prometheus" / "prometheus.toml").exists()
                       and (conf / "config.toml").exists(), 60, logs)
-            with _process(["run", "--config-dir", str(conf), "--listen", "", "--spool-dir", "spool"],
-                          tmp_path, logs[2]) as agent:
+            with _process(["run", "--config-dir", str(conf), "--listen", "", "--spool-dir", "spool",
+                           "--summary-interval", "1"], tmp_path, logs[2]) as agent:
                 def every_job_up() -> bool:
                     up = {s.get("job"): s for s in _series(base, "up")}
                     return {"kubelet", "cadvisor", "kube-proxy"} <= set(up)
@@ -82,6 +82,10 @@ def test_receive_emulate_write_config_run(tmp_path: Path) -> None:
                 assert cadvisor and all(s["job"] == "cadvisor" for s in cadvisor)
                 assert any(s.get("namespace") for s in cadvisor)
                 assert _series(base, "kubelet_running_pods")
+                # the log says that sending works, not only when it fails
+                _wait_for("the agent's summary line",
+                          lambda: "summary: 3/3 targets up" in logs[2].read_text(), 30, logs)
+                assert "first delivery succeeded" in logs[2].read_text()
                 agent.send_signal(signal.SIGTERM)
                 assert agent.wait(60) == 0, logs[2].read_text()
         _wait_for("a summary line", lambda: "samples/s over the last" in logs[0].read_text(), 30, logs)
