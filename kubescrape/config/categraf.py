@@ -174,10 +174,10 @@ def load_categraf(
     main_file = config_dir / "config.toml"
     if not main_file.is_file():
         raise ConfigError(
-            f"{main_file} not found",
-            f"create {main_file} with at least a [global] table (hostname, interval), or point --config-dir "
-            "at the directory that holds it",
-            file=str(main_file),
+            f"config.toml not found in {config_dir}",
+            "create it with at least a [global] table (hostname, interval) — `kubescrape emulate "
+            "--write-config DIR` writes a complete directory — or point --config-dir at the directory that "
+            "holds it",
         )
     extra = sorted(p for p in config_dir.glob("*.toml") if p.name != "config.toml" and p.is_file())
     main_sources = [_parse(p) for p in [main_file, *extra]]
