@@ -29,7 +29,6 @@ from kubescrape.clock import SYSTEM_CLOCK, Clock
 from kubescrape.config.categraf import load_categraf
 from kubescrape.config.logfile import LOG_FORMAT, log_handler
 from kubescrape.config.models import AgentConfig, WriterConfig
-from kubescrape.config.prometheus import load_prometheus
 from kubescrape.errors import ConfigError, KubescrapeError
 from kubescrape.remote_write import Chunk, Sink
 from kubescrape.remote_write.encode import decode_write_request
@@ -402,6 +401,9 @@ def run_command(
     try:
         setup_logging(log_level)
         if config_file is not None:
+            # Imported here: it needs PyYAML, which a Categraf configuration never does.
+            from kubescrape.config.prometheus import load_prometheus
+
             config = load_prometheus(config_file, strict=strict, writer_urls=writer_urls)
         else:
             config = load_categraf(config_dir, writer_urls=writer_urls)

@@ -62,7 +62,6 @@ from kubescrape.config.models import (
     WriterConfig,
     WriterOptions,
 )
-from kubescrape.config.prometheus import load_scrape_config_file
 from kubescrape.errors import ConfigError
 from kubescrape.redact import SECRET, redact_text, redact_url, split_userinfo
 
@@ -256,6 +255,8 @@ def load_categraf(
     global_cfg = global_cfg.model_copy(update={"labels": global_labels})
     files = [str(s.path) for s in [*main_sources, *input_sources]]
     if bridge_file is not None:
+        from kubescrape.config.prometheus import load_scrape_config_file  # PyYAML only when used
+
         jobs, file_writers, file_warnings, external = load_scrape_config_file(bridge_file)
         instances.extend(jobs)
         ctx.warnings.extend(file_warnings)
