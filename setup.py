@@ -13,7 +13,6 @@ setup(
             "kubescrape.scrape._fastpath",
             sources=["kubescrape/scrape/_fastpath.c"],
             optional=True,
-            extra_compile_args=["-O2"],
         )
     ]
 )
