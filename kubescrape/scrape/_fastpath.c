@@ -119,7 +119,7 @@ fastpath_run(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
     }
     PyObject *data = args[0], *predicted = args[2], *order = args[4], *pieces = args[5];
     PyObject *values = args[6], *values_old = args[7], *tails = args[8], *default_tail = args[9];
-    if (!PyBytes_CheckExact(data) || !PyList_CheckExact(predicted) || !PyList_CheckExact(pieces) ||
+    if (!PyBytes_Check(data) || !PyList_CheckExact(predicted) || !PyList_CheckExact(pieces) ||
         (order != Py_None && !PyList_CheckExact(order)) || !PyDict_CheckExact(values) ||
         !PyDict_CheckExact(values_old) || !PyDict_CheckExact(tails) || !PyBytes_CheckExact(default_tail)) {
         PyErr_SetString(PyExc_TypeError, "run(): unexpected argument types");

@@ -16,6 +16,13 @@ so the cache accepts exactly what :func:`~kubescrape.scrape.parser.parse` accept
 ``application/openmetrics-text`` is parsed by :mod:`~kubescrape.scrape.openmetrics` instead (no fast
 path: no kubelet endpoint serves it) and shares the same series cache.
 
+The warm loop also exists compiled (``_fastpath.c``, a C extension that ``setup.py`` builds at install time
+when a C compiler is present; about 4× faster on the emulator's cAdvisor payload, see ``bench/parse.py``).
+It takes the predicted lines it is sure about and stops at the first line that needs any other decision,
+which this module's loop then makes, so both produce the same bytes, counts and errors
+(``tests/scrape/test_fastpath.py`` proves it). Without the extension, or with ``KUBESCRAPE_PURE_PYTHON=1``
+in the environment, the pure-Python loop runs alone.
+
 Per-sample validity is decided here, where the scrape still knows which target a sample came from, so
 that one target's bad timestamps can never cost another target's data at the receiver (a remote-write
 backend refuses a whole request for one sample it cannot append). See :data:`MAX_AHEAD_MS` and
