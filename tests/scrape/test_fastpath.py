@@ -73,6 +73,8 @@ def assert_same(
     batch: int = 2000,
     generation: int = 4,
     limits: ScrapeLimits | None = None,
+    max_age_ms: int = MAX_AGE_MS,
+    max_ahead_ms: int = MAX_AHEAD_MS,
 ) -> list[Outcome]:
     """Run a pure-Python and a compiled cache with these settings over ``scrapes``; return the
     outcomes (equal, or the test fails)."""
@@ -83,6 +85,8 @@ def assert_same(
             batch=batch,
             generation=generation,
             limits=limits,
+            max_age_ms=max_age_ms,
+            max_ahead_ms=max_ahead_ms,
             compiled=compiled,
         )
         for compiled in (False, True)
@@ -115,63 +119,67 @@ _series = st.sampled_from(
         'g{long="' + "v" * 40 + '"}',
     ]
 )
-# Values the compiled loop takes, and ones it must hand back (underscores, NaN/Inf spellings Go rejects
-# or accepts, whitespace float() strips, non-ASCII digits, garbage, overflow).
-_values = st.sampled_from(
-    [
-        "1",
-        "0",
-        "-0",
-        "-2.5",
-        "12.5",
-        "1e3",
-        "1.048576e+06",
-        "2.80129098947e+11",
-        "NaN",
-        "+Inf",
-        "-Inf",
-        "Inf",
-        "+nan",
-        "infinity",
-        "1_0",
-        "1e400",
-        "1e-400",
-        "x",
-        "0x1",
-        "",
-        "1\t",
-        "\u0663",
-        "0.1",
-        "17",
-    ]
+# Values the compiled loop takes (any float or integer text) ...
+_usual_values = st.one_of(
+    st.sampled_from(["0", "1", "-0", "-2.5", "12.5", "1e3", "1.048576e+06", "2.80129098947e+11", "0.1"]),
+    st.floats(allow_nan=False, allow_infinity=False).map(repr),
+    st.integers(-(10**20), 10**20).map(str),
 )
-# Timestamps: in the window, at its edges, outside it, other varint lengths, leading zeros, not int64,
-# not digits, trailing fields.
-_stamps = st.sampled_from(
-    [
-        "",
-        "",
-        " ",
-        f" {NOW}",
-        f" {NOW - 60_000}",
-        f" {NOW - MAX_AGE_MS}",
-        f" {NOW - MAX_AGE_MS - 1}",
-        f" {NOW + MAX_AHEAD_MS}",
-        f" {NOW + MAX_AHEAD_MS + 1}",
-        f" 000{NOW}",
-        " 1000",
-        " 5",
-        " -1",
-        " 1.5",
-        " 99999999999999999999",
-        " 9223372036854775808",
-        f" {NOW} x",
-        "\t",
-        f"  {NOW}",
-    ]
+# ... and unusual spellings, mostly ones it must hand back: NaN/Inf spellings Go accepts or rejects,
+# underscores, whitespace that float() strips, non-ASCII digits, garbage, overflow.
+ODD_VALUES = [
+    *("NaN", "+Inf", "-Inf", "Inf", "+nan", "infinity", "1_0", "1e400", "1e-400", "x", "0x1", ""),
+    *("1\t", "\u0663", "1.5.1", "+1", ".5", "5.", "1E5", "-0x1p3", " 1", "1__0", "_1"),
+]
+_odd_values = st.sampled_from(ODD_VALUES)
+# Timestamps the compiled loop takes (in the window, 6-byte varint) ...
+_usual_stamps = st.one_of(
+    st.sampled_from(["", f" {NOW}"]),
+    st.integers(NOW - MAX_AGE_MS, NOW + MAX_AHEAD_MS).map(lambda ts: f" {ts}"),
 )
-_line = st.builds(lambda series, value, stamp: f"{series} {value}{stamp}", _series, _values, _stamps)
-_other = st.sampled_from(["# TYPE c gauge", "# HELP a help", "", "# comment", "  a 1", "a\t1", "garbage{"])
+# ... and ones it must hand back: outside the window (dropped and counted), other varint lengths, leading
+# zeros, not int64, not digits, trailing fields, odd blanks.
+ODD_STAMPS = [
+    " ",
+    f" {NOW - MAX_AGE_MS - 1}",
+    f" {NOW + MAX_AHEAD_MS + 1}",
+    f" 000{NOW}",
+    " 1000",
+    " 5",
+    " -1",
+    " 1.5",
+    " 99999999999999999999",
+    " 9223372036854775808",
+    f" {NOW} x",
+    f" {NOW // 10}",
+    "\t",
+    f"  {NOW}",
+]
+_odd_stamps = st.sampled_from(ODD_STAMPS)
+
+
+def _mostly(
+    usual: st.SearchStrategy[str], odd: st.SearchStrategy[str], one_in: int
+) -> st.SearchStrategy[str]:
+    """``odd`` once in ``one_in`` draws, else ``usual``."""
+    return st.integers(1, one_in).flatmap(lambda n: odd if n == 1 else usual)
+
+
+# A first scrape must mostly be valid, so that the next ones take the warm path; in those, a changed
+# value or timestamp is odd more often.
+_line = st.builds(
+    lambda series, value, stamp: f"{series} {value}{stamp}",
+    _series,
+    _mostly(_usual_values, _odd_values, 16),
+    _mostly(_usual_stamps, _odd_stamps, 16),
+)
+_values = _mostly(_usual_values, _odd_values, 4)
+_stamps = _mostly(_usual_stamps, _odd_stamps, 4)
+_other = _mostly(
+    st.sampled_from(["# TYPE c gauge", "# HELP a help", "", "# comment"]),
+    st.sampled_from(["  a 1", "a\t1", "garbage{", "# TYPE a gauge"]),
+    8,
+)
 
 
 @st.composite
@@ -180,12 +188,12 @@ def _scrape_sequence(draw: st.DrawFn) -> list[tuple[bytes, int]]:
     path), with some lines changed, removed, added or out of order (churn)."""
     base = draw(st.lists(_line, min_size=1, max_size=12))
     scrapes = []
-    for n in range(draw(st.integers(1, 4))):
+    for n in range(draw(st.integers(1, 5))):
         lines = []
         for line in base:
-            action = draw(st.sampled_from(["same", "same", "same", "value", "drop", "insert", "other"]))
-            series = line.rsplit(" ", 1)[0] if action == "value" else line
+            action = draw(st.sampled_from(["same"] * 4 + ["value"] * 4 + ["drop", "insert", "other"]))
             if action == "value":
+                series = line.rsplit(" ", 2)[0] if line.count(" ") >= 2 else line.rsplit(" ", 1)[0]
                 lines.append(f"{series} {draw(_values)}{draw(_stamps)}")
             elif action == "insert":
                 lines.extend((draw(_line), line))
@@ -193,9 +201,9 @@ def _scrape_sequence(draw: st.DrawFn) -> list[tuple[bytes, int]]:
                 lines.extend((draw(_other), line))
             elif action == "same":
                 lines.append(line)
-        if draw(st.booleans()):
+        if draw(st.integers(0, 7)) == 0:
             lines.reverse()
-        body = ("\n".join(lines) + ("\n" if draw(st.booleans()) else "")).encode()
+        body = ("\n".join(lines) + ("\n" if draw(st.integers(0, 7)) else "")).encode()
         scrapes.append((body, NOW + n * draw(st.sampled_from([0, 15_000]))))
     return scrapes
 
@@ -207,13 +215,32 @@ def _scrape_sequence(draw: st.DrawFn) -> list[tuple[bytes, int]]:
     st.booleans(),
     st.sampled_from([1, 3, 2000]),
     st.sampled_from(
-        [ScrapeLimits(), ScrapeLimits(sample_limit=6), ScrapeLimits(label_value_length_limit=20)]
+        [
+            ScrapeLimits(),
+            ScrapeLimits(),
+            ScrapeLimits(sample_limit=12),
+            ScrapeLimits(label_value_length_limit=20),
+        ]
     ),
+    # The receivers' window, or one so wide that timestamps with other varint lengths are inside it.
+    st.sampled_from([(MAX_AGE_MS, MAX_AHEAD_MS), (MAX_AGE_MS, MAX_AHEAD_MS), (1 << 62, 1 << 62)]),
 )
 def test_generated_scrapes_give_identical_results(
-    scrapes: list[tuple[bytes, int]], honor: bool, batch: int, limits: ScrapeLimits
+    scrapes: list[tuple[bytes, int]],
+    honor: bool,
+    batch: int,
+    limits: ScrapeLimits,
+    window: tuple[int, int],
 ) -> None:
-    assert_same(scrapes, honor_timestamps=honor, batch=batch, generation=2, limits=limits)
+    assert_same(
+        scrapes,
+        honor_timestamps=honor,
+        batch=batch,
+        generation=2,
+        limits=limits,
+        max_age_ms=window[0],
+        max_ahead_ms=window[1],
+    )
 
 
 @needs_compiled
@@ -231,6 +258,29 @@ def test_the_compiled_loop_takes_the_warm_lines_and_hands_back_the_odd_ones() ->
     without_bad = second.replace(b"1_0", b"10")
     outcomes = assert_same([(first, NOW), (without_bad, NOW), (without_bad, NOW + 15_000)])
     assert outcomes[1][7] == {"too_far_future": 1, "too_old": 1}
+
+
+@needs_compiled
+@pytest.mark.parametrize("honor", [True, False])
+@pytest.mark.parametrize("wide", [False, True])
+@pytest.mark.parametrize(
+    ("value", "stamp"),
+    [(value, f" {NOW}") for value in ODD_VALUES] + [("7", stamp) for stamp in ODD_STAMPS],
+)
+def test_every_odd_value_and_timestamp_on_a_warm_line(
+    value: str, stamp: str, honor: bool, wide: bool
+) -> None:
+    # Each kind of line the compiled loop must hand back, alone in an otherwise warm scrape (so that no
+    # other error hides a difference), after a line whose timestamp text it extends or shortens.
+    first = f'a 1 {NOW}\nb{{x="1"}} 2 {NOW}\nc 3\n'.encode()
+    second = f'a 1 {NOW}\nb{{x="1"}} {value}{stamp}\nc 4\n'.encode()
+    window = 1 << 62 if wide else None
+    assert_same(
+        [(first, NOW), (second, NOW), (first, NOW + 15_000)],
+        honor_timestamps=honor,
+        max_age_ms=window or MAX_AGE_MS,
+        max_ahead_ms=window or MAX_AHEAD_MS,
+    )
 
 
 @needs_compiled
