@@ -1,0 +1,164 @@
+"""Differential: vmagent's own Kubernetes discovery and kubescrape's, given the same Prometheus scrape
+configuration and pointed at the emulator's stand-in apiserver (20 nodes × 30 pods, a third annotated),
+discover the same targets with the same final labels and the same scrape URLs; the discovered
+``__meta_kubernetes_*`` labels agree wherever vmagent 1.79 has them.
+
+Node role: the kubelet directly (``/metrics``, ``/metrics/cadvisor``) and through the apiserver's
+``nodes/proxy`` path; pod role: the usual ``prometheus.io/*`` annotation rules.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+import pytest
+
+from kubescrape.config.prometheus import kubernetes_discovery, load_prometheus_config, scrape_settings
+from kubescrape.discovery import KubernetesDiscovery
+from kubescrape.emulator.fleet import Emulator
+from kubescrape.scrape.manager import populate_labels
+from tests.e2e.vmagent import running_vmagent, vmagent_available, vmagent_targets
+
+RBAC = Path(__file__).resolve().parent.parent / "data" / "discovery-rbac.yaml"
+NODES, PODS = 20, 30
+# Labels newer than vmagent 1.79's Kubernetes discovery (Prometheus 2.47+ / 3.x): ours has them, it has not.
+NEWER = {"__meta_kubernetes_pod_container_id", "__meta_kubernetes_pod_container_image",
+         "__meta_kubernetes_pod_ipv4", "__meta_kubernetes_pod_ipv6"}
+
+pytestmark = pytest.mark.skipif(not vmagent_available(),
+                                reason="vmagent is not installed (Debian victoria-metrics; scripts/install)")
+
+
+def _config(emu: Emulator) -> str:
+    assert emu.apiserver is not None
+    token = emu.token_path("monitoring", "kubescrape")
+    sd = (f"  kubernetes_sd_configs:\n  - role: ROLE\n    api_server: {emu.apiserver.url}\n"
+          f"    tls_config: {{ca_file: {emu.ca_path}}}\n    bearer_token_file: {token}\n")
+    tls = f"  scheme: https\n  tls_config: {{ca_file: {emu.ca_path}}}\n  bearer_token_file: {token}\n"
+    api_host = emu.apiserver.url.removeprefix("https://")
+    return f"""global: {{scrape_interval: 5m, scrape_timeout: 10s}}
+scrape_configs:
+- job_name: kubelet
+{tls}{sd.replace("ROLE", "node")}  relabel_configs:
+  - {{action: labelmap, regex: __meta_kubernetes_node_label_(.+)}}
+- job_name: cadvisor
+  metrics_path: /metrics/cadvisor
+{tls}{sd.replace("ROLE", "node")}  relabel_configs:
+  - {{action: labelmap, regex: __meta_kubernetes_node_label_(kubernetes_io_.+)}}
+- job_name: cadvisor-via-apiserver
+{tls}{sd.replace("ROLE", "node")}  relabel_configs:
+  - {{target_label: __address__, replacement: "{api_host}"}}
+  - {{source_labels: [__meta_kubernetes_node_name], regex: (.+), target_label: __metrics_path__,
+     replacement: /api/v1/nodes/$1/proxy/metrics/cadvisor}}
+- job_name: pods
+{sd.replace("ROLE", "pod")}  relabel_configs:
+  - {{source_labels: [__meta_kubernetes_pod_annotation_prometheus_io_scrape], action: keep, regex: "true"}}
+  - {{source_labels: [__meta_kubernetes_pod_annotation_prometheus_io_path], action: replace,
+     target_label: __metrics_path__, regex: (.+)}}
+  - {{source_labels: [__address__, __meta_kubernetes_pod_annotation_prometheus_io_port], action: replace,
+     regex: '([^:]+)(?::\\d+)?;(\\d+)', replacement: $1:$2, target_label: __address__}}
+  - {{action: labelmap, regex: __meta_kubernetes_pod_label_(.+)}}
+  - {{source_labels: [__meta_kubernetes_namespace], target_label: namespace}}
+  - {{source_labels: [__meta_kubernetes_pod_name], target_label: pod}}
+  - {{source_labels: [__meta_kubernetes_pod_node_name], target_label: node}}
+"""
+
+
+@pytest.fixture
+async def fleet(tmp_path: Path) -> AsyncIterator[Emulator]:
+    emu = Emulator(tmp_path / "state", nodes=NODES, pods=PODS, port=0, healthz_port=None, proxy_port=None,
+                   rbac_files=[RBAC], apiserver_port=0, sync_interval=0.2)
+    async with emu:
+        yield emu
+
+
+def _key(labels: dict[str, str], url: str) -> tuple[str, frozenset[tuple[str, str]]]:
+    return url, frozenset(labels.items())
+
+
+async def _ours(config: Path) -> tuple[dict[str, set[Any]], dict[str, list[dict[str, str]]]]:
+    """Active targets (scrape URL + final labels) and all discovered label sets, per job."""
+    cfg = load_prometheus_config(config)
+    active: dict[str, set[Any]] = {}
+    discovered: dict[str, list[dict[str, str]]] = {}
+    for job in cfg.scrape_configs:
+        settings = scrape_settings(cfg, job)
+        for sd in job.kubernetes_sd_configs:
+            d: KubernetesDiscovery = kubernetes_discovery(sd, lambda groups: None)
+            await d.start()
+            try:
+                assert await d.wait_synced(30)
+            finally:
+                await d.stop()
+                await d.client.close()
+            for ls in d.label_sets():
+                target = populate_labels(ls, settings)
+                discovered.setdefault(job.job_name, []).append(dict(target.discovered) if target else
+                                                               populate_labels_pre(ls, settings))
+                if target is not None:
+                    active.setdefault(job.job_name, set()).add(_key(target.label_dict, target.url))
+    return active, discovered
+
+
+def populate_labels_pre(ls: dict[str, str], settings: Any) -> dict[str, str]:
+    """The pre-relabel label set of a dropped target (what vmagent lists under droppedTargets)."""
+    from kubescrape.scrape.manager import ScrapeSettings
+
+    keep_all = ScrapeSettings(settings.job, settings.scheme, settings.metrics_path, settings.interval,
+                              settings.timeout, settings.params, ())
+    t = populate_labels(ls, keep_all)
+    assert t is not None
+    return dict(t.discovered)
+
+
+async def _vmagent(url: str, jobs: set[str], expected: int) -> dict[str, Any]:
+    data: dict[str, Any] = {}
+    for _ in range(120):
+        await asyncio.sleep(0.5)
+        try:
+            data = await vmagent_targets(url)
+        except aiohttp.ClientError:
+            continue  # not listening yet
+        seen = {t["labels"].get("job") for t in data["activeTargets"]}
+        if seen >= jobs and len(data["activeTargets"]) >= expected:
+            break
+    return data
+
+
+async def test_vmagent_and_kubescrape_discover_the_same_targets(fleet: Emulator, tmp_path: Path) -> None:
+    config = tmp_path / "prometheus.yml"
+    config.write_text(_config(fleet))
+    ours, our_discovered = await _ours(config)
+    expected = sum(len(v) for v in ours.values())
+    assert set(ours) == {"kubelet", "cadvisor", "cadvisor-via-apiserver", "pods"}
+    assert len(ours["kubelet"]) == NODES
+    assert NODES * PODS // 4 <= len(ours["pods"]) <= NODES * PODS // 3 + NODES
+    async with running_vmagent(config, tmp_path, "-promscrape.maxDroppedTargets=100000") as url:
+        data = await _vmagent(url, set(ours), expected)
+    theirs: dict[str, set[Any]] = {}
+    for t in data["activeTargets"]:
+        theirs.setdefault(t["labels"]["job"], set()).add(_key(t["labels"], t["scrapeUrl"]))
+    for job in ours:
+        assert theirs.get(job) == ours[job], (job, sorted(theirs.get(job, set()) ^ ours[job])[:4])
+
+    # discovered labels (active and dropped), matched by job, address and container
+    def index(sets: list[dict[str, str]]) -> dict[tuple[str, ...], dict[str, str]]:
+        return {(s["job"], s["__address__"], s.get("__meta_kubernetes_pod_container_name", "")): s
+                for s in sets}
+
+    their_sets = [t["discoveredLabels"] for t in data["activeTargets"]]
+    their_sets += [t["discoveredLabels"] for t in data.get("droppedTargets") or ()]
+    theirs_by_key = index(their_sets)
+    ours_by_key = index([s for sets in our_discovered.values() for s in sets])
+    assert set(theirs_by_key) == set(ours_by_key)
+    for key, mine in ours_by_key.items():
+        other = theirs_by_key[key]
+        assert set(mine) - set(other) <= NEWER, (key, set(mine) - set(other))
+        assert set(other) <= set(mine), (key, set(other) - set(mine))
+        differ = {k: (mine[k], v) for k, v in other.items() if mine[k] != v}
+        # vmagent prints durations as Go's time.Duration ("5m0s"), Prometheus as model.Duration ("5m")
+        assert set(differ) <= {"__scrape_interval__", "__scrape_timeout__"}, (key, differ)
