@@ -27,6 +27,7 @@ from kubescrape.discovery.kubernetes import ROLES, KubernetesDiscovery, OnUpdate
 from kubescrape.errors import ConfigError
 from kubescrape.relabel import RelabelConfig
 from kubescrape.scrape.manager import ScrapeSettings
+from kubescrape.scrape.targets import Target, TLSSettings
 
 log = logging.getLogger("kubescrape.config")
 
@@ -39,6 +40,7 @@ __all__ = [
     "load_prometheus_config",
     "parse_prometheus_duration",
     "scrape_settings",
+    "target_template",
 ]
 
 _UNITS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0, "w": 604800.0, "y": 31536000.0}
@@ -442,6 +444,41 @@ def scrape_settings(cfg: PrometheusConfig, job: ScrapeConfig) -> ScrapeSettings:
     return ScrapeSettings(job=job.job_name, scheme=job.scheme, metrics_path=job.metrics_path,
                           interval=cfg.interval(job), timeout=cfg.timeout(job), params=job.params,
                           relabel_configs=tuple(job.relabel_configs))
+
+
+def target_template(cfg: PrometheusConfig, job: ScrapeConfig) -> Target:
+    """Every option of ``job``'s targets but the URL and labels (the scrape manager fills those in)."""
+    tls = job.tls_config
+    basic = job.basic_auth
+    password = basic.password if basic is not None else None
+    if basic is not None and basic.password_file:
+        try:
+            password = Path(basic.password_file).read_text().strip()
+        except OSError as e:
+            raise ConfigError(f"cannot read basic_auth.password_file {basic.password_file}: {e.strerror}",
+                              "make the file readable", file=cfg.source, key=f"scrape_configs[{job.job_name}]"
+                              ) from e
+    body_limit = job.body_size_limit or cfg.global_.body_size_limit
+    return Target(
+        url="", name=job.job_name, labels=(), interval=cfg.interval(job), timeout=cfg.timeout(job),
+        honor_labels=job.honor_labels, honor_timestamps=job.honor_timestamps,
+        enable_compression=job.enable_compression, body_size_limit=body_limit,
+        tls=TLSSettings(use_tls=True, ca_file=tls.ca_file, cert_file=tls.cert_file, key_file=tls.key_file,
+                        server_name=tls.server_name, insecure_skip_verify=tls.insecure_skip_verify,
+                        min_version=_tls_version(tls.min_version)),
+        bearer_token_file=job.token_file(), bearer_token_string=job.token(),
+        username=basic.username if basic is not None else None, password=password,
+        headers=(), metric_relabel_configs=tuple(job.metric_relabel_configs), ignore_metrics=(),
+        ignore_label_keys=(),
+    )
+
+
+def _tls_version(text: str | None) -> str | None:
+    """Prometheus' ``TLS12`` → ``1.2``."""
+    if not text:
+        return None
+    m = re.fullmatch(r"TLS1(\d)", text.strip())
+    return f"1.{m.group(1)}" if m else None
 
 
 def api_config(sd: KubernetesSDConfig, *, environ: dict[str, str] | None = None) -> ApiConfig:

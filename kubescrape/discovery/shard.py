@@ -1,10 +1,11 @@
 """Sharding targets across replicas: every member discovers everything and keeps its share.
 
-The share is decided by a hash of the target's discovered label set (stable across members, which all
-see the same objects): member ``h mod M`` and, with a replication factor ``R``, the ``R - 1`` members
-after it, which is how vmagent's ``-promscrape.cluster.membersCount`` / ``memberNum`` /
-``replicationFactor`` divide the work. So ``M`` members together scrape every target exactly ``R``
-times.
+The share is decided by a hash ``h`` of the target's final label set and scrape URL: after relabeling,
+so discovered label sets that relabel into one target (a pod's several container ports rewritten to its
+annotated port) belong to one member, and stable across members, which all see the same objects. Member
+``h mod M`` keeps the target and, with a replication factor ``R``, so do the ``R - 1`` members after it,
+which is how vmagent's ``-promscrape.cluster.membersCount`` / ``memberNum`` / ``replicationFactor``
+divide the work. So ``M`` members together scrape every target exactly ``R`` times.
 
 When ``M`` changes, ``h mod M`` changes for most targets: during a rollout members with the old and the
 new ``M`` overlap, so some targets are briefly scraped twice or not at all until every member runs with

@@ -118,7 +118,12 @@ class AppServers:
         self.requests += 1
         sock = request.transport.get_extra_info("sockname") if request.transport is not None else None
         entry = self._by_addr.get((sock[0], sock[1])) if sock else None
-        if entry is None or request.path != entry[0].path:
+        if entry is None:
+            # The pod is gone but a kept-alive connection outlived its listener: drop it, as a dead pod would.
+            if request.transport is not None:
+                request.transport.abort()
+            raise ConnectionResetError("the pod is gone")
+        if request.path != entry[0].path:
             return web.Response(status=404, text="404 page not found\n")
         ep, started = entry
         return web.Response(body=app_metrics(ep, self.clock.time(), started),
