@@ -33,6 +33,9 @@ def _describe(emu: Emulator) -> str:
         lines.append(f"  {spec.name}: {spec.url}  " + "  ".join(extra))
     if len(emu.nodes) > 5:
         lines.append(f"  … and {len(emu.nodes) - 5} more")
+    if emu.apiserver is not None:
+        lines.append(f"apiserver:   {emu.apiserver.url}  "
+                     f"(kubectl --kubeconfig {emu.kubeconfig_path} get pods -A)")
     lines += [
         f"CA:          {emu.ca_path}",
         f"admin cert:  {admin_crt} / {admin_key}",
@@ -73,6 +76,8 @@ def run_command(
     anonymous: bool,
     print_config: bool,
     duration: float,
+    apiserver_port: int | None = None,
+    node_churn: float = 0.0,
 ) -> int:
     """``kubescrape emulate``: returns the process exit code."""
     from kubescrape.emulator.fleet import Emulator
@@ -83,6 +88,7 @@ def run_command(
             state_dir, nodes=nodes, pods=pods, churn=churn, address=address, port=port,
             healthz_port=healthz_port or None, proxy_port=proxy_port or None, rbac_files=rbac_files,
             kubelet_version=kubelet_version, token_ttl=token_ttl, anonymous=anonymous,
+            apiserver_port=apiserver_port, node_churn=node_churn,
         )
         if print_config:
             emu.prepare_state()
