@@ -20,6 +20,7 @@ from kubescrape.discovery import (
     KubernetesDiscovery,
     Sharder,
     TargetGroup,
+    in_cluster_config,
     load_kubeconfig,
 )
 from kubescrape.discovery.reflector import Backoff
@@ -205,3 +206,26 @@ async def test_three_shards_split_discovered_pods(fleet: Emulator) -> None:
         assert sorted(set(union)) == sorted({t["__address__"] + t["__meta_kubernetes_pod_container_name"]
                                              for t in targets})
         assert len(union) == replication * len(targets)
+
+
+async def test_in_cluster_config_rereads_the_rotated_token(tmp_path: Path) -> None:
+    """Tokens live 3 s and are rewritten at 80 % of that: every reconnect of the 1 s watches must use the
+    current token, or the apiserver answers 401."""
+    emu = Emulator(tmp_path / "state", nodes=2, pods=6, port=0, healthz_port=None, proxy_port=None,
+                   rbac_files=[RBAC], apiserver_port=0, token_ttl=3.0)
+    async with emu:
+        assert emu.apiserver is not None
+        env = {"KUBERNETES_SERVICE_HOST": "127.0.0.1", "KUBERNETES_SERVICE_PORT": str(emu.apiserver.port)}
+        cfg = in_cluster_config(env, token_file=emu.token_path("monitoring", "kubescrape"),
+                                ca_file=emu.ca_path)
+        assert cfg.server == emu.apiserver.url
+        async with ApiClient(cfg) as client:
+            d = KubernetesDiscovery(client, "node", Updates(), watch_timeout=1)
+            await _started(d)
+            rotations = emu.token_store.rotations if emu.token_store else 0
+            await asyncio.sleep(7.0)
+            await d.stop()
+        assert emu.token_store is not None and emu.token_store.rotations >= rotations + 2
+        r = d.reflectors[0]
+        assert r.watches >= 5 and r.errors == 0, r.last_error
+        assert len(d.groups) == 2
