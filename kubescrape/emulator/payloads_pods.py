@@ -561,7 +561,8 @@ def make_pod(
     else:
         wl = rng.choices(DEPLOYMENTS, weights=[w.weight for w in DEPLOYMENTS])[0]
         if wl.kind == "StatefulSet":
-            name = f"{wl.app}-{slot}"
+            # Ordinals unique across a fleet (node k's seed is k): two nodes never run the same pod name.
+            name = f"{wl.app}-{max(seed - 1, 0) * pods + slot}"
         elif wl.kind == "Job":
             name = f"{wl.app}-{rng.randrange(28_000_000, 29_000_000)}-{_suffix(rng, 5)}"
         else:
