@@ -24,9 +24,11 @@ from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationEr
 
 from kubescrape.discovery.apiclient import ApiClient, ApiConfig, in_cluster_config, load_kubeconfig
 from kubescrape.discovery.kubernetes import ROLES, KubernetesDiscovery, OnUpdate, RoleSelector
+from kubescrape.discovery.targetgroup import TargetGroup
 from kubescrape.errors import ConfigError
 from kubescrape.relabel import RelabelConfig
-from kubescrape.scrape.manager import ScrapeSettings
+from kubescrape.remote_write.queue import WriterSettings
+from kubescrape.scrape.manager import ScrapeManager, ScrapeSettings
 from kubescrape.scrape.targets import Target, TLSSettings
 
 log = logging.getLogger("kubescrape.config")
@@ -36,11 +38,14 @@ __all__ = [
     "PrometheusConfig",
     "RemoteWriteConfig",
     "ScrapeConfig",
+    "attach_jobs",
     "kubernetes_discovery",
     "load_prometheus_config",
     "parse_prometheus_duration",
     "scrape_settings",
+    "static_groups",
     "target_template",
+    "writer_settings",
 ]
 
 _UNITS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0, "w": 604800.0, "y": 31536000.0}
@@ -503,3 +508,58 @@ def kubernetes_discovery(sd: KubernetesSDConfig, on_update: OnUpdate, *,
         namespaces.append(cfg.namespace)
     return KubernetesDiscovery(client_factory(cfg), sd.role, on_update, namespaces=namespaces,
                                selectors=[RoleSelector(s.role, s.label, s.field) for s in sd.selectors])
+
+
+def static_groups(job: ScrapeConfig) -> list[TargetGroup]:
+    """``static_configs`` as target groups (source ``static/<job>/<index>``, as Prometheus' ``static/0``)."""
+    return [TargetGroup(f"static/{job.job_name}/{i}", tuple({"__address__": t} for t in sc.targets),
+                        dict(sc.labels)) for i, sc in enumerate(job.static_configs)]
+
+
+def attach_jobs(cfg: PrometheusConfig, manager: ScrapeManager, *,
+                client_factory: Callable[[ApiConfig], ApiClient] = ApiClient) -> list[KubernetesDiscovery]:
+    """Register every scrape job with ``manager``, feed it the static targets, and return the (not yet
+    started) Kubernetes discoveries that will feed it the rest. The caller owns them: ``await d.start()``
+    each, ``manager.start()``, and on shutdown ``await d.stop()`` and ``await d.client.close()``."""
+    discoveries: list[KubernetesDiscovery] = []
+    for job in cfg.scrape_configs:
+        manager.add_job(scrape_settings(cfg, job), target_template(cfg, job))
+        manager.update(job.job_name, static_groups(job))
+
+        def feed(groups: list[TargetGroup], name: str = job.job_name) -> None:
+            manager.update(name, groups)
+
+        for sd in job.kubernetes_sd_configs:
+            discoveries.append(kubernetes_discovery(sd, feed, client_factory=client_factory))
+    return discoveries
+
+
+def writer_settings(cfg: PrometheusConfig) -> list[WriterSettings]:
+    """``remote_write`` entries as delivery settings: ``queue_config`` maps to batch (max_samples_per_send),
+    queue capacity, shards, backoff and flush deadline (batch_send_deadline). Options the sender cannot
+    honour (bearer credentials, write_relabel_configs) are named in a warning."""
+    out = []
+    for i, rw in enumerate(cfg.remote_write):
+        q = rw.queue_config
+        basic = rw.basic_auth
+        password = basic.password if basic is not None else None
+        if basic is not None and basic.password_file:
+            password = Path(basic.password_file).read_text().strip()
+        unsupported = [k for k in ("authorization", "bearer_token", "bearer_token_file",
+                                   "write_relabel_configs") if getattr(rw, k)]
+        if rw.tls_config.server_name or rw.tls_config.min_version:
+            unsupported.append("tls_config.server_name/min_version")
+        for k in unsupported:
+            log.warning("%s: remote_write[%d].%s is not implemented by kubescrape's sender and is ignored",
+                        cfg.source, i, k)
+        out.append(WriterSettings(
+            url=rw.url, name=rw.name or rw.url.split("://", 1)[-1].rstrip("/"),
+            headers=tuple(rw.headers.items()),
+            basic_auth=(basic.username, password or "") if basic is not None else None,
+            timeout=rw.remote_timeout, batch=q.max_samples_per_send, queue_capacity=q.capacity,
+            min_shards=q.min_shards, max_shards=q.max_shards, min_backoff=q.min_backoff,
+            max_backoff=q.max_backoff, flush_deadline=q.batch_send_deadline,
+            ca_file=rw.tls_config.ca_file, cert_file=rw.tls_config.cert_file, key_file=rw.tls_config.key_file,
+            insecure_skip_verify=rw.tls_config.insecure_skip_verify,
+        ))
+    return out

@@ -5,7 +5,11 @@ watch, with selectors, on a handful of resources) and reads a few fields of each
 stay the JSON dicts the server sent (no generated model classes to instantiate for thousands of pods),
 and the TLS context and the re-read ServiceAccount token are the agent's own
 (:func:`kubescrape.auth.client_ssl_context`, :class:`kubescrape.auth.BearerToken`), shared with the
-scrape loop instead of a second implementation inside a client library.
+scrape loop instead of a second implementation inside a client library. Measured with
+``bench/discovery.py`` (100 nodes × 50 pods, 600 pods replaced per minute, 2 CPUs): holding all 5,000
+pods took 134 MiB resident and 0.24 CPU-seconds per minute of watching here, against 365 MiB and 1.64
+for the official ``kubernetes`` client's models (which ``kubernetes_asyncio`` shares), and 44 MiB and
+0.34 for vmagent (bench/results/2026-12-02-discovery.md).
 
 Configuration comes from the pod's environment (:func:`in_cluster_config`: ``KUBERNETES_SERVICE_HOST``
 / ``_PORT``, the mounted token — re-read when it rotates — and CA) or from a kubeconfig file

@@ -12,7 +12,10 @@ from kubescrape.config.prometheus import (
     load_prometheus_config,
     parse_prometheus_duration,
     scrape_settings,
+    static_groups,
+    writer_settings,
 )
+from kubescrape.discovery import TargetGroup
 from kubescrape.errors import ConfigError
 
 AGENT_CONFIG = """
@@ -123,3 +126,18 @@ scrape_configs:
 """))
     api = api_config(cfg.scrape_configs[0].kubernetes_sd_configs[0])
     assert (api.server, api.ca_file, api.token_file) == ("https://127.0.0.1:6443", "/ca.crt", "/token")
+
+
+def test_remote_write_maps_to_writer_settings(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    cfg = load_prometheus_config(_write(tmp_path, AGENT_CONFIG))
+    with caplog.at_level(logging.WARNING, logger="kubescrape.config"):
+        (w,) = writer_settings(cfg)
+    assert w.url == "http://receiver:9090/api/v1/write" and w.name == "receiver:9090/api/v1/write"
+    assert (w.batch, w.queue_capacity, w.flush_deadline, w.timeout) == (500, 10000, 10.0, 30.0)
+    assert "remote_write[0].write_relabel_configs is not implemented" in caplog.text
+
+
+def test_static_configs_become_target_groups(tmp_path: Path) -> None:
+    cfg = load_prometheus_config(_write(tmp_path, AGENT_CONFIG))
+    (group,) = static_groups(cfg.scrape_configs[2])
+    assert group == TargetGroup("static/static/0", ({"__address__": "127.0.0.1:9100"},), {"env": "dev"})

@@ -11,14 +11,8 @@ from pathlib import Path
 
 import pytest
 
-from kubescrape.config.prometheus import (
-    PrometheusConfig,
-    kubernetes_discovery,
-    load_prometheus_config,
-    scrape_settings,
-    target_template,
-)
-from kubescrape.discovery import KubernetesDiscovery, Sharder, TargetGroup
+from kubescrape.config.prometheus import PrometheusConfig, attach_jobs, load_prometheus_config
+from kubescrape.discovery import KubernetesDiscovery, Sharder
 from kubescrape.emulator.fleet import Emulator
 from kubescrape.emulator.payloads_pods import app_pod_ip
 from kubescrape.remote_write import Chunk
@@ -36,6 +30,9 @@ NODES, PODS = 3, 12
 def _config(emu: Emulator) -> str:
     assert emu.apiserver is not None
     token = emu.token_path("monitoring", "kubescrape")
+    assert emu.apps is not None
+    app = emu.apps.endpoints[0]
+    static_path, static_target = app.path, f"{app.ip}:{app.port}"
     sd = (f"  kubernetes_sd_configs:\n  - role: ROLE\n    api_server: {emu.apiserver.url}\n"
           f"    tls_config: {{ca_file: {emu.ca_path}}}\n    bearer_token_file: {token}\n")
     return f"""global: {{scrape_interval: 1s, scrape_timeout: 1s}}
@@ -59,6 +56,9 @@ scrape_configs:
   - {{source_labels: [__meta_kubernetes_pod_name], target_label: pod}}
   - {{source_labels: [__meta_kubernetes_pod_node_name], target_label: node}}
   - {{action: labeldrop, regex: __meta_kubernetes_pod_container_.*}}
+- job_name: static-app
+  metrics_path: {static_path}
+  static_configs: [{{targets: ["{static_target}"], labels: {{team: shop}}}}]
 """
 
 
@@ -86,17 +86,9 @@ class ListSink:
 
 
 async def _discover(cfg: PrometheusConfig, manager: ScrapeManager) -> list[KubernetesDiscovery]:
-    discoveries = []
-    for job in cfg.scrape_configs:
-        manager.add_job(scrape_settings(cfg, job), target_template(cfg, job))
-
-        def feed(groups: list[TargetGroup], name: str = job.job_name) -> None:
-            manager.update(name, groups)
-
-        for sd in job.kubernetes_sd_configs:
-            d = kubernetes_discovery(sd, feed)
-            await d.start()
-            discoveries.append(d)
+    discoveries = attach_jobs(cfg, manager)
+    for d in discoveries:
+        await d.start()
     for d in discoveries:
         assert await d.wait_synced(15)
     return discoveries
@@ -144,9 +136,13 @@ async def test_targets_follow_the_cluster_and_removed_ones_go_stale(fleet: Emula
     manager.start()
     try:
         annotated = [ep for ep in (fleet.apps.endpoints if fleet.apps else [])]
-        await _until(lambda: len(manager.running) == NODES + len(annotated), "every target to be scraped")
+        await _until(lambda: len(manager.running) == NODES + len(annotated) + 1, "every target to be scraped")
+        await _until(lambda: any(ls.get("team") == "shop" and ls["job"] == "static-app"
+                                 for ls, _, _ in sink.series() if ls["__name__"] == "http_requests_total"),
+                     "samples of the static target")
         await _until(lambda: {ls["pod"] for ls, v, _ in sink.series()
-                              if ls["__name__"] == "http_requests_total"} == {ep.pod for ep in annotated},
+                              if ls["__name__"] == "http_requests_total" and ls["job"] == "pods"}
+                     == {ep.pod for ep in annotated},
                      "samples of every annotated pod")
         ups = [(ls, v) for ls, v, _ in sink.series() if ls["__name__"] == "up"]
         assert ups and all(v == 1.0 for _, v in ups), [ls for ls, v in ups if v != 1.0][:3]
@@ -168,7 +164,7 @@ async def test_targets_follow_the_cluster_and_removed_ones_go_stale(fleet: Emula
                                                          "kubelet_running_pods"}
         assert all(key == keys[ls["instance"]] for ls, key in stale), \
             "staleness markers travel with the target's own routing key"
-        assert len(manager.running) == NODES - 1 + len(annotated) - (len(gone) - 1)
+        assert len(manager.running) == NODES - 1 + len(annotated) - (len(gone) - 1) + 1, "static stays"
     finally:
         await _stop(discoveries, manager, client)
 
@@ -215,5 +211,5 @@ async def test_three_shards_scrape_every_target_exactly_once(fleet: Emulator, tm
     for replication in (1, 2):
         shares = [keys for r, keys in members if r == replication]
         union = set().union(*shares)
-        assert len(union) == NODES + len(fleet.apps.endpoints if fleet.apps else [])
+        assert len(union) == NODES + len(fleet.apps.endpoints if fleet.apps else []) + 1
         assert sum(len(s) for s in shares) == replication * len(union)
