@@ -48,6 +48,7 @@ from kubescrape.emulator.apistore import (
     label_selector,
     status_object,
 )
+from kubescrape.emulator.apitables import table, wants_table
 from kubescrape.emulator.authn import AUTHENTICATED, Authenticator, UserInfo
 from kubescrape.emulator.authz import Attributes, RBACAuthorizer
 from kubescrape.emulator.tokens import SA_PREFIX
@@ -304,6 +305,9 @@ class ApiServer:
                     details["group"] = group
                 details["kind"] = resource.name
                 return _status(404, "NotFound", f'{resource.qualified} "{name}" not found', details)
+            if wants_table(request.headers.get("Accept", "")):
+                return _json_response(200, table(resource, [obj], now=self.clock.time(),
+                                                 resource_version=obj["metadata"].get("resourceVersion", "")))
             return _json_response(200, {"kind": resource.kind, "apiVersion": resource.api_version, **obj})
         try:
             test = self._selector(request, resource, namespace)
@@ -372,6 +376,10 @@ class ApiServer:
                 json.dumps([last.get("namespace", ""), last["name"]]).encode()).decode()
             meta["remainingItemCount"] = len(items) - limit
             items = items[:limit]
+        if wants_table(request.headers.get("Accept", "")):
+            rv = meta.pop("resourceVersion")
+            return _json_response(200, table(resource, items, now=self.clock.time(), resource_version=rv,
+                                             extra_meta=meta))
         return _json_response(200, {"kind": f"{resource.kind}List", "apiVersion": resource.api_version,
                                     "metadata": meta, "items": items})
 
@@ -394,8 +402,15 @@ class ApiServer:
         self.watches_opened += 1
         watcher = self.store.subscribe(resource)
         kind = {"kind": resource.kind, "apiVersion": resource.api_version}
+        as_table = wants_table(request.headers.get("Accept", ""))
+        first = [True]
 
         async def send(kind_: str, obj: Json) -> None:
+            if as_table and kind_ in ("ADDED", "MODIFIED", "DELETED"):
+                # Server-side printing of watch events: one row each, the columns with the first only.
+                obj = table(resource, [obj], now=self.clock.time(),
+                            resource_version=obj["metadata"].get("resourceVersion", ""), headers=first[0])
+                first[0] = False
             line = json.dumps({"type": kind_, "object": obj}, separators=(",", ":"))
             await resp.write(line.encode() + b"\n")
 

@@ -86,7 +86,15 @@ async def test_kubectl_gets_nodes_and_all_pods(fleet: Emulator) -> None:
     on_node1 = {p["metadata"]["uid"] for p in pods if p["spec"]["nodeName"] == "node-1"}
     assert on_node1 == {p["metadata"]["uid"] for p in kubelet}
     rc, out, err = await kubectl(fleet.kubeconfig_path, "get", "pods", "-A")
-    assert rc == 0 and "NAMESPACE" in out and len(out.strip().splitlines()) == NODES * PODS + 1, err
+    assert rc == 0 and len(out.strip().splitlines()) == NODES * PODS + 1, err
+    assert out.split()[:6] == ["NAMESPACE", "NAME", "READY", "STATUS", "RESTARTS", "AGE"], \
+        "the server's Table columns"
+    rc, out, err = await kubectl(fleet.kubeconfig_path, "get", "nodes")
+    assert rc == 0, err
+    header, *rows = out.strip().splitlines()
+    assert header.split() == ["NAME", "STATUS", "ROLES", "AGE", "VERSION"]
+    assert [r.split()[0:3] for r in rows] == [[f"node-{k}", "Ready", "<none>"] for k in range(1, NODES + 1)]
+    assert all(r.split()[4] == "v1.29.0" for r in rows)
 
 
 @needs_kubectl

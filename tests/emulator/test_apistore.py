@@ -5,6 +5,7 @@ from __future__ import annotations
 import pytest
 
 from kubescrape.emulator.apistore import Expired, SelectorError, Store, field_selector, label_selector
+from kubescrape.emulator.apitables import human_duration
 
 
 def _pod(name: str, node: str, labels: dict[str, str] | None = None,
@@ -93,3 +94,12 @@ def test_field_selector() -> None:
 def test_bad_label_selector() -> None:
     with pytest.raises(SelectorError):
         label_selector("a b c")
+
+
+@pytest.mark.parametrize(("seconds", "text"), [
+    (-5, "<invalid>"), (-0.5, "0s"), (45, "45s"), (119, "119s"), (302, "5m2s"), (600, "10m"),
+    (3 * 3600 + 600, "3h10m"), (10 * 3600, "10h"), (2 * 86400 + 5 * 3600, "2d5h"), (30 * 86400, "30d"),
+    (800 * 86400, "2y70d"),
+])
+def test_human_duration(seconds: float, text: str) -> None:
+    assert human_duration(seconds) == text
