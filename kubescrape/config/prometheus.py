@@ -14,6 +14,7 @@ manager and discovery need.
 from __future__ import annotations
 
 import logging
+import os
 import re
 from collections.abc import Callable
 from pathlib import Path
@@ -22,7 +23,9 @@ from typing import Annotated, Any
 import yaml
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationError, model_validator
 
+from kubescrape.auth import IN_CLUSTER_CA_FILE, IN_CLUSTER_TOKEN_FILE
 from kubescrape.discovery.apiclient import ApiClient, ApiConfig, in_cluster_config, load_kubeconfig
+from kubescrape.discovery.kubelet import KubeletDiscovery
 from kubescrape.discovery.kubernetes import ROLES, KubernetesDiscovery, OnUpdate, RoleSelector
 from kubescrape.discovery.targetgroup import TargetGroup
 from kubescrape.errors import ConfigError
@@ -34,11 +37,14 @@ from kubescrape.scrape.targets import Target, TLSSettings
 log = logging.getLogger("kubescrape.config")
 
 __all__ = [
+    "Discovery",
+    "KubeletSDConfig",
     "KubernetesSDConfig",
     "PrometheusConfig",
     "RemoteWriteConfig",
     "ScrapeConfig",
     "attach_jobs",
+    "kubelet_discovery",
     "kubernetes_discovery",
     "load_prometheus_config",
     "parse_prometheus_duration",
@@ -223,6 +229,16 @@ class KubernetesSDConfig(_Credentials):
         return self
 
 
+class KubeletSDConfig(_Credentials):
+    """``kubelet_sd_configs`` entry, a kubescrape extension (Grafana Alloy's ``discovery.kubelet``): the pods
+    of this node from the kubelet's ``/pods``, with the ``pod`` role's labels. ``${VAR}`` in ``url`` is
+    taken from the environment (a DaemonSet passes the node's IP with the downward API)."""
+
+    url: str = "https://localhost:10250"
+    refresh_interval: Seconds = 5.0
+    namespaces: list[str] = []
+
+
 class ScrapeConfig(_Credentials):
     """``scrape_configs`` entry."""
 
@@ -247,6 +263,7 @@ class ScrapeConfig(_Credentials):
     basic_auth: BasicAuth | None = None
     static_configs: list[StaticConfig] = []
     kubernetes_sd_configs: list[KubernetesSDConfig] = []
+    kubelet_sd_configs: list[KubeletSDConfig] = []
     relabel_configs: list[RelabelConfig] = []
     metric_relabel_configs: list[RelabelConfig] = []
 
@@ -516,12 +533,35 @@ def static_groups(job: ScrapeConfig) -> list[TargetGroup]:
                         dict(sc.labels)) for i, sc in enumerate(job.static_configs)]
 
 
+def kubelet_discovery(sd: KubeletSDConfig, on_update: OnUpdate, *,
+                      client_factory: Callable[[ApiConfig], ApiClient] = ApiClient,
+                      environ: dict[str, str] | None = None) -> KubeletDiscovery:
+    """The node-local discovery of one ``kubelet_sd_configs`` entry (not started); without credentials it
+    uses the pod's ServiceAccount token and CA, like Alloy's ``discovery.kubelet``."""
+    env = os.environ if environ is None else environ
+    url = re.sub(r"\$\{(\w+)\}", lambda m: env.get(m.group(1), ""), sd.url).rstrip("/")
+    tls = sd.tls_config
+    token_file, token = sd.token_file(), sd.token()
+    ca_file = tls.ca_file
+    if token_file is None and token is None and tls.cert_file is None:
+        token_file = str(IN_CLUSTER_TOKEN_FILE)
+        ca_file = ca_file or (None if tls.insecure_skip_verify else str(IN_CLUSTER_CA_FILE))
+    cfg = ApiConfig(url, ca_file=ca_file, cert_file=tls.cert_file, key_file=tls.key_file,
+                    token_file=token_file, token=token, insecure_skip_verify=tls.insecure_skip_verify,
+                    server_name=tls.server_name)
+    return KubeletDiscovery(client_factory(cfg), on_update, namespaces=sd.namespaces,
+                            refresh_interval=sd.refresh_interval)
+
+
+Discovery = KubernetesDiscovery | KubeletDiscovery
+
+
 def attach_jobs(cfg: PrometheusConfig, manager: ScrapeManager, *,
-                client_factory: Callable[[ApiConfig], ApiClient] = ApiClient) -> list[KubernetesDiscovery]:
+                client_factory: Callable[[ApiConfig], ApiClient] = ApiClient) -> list[Discovery]:
     """Register every scrape job with ``manager``, feed it the static targets, and return the (not yet
     started) Kubernetes discoveries that will feed it the rest. The caller owns them: ``await d.start()``
     each, ``manager.start()``, and on shutdown ``await d.stop()`` and ``await d.client.close()``."""
-    discoveries: list[KubernetesDiscovery] = []
+    discoveries: list[Discovery] = []
     for job in cfg.scrape_configs:
         manager.add_job(scrape_settings(cfg, job), target_template(cfg, job))
         manager.update(job.job_name, static_groups(job))
@@ -531,6 +571,8 @@ def attach_jobs(cfg: PrometheusConfig, manager: ScrapeManager, *,
 
         for sd in job.kubernetes_sd_configs:
             discoveries.append(kubernetes_discovery(sd, feed, client_factory=client_factory))
+        for ksd in job.kubelet_sd_configs:
+            discoveries.append(kubelet_discovery(ksd, feed, client_factory=client_factory))
     return discoveries
 
 

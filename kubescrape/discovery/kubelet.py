@@ -13,6 +13,8 @@ RBAC: ``get`` on ``nodes/proxy`` (kubelets before 1.32 map ``/pods`` to the ``pr
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import logging
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -42,6 +44,33 @@ class KubeletDiscovery:
     refreshes: int = 0
     errors: int = 0
     last_error: DiscoveryError | None = None
+    _task: asyncio.Task[None] | None = None
+
+    async def start(self) -> None:
+        """Start polling as a task owned by this discovery."""
+        if self._task is None:
+            name = f"kubelet discovery {self.client.config.server}"
+            self._task = asyncio.create_task(self.run(), name=name)
+
+    async def stop(self) -> None:
+        """Stop polling."""
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+            self._task = None
+
+    @property
+    def synced(self) -> bool:
+        """True once ``/pods`` was read."""
+        return self.refreshes > 0
+
+    async def wait_synced(self, timeout: float) -> bool:
+        """Wait until the first poll succeeded (or ``timeout``)."""
+        deadline = self.clock.monotonic() + timeout
+        while not self.synced and self.clock.monotonic() < deadline:
+            await asyncio.sleep(0.02)
+        return self.synced
 
     async def refresh(self) -> list[TargetGroup]:
         """One poll: publish the groups that changed (and empty ones for pods that are gone)."""

@@ -9,13 +9,14 @@ import pytest
 
 from kubescrape.config.prometheus import (
     api_config,
+    kubelet_discovery,
     load_prometheus_config,
     parse_prometheus_duration,
     scrape_settings,
     static_groups,
     writer_settings,
 )
-from kubescrape.discovery import TargetGroup
+from kubescrape.discovery import ApiClient, ApiConfig, TargetGroup
 from kubescrape.errors import ConfigError
 
 AGENT_CONFIG = """
@@ -141,3 +142,26 @@ def test_static_configs_become_target_groups(tmp_path: Path) -> None:
     cfg = load_prometheus_config(_write(tmp_path, AGENT_CONFIG))
     (group,) = static_groups(cfg.scrape_configs[2])
     assert group == TargetGroup("static/static/0", ({"__address__": "127.0.0.1:9100"},), {"env": "dev"})
+
+
+def test_kubelet_sd_defaults_to_the_pods_service_account(tmp_path: Path) -> None:
+    cfg = load_prometheus_config(_write(tmp_path, """
+scrape_configs:
+- job_name: node-local
+  kubelet_sd_configs:
+  - url: https://${NODE_IP}:10250
+    namespaces: [shop]
+"""))
+    sd = cfg.scrape_configs[0].kubelet_sd_configs[0]
+    seen: list[ApiConfig] = []
+
+    def factory(api: ApiConfig) -> ApiClient:  # outside a pod the mounted CA does not exist: do not load it
+        seen.append(api)
+        return ApiClient(ApiConfig("http://127.0.0.1:9"))
+
+    d = kubelet_discovery(sd, lambda groups: None, environ={"NODE_IP": "10.0.0.7"}, client_factory=factory)
+    (api,) = seen
+    assert api.server == "https://10.0.0.7:10250"
+    assert api.token_file == "/var/run/secrets/kubernetes.io/serviceaccount/token"
+    assert api.ca_file == "/var/run/secrets/kubernetes.io/serviceaccount/ca.crt"
+    assert list(d.namespaces) == ["shop"] and d.refresh_interval == 5.0

@@ -5,14 +5,15 @@ in Prometheus at once; shards split the targets."""
 from __future__ import annotations
 
 import asyncio
+import json
 import time
 from collections.abc import AsyncIterator, Callable, Sequence
 from pathlib import Path
 
 import pytest
 
-from kubescrape.config.prometheus import PrometheusConfig, attach_jobs, load_prometheus_config
-from kubescrape.discovery import KubernetesDiscovery, Sharder
+from kubescrape.config.prometheus import Discovery, PrometheusConfig, attach_jobs, load_prometheus_config
+from kubescrape.discovery import Sharder
 from kubescrape.emulator.fleet import Emulator
 from kubescrape.emulator.payloads_pods import app_pod_ip
 from kubescrape.remote_write import Chunk
@@ -85,7 +86,7 @@ class ListSink:
         return out
 
 
-async def _discover(cfg: PrometheusConfig, manager: ScrapeManager) -> list[KubernetesDiscovery]:
+async def _discover(cfg: PrometheusConfig, manager: ScrapeManager) -> list[Discovery]:
     discoveries = attach_jobs(cfg, manager)
     for d in discoveries:
         await d.start()
@@ -94,7 +95,7 @@ async def _discover(cfg: PrometheusConfig, manager: ScrapeManager) -> list[Kuber
     return discoveries
 
 
-async def _stop(discoveries: list[KubernetesDiscovery], manager: ScrapeManager, client: ScrapeClient) -> None:
+async def _stop(discoveries: list[Discovery], manager: ScrapeManager, client: ScrapeClient) -> None:
     for d in discoveries:
         await d.stop()
         await d.client.close()
@@ -213,3 +214,50 @@ async def test_three_shards_scrape_every_target_exactly_once(fleet: Emulator, tm
         union = set().union(*shares)
         assert len(union) == NODES + len(fleet.apps.endpoints if fleet.apps else []) + 1
         assert sum(len(s) for s in shares) == replication * len(union)
+
+
+async def test_daemonset_mode_scrapes_exactly_its_nodes_annotated_pods(
+        fleet: Emulator, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """``kubelet_sd_configs`` (node-local, from the kubelet's /pods): no apiserver involved."""
+    node = fleet.nodes[1]
+    token = fleet.token_path("monitoring", "kubescrape")
+    config = tmp_path / "prometheus.yml"
+    config.write_text(f"""global: {{scrape_interval: 1s, scrape_timeout: 1s}}
+scrape_configs:
+- job_name: node-local-pods
+  kubelet_sd_configs:
+  - url: https://${{NODE_IP}}:{node.port}
+    tls_config: {{ca_file: {fleet.ca_path}}}
+    bearer_token_file: {token}
+    refresh_interval: 1s
+  relabel_configs:
+  - {{source_labels: [__meta_kubernetes_pod_annotation_prometheus_io_scrape], action: keep, regex: "true"}}
+  - {{source_labels: [__meta_kubernetes_pod_annotation_prometheus_io_path], target_label: __metrics_path__,
+     regex: (.+)}}
+  - {{source_labels: [__address__, __meta_kubernetes_pod_annotation_prometheus_io_port],
+     regex: '([^:]+)(?::\\d+)?;(\\d+)', replacement: $1:$2, target_label: __address__}}
+  - {{source_labels: [__meta_kubernetes_pod_name], target_label: pod}}
+  - {{source_labels: [__meta_kubernetes_pod_node_name], target_label: node}}
+""")
+    cfg = load_prometheus_config(config)
+    sink = ListSink()
+    client = ScrapeClient()
+    manager = ScrapeManager(client=client, sink=sink, jitter=False)
+    monkeypatch.setenv("NODE_IP", node.address)  # the downward API's status.hostIP in a DaemonSet
+    discoveries = attach_jobs(cfg, manager)
+    for d in discoveries:
+        await d.start()
+        assert await d.wait_synced(15)
+    manager.start()
+    try:
+        pods = json.loads(fleet.servers[1].payloads.pods_json())["items"]
+        annotated = {p["metadata"]["name"] for p in pods
+                     if p["metadata"]["annotations"].get("prometheus.io/scrape") == "true"}
+        assert annotated
+        await _until(lambda: {ls["pod"] for ls, v, _ in sink.series()
+                              if ls["__name__"] == "http_requests_total"} == annotated,
+                     "samples of this node's annotated pods")
+        assert {ls["node"] for ls, _, _ in sink.series()} == {node.name}
+        assert len(manager.running) == len(annotated)
+    finally:
+        await _stop(discoveries, manager, client)
