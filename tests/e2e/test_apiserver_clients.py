@@ -312,3 +312,20 @@ async def test_nodes_proxy_and_annotated_pods_answer(fleet: Emulator) -> None:
             url = f"http://{p['status']['podIP']}:{ann['prometheus.io/port']}{ann['prometheus.io/path']}"
             async with s.get(url) as r:
                 assert r.status == 200 and "http_requests_total" in await r.text(), url
+
+
+async def test_node_churn_schedule_removes_and_returns_a_node(tmp_path: Path) -> None:
+    emu = Emulator(tmp_path / "state", nodes=3, pods=4, port=0, healthz_port=None, proxy_port=None,
+                   apiserver_port=0, node_churn=0.5, sync_interval=0.05)
+    async with emu:
+        assert emu.store is not None
+        nodes = emu.store.resource("", "nodes")
+        counts = set()
+        for _ in range(100):
+            counts.add(len(emu.store.items(nodes)))
+            if counts >= {2, 3} and len(emu.store.items(nodes)) == 3:
+                break
+            await asyncio.sleep(0.05)
+        assert counts >= {2, 3}, counts
+        kinds = [e.type for e in emu.store.events_since(nodes, 1000)]
+        assert "DELETED" in kinds and kinds.count("ADDED") >= 4
