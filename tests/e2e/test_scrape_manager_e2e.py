@@ -19,6 +19,7 @@ from kubescrape.emulator.payloads_pods import app_pod_ip
 from kubescrape.remote_write import Chunk
 from kubescrape.remote_write.encode import decode_write_request, is_stale_nan
 from kubescrape.remote_write.queue import RemoteWrite, WriterSettings
+from kubescrape.scrape.discovered import DiscoveredScraping
 from kubescrape.scrape.loop import ScrapeClient
 from kubescrape.scrape.manager import ScrapeManager, ScrapeSettings, populate_labels
 from kubescrape.selfmon import SelfMetrics
@@ -261,3 +262,20 @@ scrape_configs:
         assert len(manager.running) == len(annotated)
     finally:
         await _stop(discoveries, manager, client)
+
+
+async def test_discovered_scraping_starts_and_stops_everything(fleet: Emulator, tmp_path: Path) -> None:
+    config = tmp_path / "prometheus.yml"
+    config.write_text(_config(fleet))
+    sink = ListSink()
+    scraping = DiscoveredScraping(load_prometheus_config(config), jitter=False)
+    await scraping.start(sink)
+    try:
+        assert await scraping.wait_synced(15)
+        annotated = fleet.apps.endpoints if fleet.apps else []
+        await _until(lambda: len(scraping.loops) == NODES + len(annotated) + 1, "every target to be scraped")
+        await _until(lambda: all(loop.stats.scrapes > 0 for loop in scraping.loops), "a scrape of each")
+    finally:
+        await scraping.stop()
+    left = [t.get_name() for t in asyncio.all_tasks() if t.get_name().startswith(("scrape", "discovery"))]
+    assert scraping.loops == [] and left == [], "every task it started has ended"
