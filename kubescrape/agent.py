@@ -29,6 +29,7 @@ from kubescrape.scrape.loop import ScrapeClient, ScrapeLoop, ScrapeReport, Targe
 from kubescrape.scrape.parser import Sample, render
 from kubescrape.scrape.targets import Target, build_targets
 from kubescrape.selfmon import SelfMetrics, make_app
+from kubescrape.status import add_routes
 
 __all__ = ["Agent", "AgentStats", "render_chunks", "run_command", "writer_settings"]
 
@@ -202,7 +203,7 @@ class Agent:
 
     async def _start_listener(self, listen: str) -> None:
         host, port = parse_listen(listen)
-        runner = web.AppRunner(make_app(self.metrics, self.healthy), access_log=None)
+        runner = web.AppRunner(add_routes(make_app(self.metrics, self.healthy), self), access_log=None)
         await runner.setup()
         site = web.TCPSite(runner, host, port)
         try:
@@ -218,7 +219,8 @@ class Agent:
         if sockets:
             addr = sockets[0].getsockname()
             self.listen_address = (str(addr[0]), int(addr[1]))
-        log.info("self-metrics on http://%s:%d/metrics", *(self.listen_address or (host, port)))
+        log.info("status pages on http://%s:%d/ (self-metrics: /metrics)",
+                 *(self.listen_address or (host, port)))
 
 
 def parse_listen(listen: str) -> tuple[str, int]:

@@ -45,7 +45,7 @@ from kubescrape.errors import (
 )
 from kubescrape.remote_write import Chunk, Sink
 from kubescrape.remote_write.encode import encode_labels, encode_timeseries
-from kubescrape.scrape.cache import ScrapeResult, SeriesCache
+from kubescrape.scrape.cache import ScrapeLimits, ScrapeResult, SeriesCache
 from kubescrape.scrape.targets import Target, make_labeler, synthetic_labels
 from kubescrape.selfmon import SelfMetrics
 
@@ -63,8 +63,9 @@ __all__ = [
 
 log = logging.getLogger(__name__)
 
-# What Prometheus sends when it only speaks the text format (scrape.go, without OpenMetrics/protobuf).
-ACCEPT_HEADER = "text/plain;version=0.0.4;q=1,*/*;q=0.1"
+# What Prometheus 2.42 sends (scrape.go scrapeAcceptHeader); the Content-Type answered selects the parser.
+ACCEPT_HEADER = ("application/openmetrics-text;version=1.0.0,application/openmetrics-text;version=0.0.1;"
+                 "q=0.75,text/plain;version=0.0.4;q=0.5,*/*;q=0.1")
 USER_AGENT = f"kubescrape/{__version__}"
 # What Go's net/http server answers to plain HTTP on a TLS port (the kubelet's :10250 does this).
 PLAIN_HTTP_ON_TLS = "Client sent an HTTP request to an HTTPS server."
@@ -83,7 +84,7 @@ _READ_CHUNK = 1 << 16
 class SeriesProcessor(Protocol):
     """What the loop needs of the series cache (:class:`kubescrape.scrape.cache.SeriesCache`)."""
 
-    def process(self, body: bytes, scrape_ts_ms: int) -> ScrapeResult: ...
+    def process(self, body: bytes, scrape_ts_ms: int, *, content_type: str = "") -> ScrapeResult: ...
 
     def stale_all(self, scrape_ts_ms: int) -> list[Chunk]: ...
 
@@ -122,6 +123,9 @@ class TargetStats:
     scrapes: int = 0
     failures: int = 0
     missed_ticks: int = 0
+    error: KubescrapeError | None = None
+    """The last scrape's error, with its ``cause`` and ``fix`` (the status pages show both)."""
+    samples_scraped: int = 0
 
 
 def scrape_offset(target: Target, interval: float, now: float, seed: int = 0) -> float:
@@ -227,9 +231,12 @@ class ScrapeLoop:
         self._metrics = metrics
         self._clock = clock
         self._cache: SeriesProcessor = cache if cache is not None else SeriesCache(
-            make_labeler(target), honor_timestamps=target.honor_timestamps, batch=batch
+            make_labeler(target), honor_timestamps=target.honor_timestamps, batch=batch,
+            limits=ScrapeLimits(target.sample_limit, target.label_limit, target.label_name_length_limit,
+                                target.label_value_length_limit),
         )
         self._offset_seed = offset_seed
+        self._content_type = ""  # of the last 200 response: selects the text or OpenMetrics parser
         self.stats = TargetStats(url=target.url)
         self._task: asyncio.Task[None] | None = None
         self._last_state: tuple[str, str] | None = None
@@ -309,7 +316,7 @@ class ScrapeLoop:
         error: KubescrapeError | None = None
         try:
             body = await self.fetch()
-            result = self._cache.process(body, ts_ms)
+            result = self._cache.process(body, ts_ms, content_type=self._content_type)
         except asyncio.CancelledError:
             raise
         except ScrapeError as e:
@@ -357,7 +364,8 @@ class ScrapeLoop:
         s.duration = report.duration
         s.last_scrape = report.timestamp
         s.samples = report.samples_post_relabel
-        err = report.error
+        s.samples_scraped = report.samples_scraped
+        err = s.error = report.error
         if err is not None:
             s.failures += 1
             s.last_error = str(err)
@@ -447,6 +455,7 @@ class ScrapeLoop:
                 # Error bodies are short (kubelet: "Unauthorized", "Forbidden (user=…)"); keep a bounded part.
                 raw = await resp.content.read(4096)
                 return resp.status, b"", raw.decode("utf-8", "replace").strip()
+            self._content_type = resp.headers.get("Content-Type", "")
             return 200, await _read_limited(resp, t.body_size_limit, t.url), ""
 
 
