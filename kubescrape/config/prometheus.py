@@ -492,6 +492,10 @@ def target_template(cfg: PrometheusConfig, job: ScrapeConfig) -> Target:
         username=basic.username if basic is not None else None, password=password,
         headers=(), metric_relabel_configs=tuple(job.metric_relabel_configs), ignore_metrics=(),
         ignore_label_keys=(),
+        sample_limit=job.sample_limit or cfg.global_.sample_limit,
+        label_limit=job.label_limit or cfg.global_.label_limit,
+        label_name_length_limit=job.label_name_length_limit or cfg.global_.label_name_length_limit,
+        label_value_length_limit=job.label_value_length_limit or cfg.global_.label_value_length_limit,
     )
 
 

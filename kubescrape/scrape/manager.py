@@ -34,7 +34,7 @@ from kubescrape.discovery.targetgroup import TargetGroup
 from kubescrape.relabel import RelabelConfig, relabel
 from kubescrape.remote_write import Chunk, Sink
 from kubescrape.remote_write.encode import STALE_NAN, encode_labels, encode_timeseries
-from kubescrape.scrape.cache import SeriesCache
+from kubescrape.scrape.cache import ScrapeLimits, SeriesCache
 from kubescrape.scrape.loop import SYNTHETIC_NAMES, ScrapeClient, ScrapeLoop
 from kubescrape.scrape.targets import Target, make_labeler, synthetic_labels
 from kubescrape.selfmon import SelfMetrics
@@ -193,7 +193,10 @@ class ScrapeManager:
             if key in self.running:
                 continue
             cache = SeriesCache(make_labeler(target), honor_timestamps=target.honor_timestamps,
-                                batch=self.batch)
+                                batch=self.batch,
+                                limits=ScrapeLimits(target.sample_limit, target.label_limit,
+                                                    target.label_name_length_limit,
+                                                    target.label_value_length_limit))
             loop = ScrapeLoop(target, client=self.client, sink=self.sink, metrics=self.metrics,
                               clock=self.clock, cache=cache, batch=self.batch, offset_seed=self.offset_seed)
             loop.start(jitter=self.jitter)

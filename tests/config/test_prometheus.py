@@ -14,6 +14,7 @@ from kubescrape.config.prometheus import (
     parse_prometheus_duration,
     scrape_settings,
     static_groups,
+    target_template,
     writer_settings,
 )
 from kubescrape.discovery import ApiClient, ApiConfig, TargetGroup
@@ -165,3 +166,17 @@ scrape_configs:
     assert api.token_file == "/var/run/secrets/kubernetes.io/serviceaccount/token"
     assert api.ca_file == "/var/run/secrets/kubernetes.io/serviceaccount/ca.crt"
     assert list(d.namespaces) == ["shop"] and d.refresh_interval == 5.0
+
+
+def test_limits_reach_the_targets(tmp_path: Path) -> None:
+    cfg = load_prometheus_config(_write(tmp_path, """
+global: {sample_limit: 1000, label_limit: 30}
+scrape_configs:
+- job_name: a
+  sample_limit: 50
+  label_value_length_limit: 200
+  body_size_limit: 1MB
+"""))
+    t = target_template(cfg, cfg.scrape_configs[0])
+    limits = (t.sample_limit, t.label_limit, t.label_value_length_limit, t.body_size_limit)
+    assert limits == (50, 30, 200, 1 << 20), "the job's own, else the global ones"
