@@ -14,7 +14,7 @@ from kubescrape.discovery.apiclient import (
 )
 from kubescrape.discovery.kubelet import KubeletDiscovery
 from kubescrape.discovery.kubernetes import ROLES, KubernetesDiscovery, RoleSelector
-from kubescrape.discovery.shard import Sharder, label_set_hash, shard_index_from_name
+from kubescrape.discovery.shard import Sharder, label_set_hash, shard_index_from_name, sharder_from_options
 from kubescrape.discovery.targetgroup import TargetGroup
 
 __all__ = [
@@ -32,4 +32,5 @@ __all__ = [
     "label_set_hash",
     "load_kubeconfig",
     "shard_index_from_name",
+    "sharder_from_options",
 ]

@@ -16,13 +16,14 @@ every member to know every other).
 from __future__ import annotations
 
 import hashlib
+import os
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass
 
 from kubescrape.errors import ConfigError
 
-__all__ = ["Sharder", "label_set_hash", "shard_index_from_name"]
+__all__ = ["Sharder", "label_set_hash", "shard_index_from_name", "sharder_from_options"]
 
 
 def label_set_hash(labels: Mapping[str, str]) -> int:
@@ -71,3 +72,19 @@ class Sharder:
     def keep(self, labels: Mapping[str, str]) -> bool:
         """True when this member scrapes the target."""
         return self.count == 1 or self.index in self.members(labels)
+
+
+def sharder_from_options(count: int, index: str | int | None, replication: int = 1, *,
+                         environ: Mapping[str, str] | None = None) -> Sharder:
+    """``--shard-count M --shard-index N [--shard-replication R]``: ``N`` may be a number or a StatefulSet
+    pod name (``kubescrape-2``); without it, the ordinal of ``$POD_NAME`` or ``$HOSTNAME`` (a
+    StatefulSet pod's hostname is its name) when sharding, else 0."""
+    if index is None or index == "":
+        if count <= 1:
+            return Sharder(count, 0, replication)
+        env = os.environ if environ is None else environ
+        name = env.get("POD_NAME") or env.get("HOSTNAME") or ""
+        return Sharder(count, shard_index_from_name(name), replication)
+    if isinstance(index, int) or index.isdigit():
+        return Sharder(count, int(index), replication)
+    return Sharder(count, shard_index_from_name(index), replication)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from kubescrape.discovery.shard import Sharder, label_set_hash, shard_index_from_name
+from kubescrape.discovery.shard import Sharder, label_set_hash, shard_index_from_name, sharder_from_options
 from kubescrape.errors import ConfigError
 
 TARGETS = [{"__address__": f"10.0.{i // 250}.{i % 250}:9100", "job": "pods"} for i in range(600)]
@@ -38,3 +38,13 @@ def test_bad_shard_settings_name_the_fix() -> None:
         Sharder(3, 3)
     with pytest.raises(ConfigError, match="at least 1"):
         Sharder(0, 0)
+
+
+def test_shard_options_take_the_index_from_the_statefulset_pod() -> None:
+    assert sharder_from_options(3, "2") == Sharder(3, 2)
+    assert sharder_from_options(3, "kubescrape-1", 2) == Sharder(3, 1, 2)
+    assert sharder_from_options(3, None, environ={"HOSTNAME": "kubescrape-0"}) == Sharder(3, 0)
+    assert sharder_from_options(3, None, environ={"POD_NAME": "agent-2", "HOSTNAME": "x"}) == Sharder(3, 2)
+    assert sharder_from_options(1, None, environ={}) == Sharder()
+    with pytest.raises(ConfigError, match="--shard-index"):
+        sharder_from_options(3, None, environ={"HOSTNAME": "laptop"})
