@@ -27,6 +27,7 @@ from kubescrape.auth import IN_CLUSTER_CA_FILE, IN_CLUSTER_TOKEN_FILE
 from kubescrape.discovery.apiclient import ApiClient, ApiConfig, in_cluster_config, load_kubeconfig
 from kubescrape.discovery.kubelet import KubeletDiscovery
 from kubescrape.discovery.kubernetes import ROLES, KubernetesDiscovery, OnUpdate, RoleSelector
+from kubescrape.discovery.metrics import DiscoveryMetrics
 from kubescrape.discovery.targetgroup import TargetGroup
 from kubescrape.errors import ConfigError
 from kubescrape.relabel import RelabelConfig
@@ -521,14 +522,16 @@ def api_config(sd: KubernetesSDConfig, *, environ: dict[str, str] | None = None)
 
 
 def kubernetes_discovery(sd: KubernetesSDConfig, on_update: OnUpdate, *,
-                         client_factory: Callable[[ApiConfig], ApiClient] = ApiClient) -> KubernetesDiscovery:
+                         client_factory: Callable[[ApiConfig], ApiClient] = ApiClient,
+                         metrics: DiscoveryMetrics | None = None) -> KubernetesDiscovery:
     """The discovery of one ``kubernetes_sd_configs`` entry (not started)."""
     cfg = api_config(sd)
     namespaces = list(sd.namespaces.names)
     if sd.namespaces.own_namespace and cfg.namespace not in namespaces:
         namespaces.append(cfg.namespace)
     return KubernetesDiscovery(client_factory(cfg), sd.role, on_update, namespaces=namespaces,
-                               selectors=[RoleSelector(s.role, s.label, s.field) for s in sd.selectors])
+                               selectors=[RoleSelector(s.role, s.label, s.field) for s in sd.selectors],
+                               metrics=metrics)
 
 
 def static_groups(job: ScrapeConfig) -> list[TargetGroup]:
@@ -539,7 +542,8 @@ def static_groups(job: ScrapeConfig) -> list[TargetGroup]:
 
 def kubelet_discovery(sd: KubeletSDConfig, on_update: OnUpdate, *,
                       client_factory: Callable[[ApiConfig], ApiClient] = ApiClient,
-                      environ: dict[str, str] | None = None) -> KubeletDiscovery:
+                      environ: dict[str, str] | None = None,
+                      metrics: DiscoveryMetrics | None = None) -> KubeletDiscovery:
     """The node-local discovery of one ``kubelet_sd_configs`` entry (not started); without credentials it
     uses the pod's ServiceAccount token and CA, like Alloy's ``discovery.kubelet``."""
     env = os.environ if environ is None else environ
@@ -554,14 +558,15 @@ def kubelet_discovery(sd: KubeletSDConfig, on_update: OnUpdate, *,
                     token_file=token_file, token=token, insecure_skip_verify=tls.insecure_skip_verify,
                     server_name=tls.server_name)
     return KubeletDiscovery(client_factory(cfg), on_update, namespaces=sd.namespaces,
-                            refresh_interval=sd.refresh_interval)
+                            refresh_interval=sd.refresh_interval, metrics=metrics)
 
 
 Discovery = KubernetesDiscovery | KubeletDiscovery
 
 
 def attach_jobs(cfg: PrometheusConfig, manager: ScrapeManager, *,
-                client_factory: Callable[[ApiConfig], ApiClient] = ApiClient) -> list[Discovery]:
+                client_factory: Callable[[ApiConfig], ApiClient] = ApiClient,
+                metrics: DiscoveryMetrics | None = None) -> list[Discovery]:
     """Register every scrape job with ``manager``, feed it the static targets, and return the (not yet
     started) Kubernetes discoveries that will feed it the rest. The caller owns them: ``await d.start()``
     each, ``manager.start()``, and on shutdown ``await d.stop()`` and ``await d.client.close()``."""
@@ -574,9 +579,9 @@ def attach_jobs(cfg: PrometheusConfig, manager: ScrapeManager, *,
             manager.update(name, groups)
 
         for sd in job.kubernetes_sd_configs:
-            discoveries.append(kubernetes_discovery(sd, feed, client_factory=client_factory))
+            discoveries.append(kubernetes_discovery(sd, feed, client_factory=client_factory, metrics=metrics))
         for ksd in job.kubelet_sd_configs:
-            discoveries.append(kubelet_discovery(ksd, feed, client_factory=client_factory))
+            discoveries.append(kubelet_discovery(ksd, feed, client_factory=client_factory, metrics=metrics))
     return discoveries
 
 

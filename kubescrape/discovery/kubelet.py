@@ -22,6 +22,7 @@ from dataclasses import dataclass, field
 from kubescrape.clock import SYSTEM_CLOCK, Clock
 from kubescrape.discovery.apiclient import ApiClient, DiscoveryError
 from kubescrape.discovery.kubernetes import OnUpdate
+from kubescrape.discovery.metrics import DiscoveryMetrics
 from kubescrape.discovery.reflector import Backoff
 from kubescrape.discovery.roles import pod_group
 from kubescrape.discovery.targetgroup import TargetGroup
@@ -40,6 +41,7 @@ class KubeletDiscovery:
     namespaces: Sequence[str] = ()
     refresh_interval: float = 5.0
     clock: Clock = SYSTEM_CLOCK
+    metrics: DiscoveryMetrics | None = None
     groups: dict[str, TargetGroup] = field(default_factory=dict)
     refreshes: int = 0
     errors: int = 0
@@ -102,6 +104,8 @@ class KubeletDiscovery:
             except DiscoveryError as e:
                 self.errors += 1
                 self.last_error = e
+                if self.metrics is not None:
+                    self.metrics.failures.labels(mechanism="kubelet", reason=e.reason).inc()
                 delay = backoff.next()
                 log.warning("kubelet pod discovery: %s; retrying in %.1fs", e, delay)
             await self.clock.sleep(delay)

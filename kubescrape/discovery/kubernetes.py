@@ -18,6 +18,7 @@ from typing import Any
 
 from kubescrape.clock import SYSTEM_CLOCK, Clock
 from kubescrape.discovery.apiclient import ApiClient
+from kubescrape.discovery.metrics import DiscoveryMetrics
 from kubescrape.discovery.reflector import Reflector
 from kubescrape.discovery.roles import endpointslice_group, node_group, pod_group, service_group
 from kubescrape.discovery.targetgroup import TargetGroup
@@ -87,6 +88,7 @@ class KubernetesDiscovery:
     selectors: Sequence[RoleSelector] = ()
     clock: Clock = SYSTEM_CLOCK
     watch_timeout: int = 300
+    metrics: DiscoveryMetrics | None = None
     groups: dict[str, TargetGroup] = field(default_factory=dict)
     reflectors: list[Reflector] = field(default_factory=list)
     _tasks: list[asyncio.Task[None]] = field(default_factory=list)
@@ -108,7 +110,8 @@ class KubernetesDiscovery:
             for ns in spaces:
                 self.reflectors.append(Reflector(self.client, _path(role, ns), self._handler(role),
                                                  params=params, clock=self.clock,
-                                                 watch_timeout=self.watch_timeout))
+                                                 watch_timeout=self.watch_timeout, metrics=self.metrics,
+                                                 role=role))
 
     def _handler(self, role: str) -> Callable[[str, Json], None]:
         return lambda kind, obj: self._on_event(role, kind, obj)

@@ -16,6 +16,7 @@ from typing import Any
 
 from kubescrape.clock import SYSTEM_CLOCK, Clock
 from kubescrape.discovery.apiclient import ApiClient, ApiError, DiscoveryError
+from kubescrape.discovery.metrics import DiscoveryMetrics
 
 Json = dict[str, Any]
 Handler = Callable[[str, Json], None]  # ("ADDED" | "MODIFIED" | "DELETED", object)
@@ -58,7 +59,8 @@ class Reflector:
 
     def __init__(self, client: ApiClient, path: str, handler: Handler, *,
                  params: Mapping[str, str] | None = None, clock: Clock = SYSTEM_CLOCK,
-                 backoff: Backoff | None = None, watch_timeout: int = 300) -> None:
+                 backoff: Backoff | None = None, watch_timeout: int = 300,
+                 metrics: DiscoveryMetrics | None = None, role: str = "") -> None:
         self.client = client
         self.path = path
         self.handler = handler
@@ -73,8 +75,13 @@ class Reflector:
         self.watches = 0
         self.errors = 0
         self.last_error: DiscoveryError | None = None
+        self.metrics = metrics
+        self.role = role
 
     def _emit(self, kind: str, obj: Json) -> None:
+        if self.metrics is not None:
+            event = {"ADDED": "add", "MODIFIED": "update", "DELETED": "delete"}.get(kind, kind.lower())
+            self.metrics.events.labels(role=self.role, event=event).inc()
         try:
             self.handler(kind, obj)
         except Exception:  # a consumer's bug must not stop the watch; it is logged with the object
@@ -84,6 +91,8 @@ class Reflector:
         """List and replace the local copy, emitting only the differences."""
         body = await self.client.get(self.path, self.params)
         self.lists += 1
+        if self.metrics is not None:
+            self.metrics.lists.labels(role=self.role).inc()
         items = body.get("items") or []
         fresh = {_key(o): o for o in items}
         for key in [k for k in self.objects if k not in fresh]:
@@ -141,6 +150,8 @@ class Reflector:
             except DiscoveryError as e:
                 self.errors += 1
                 self.last_error = e
+                if self.metrics is not None:
+                    self.metrics.failures.labels(mechanism="kubernetes", reason=e.reason).inc()
                 delay = self.backoff.next()
                 log.warning("%s: %s; retrying in %.1fs", self.path, e, delay)
                 await self.clock.sleep(delay)

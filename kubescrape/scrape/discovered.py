@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from kubescrape.clock import SYSTEM_CLOCK, Clock
 from kubescrape.config.prometheus import Discovery, PrometheusConfig, attach_jobs
+from kubescrape.discovery.metrics import DiscoveryMetrics
 from kubescrape.discovery.shard import Sharder
 from kubescrape.remote_write import Sink
 from kubescrape.scrape.loop import ScrapeClient, ScrapeLoop
@@ -27,8 +28,10 @@ class DiscoveredScraping:
                  batch: int = 2000, offset_seed: int = 0) -> None:
         self.config = config
         self.client = ScrapeClient(metrics=metrics, clock=clock)
+        self.sd_metrics = DiscoveryMetrics(metrics.registry if metrics is not None else None)
         self.manager = ScrapeManager(client=self.client, sink=None, metrics=metrics, clock=clock, batch=batch,
-                                     offset_seed=offset_seed, sharder=sharder, jitter=jitter)
+                                     offset_seed=offset_seed, sharder=sharder, jitter=jitter,
+                                     sd_metrics=self.sd_metrics)
         self.discoveries: list[Discovery] = []
 
     @property
@@ -39,7 +42,7 @@ class DiscoveredScraping:
     async def start(self, sink: Sink | None) -> None:
         """Start discovering and scraping into ``sink``."""
         self.manager.sink = sink
-        self.discoveries = attach_jobs(self.config, self.manager)
+        self.discoveries = attach_jobs(self.config, self.manager, metrics=self.sd_metrics)
         for d in self.discoveries:
             await d.start()
         self.manager.start()

@@ -29,6 +29,7 @@ from dataclasses import dataclass, field
 from urllib.parse import urlencode
 
 from kubescrape.clock import SYSTEM_CLOCK, Clock
+from kubescrape.discovery.metrics import DiscoveryMetrics
 from kubescrape.discovery.shard import Sharder
 from kubescrape.discovery.targetgroup import TargetGroup
 from kubescrape.relabel import RelabelConfig, relabel
@@ -138,7 +139,7 @@ class ScrapeManager:
     def __init__(self, *, client: ScrapeClient, sink: Sink | None, metrics: SelfMetrics | None = None,
                  clock: Clock = SYSTEM_CLOCK, batch: int = 2000, offset_seed: int = 0,
                  sharder: Sharder | None = None, jitter: bool = True,
-                 reconcile_interval: float = 0.0) -> None:
+                 reconcile_interval: float = 0.0, sd_metrics: DiscoveryMetrics | None = None) -> None:
         self.client = client
         self.sink = sink
         self.metrics = metrics
@@ -148,6 +149,7 @@ class ScrapeManager:
         self.sharder = sharder or Sharder()
         self.jitter = jitter
         self.reconcile_interval = reconcile_interval
+        self.sd_metrics = sd_metrics
         self.jobs: dict[str, _Job] = {}
         self.running: dict[tuple[str, str, tuple[tuple[str, str], ...]], _Running] = {}
         self.stale_samples = 0
@@ -202,6 +204,9 @@ class ScrapeManager:
             loop.start(jitter=self.jitter)
             self.running[key] = _Running(loop, cache)
             started += 1
+        if self.sd_metrics is not None:
+            for name in self.jobs:
+                self.sd_metrics.targets.labels(job=name).set(sum(1 for k in self.running if k[0] == name))
         if started or gone:
             log.info("targets: %d started, %d stopped, %d running", started, len(gone), len(self.running))
         return started, len(gone)
@@ -224,6 +229,8 @@ class ScrapeManager:
         try:
             await self.sink.append(chunks)
             self.stale_samples += sum(c.samples for c in chunks)
+            if self.sd_metrics is not None:
+                self.sd_metrics.stale_markers.inc(sum(c.samples for c in chunks))
         except Exception as e:  # the sink counts what it refuses; a failed append must not stop the manager
             log.error("could not queue the staleness markers of %s: %s", loop.target.url, e)
 

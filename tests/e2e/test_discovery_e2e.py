@@ -23,6 +23,7 @@ from kubescrape.discovery import (
     in_cluster_config,
     load_kubeconfig,
 )
+from kubescrape.discovery.metrics import DiscoveryMetrics
 from kubescrape.discovery.reflector import Backoff
 from kubescrape.emulator.fleet import Emulator
 from kubescrape.relabel import RelabelConfig, relabel
@@ -125,10 +126,13 @@ async def test_forced_410_relists_without_losing_targets(fleet: Emulator) -> Non
     assert fleet.store is not None
     async with ApiClient(_sa_config(fleet)) as client:
         updates = Updates()
-        pods = await _started(KubernetesDiscovery(client, "pod", updates))
+        pods = await _started(KubernetesDiscovery(client, "pod", updates, metrics=DiscoveryMetrics()))
         try:
             before = dict(pods.groups)
             reflector = pods.reflectors[0]
+            assert pods.metrics is not None
+            assert pods.metrics.registry.get_sample_value("kubescrape_sd_kubernetes_lists_total",
+                                                          {"role": "pod"}) == 1
             lists = reflector.lists
             updates.batches.clear()
             await fleet.remove_node("node-4")  # changes the reflector has not seen yet …
@@ -139,13 +143,16 @@ async def test_forced_410_relists_without_losing_targets(fleet: Emulator) -> Non
             assert sorted(removed) == sorted(s for s, g in before.items()
                                              if g.labels["__meta_kubernetes_pod_node_name"] == "node-4")
             assert all(pods.groups[s] == g for s, g in before.items() if s in pods.groups)
+            assert pods.metrics.registry.get_sample_value("kubescrape_sd_kubernetes_lists_total",
+                                                          {"role": "pod"}) == 2, "one re-list after 410"
         finally:
             await pods.stop()
 
 
 async def test_forbidden_is_counted_and_retried_with_backoff(fleet: Emulator) -> None:
+    metrics = DiscoveryMetrics()
     async with ApiClient(_sa_config(fleet, "default", "unbound")) as client:
-        d = KubernetesDiscovery(client, "node", Updates())
+        d = KubernetesDiscovery(client, "node", Updates(), metrics=metrics)
         d.reflectors[0].backoff = Backoff(initial=0.05, maximum=0.1)
         await d.start()
         try:
@@ -157,6 +164,9 @@ async def test_forbidden_is_counted_and_retried_with_backoff(fleet: Emulator) ->
             assert isinstance(err, ApiError) and err.code == 403
             assert "grant the ServiceAccount list and watch" in str(err)
             assert not d.synced and d.groups == {}
+            failures = metrics.registry.get_sample_value(
+                "kubescrape_sd_failures_total", {"mechanism": "kubernetes", "reason": "http_403"})
+            assert failures is not None and failures >= 3
         finally:
             await d.stop()
 

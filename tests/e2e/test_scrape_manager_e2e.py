@@ -268,13 +268,22 @@ async def test_discovered_scraping_starts_and_stops_everything(fleet: Emulator, 
     config = tmp_path / "prometheus.yml"
     config.write_text(_config(fleet))
     sink = ListSink()
-    scraping = DiscoveredScraping(load_prometheus_config(config), jitter=False)
+    metrics = SelfMetrics()
+    scraping = DiscoveredScraping(load_prometheus_config(config), jitter=False, metrics=metrics)
     await scraping.start(sink)
     try:
         assert await scraping.wait_synced(15)
         annotated = fleet.apps.endpoints if fleet.apps else []
         await _until(lambda: len(scraping.loops) == NODES + len(annotated) + 1, "every target to be scraped")
         await _until(lambda: all(loop.stats.scrapes > 0 for loop in scraping.loops), "a scrape of each")
+        reg = metrics.registry
+        assert reg.get_sample_value("kubescrape_sd_discovered_targets", {"job": "kubelet"}) == NODES
+        assert reg.get_sample_value("kubescrape_sd_discovered_targets", {"job": "static-app"}) == 1
+        added = reg.get_sample_value("kubescrape_sd_kubernetes_events_total", {"role": "pod", "event": "add"})
+        assert added == NODES * PODS
+        await fleet.remove_node("node-1")
+        await _until(lambda: (reg.get_sample_value("kubescrape_scrape_stale_markers_total") or 0) > 0,
+                     "staleness markers counted")
     finally:
         await scraping.stop()
     left = [t.get_name() for t in asyncio.all_tasks() if t.get_name().startswith(("scrape", "discovery"))]
