@@ -11,11 +11,11 @@ Errors back off exponentially (``initial`` doubling to ``maximum``, reset after 
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Mapping
-from typing import Any
+from collections.abc import AsyncIterator, Callable, Mapping
+from typing import Any, Protocol
 
 from kubescrape.clock import SYSTEM_CLOCK, Clock
-from kubescrape.discovery.apiclient import ApiClient, ApiError, DiscoveryError
+from kubescrape.discovery.apiclient import ApiError, DiscoveryError
 from kubescrape.discovery.metrics import DiscoveryMetrics
 
 Json = dict[str, Any]
@@ -23,7 +23,15 @@ Handler = Callable[[str, Json], None]  # ("ADDED" | "MODIFIED" | "DELETED", obje
 
 log = logging.getLogger(__name__)
 
-__all__ = ["Backoff", "Reflector"]
+__all__ = ["Backoff", "ListWatch", "Reflector"]
+
+
+class ListWatch(Protocol):
+    """What the reflector needs of an API client (:class:`~kubescrape.discovery.apiclient.ApiClient`)."""
+
+    async def get(self, path: str, params: Mapping[str, str] | None = None) -> Json: ...
+
+    def watch(self, path: str, params: Mapping[str, str]) -> AsyncIterator[Json]: ...
 
 
 class Backoff:
@@ -57,7 +65,7 @@ def _key(obj: Json) -> tuple[str, str]:
 class Reflector:
     """Keeps :attr:`objects` equal to the server's objects at ``path`` and calls ``handler`` on changes."""
 
-    def __init__(self, client: ApiClient, path: str, handler: Handler, *,
+    def __init__(self, client: ListWatch, path: str, handler: Handler, *,
                  params: Mapping[str, str] | None = None, clock: Clock = SYSTEM_CLOCK,
                  backoff: Backoff | None = None, watch_timeout: int = 300,
                  metrics: DiscoveryMetrics | None = None, role: str = "") -> None:
@@ -74,6 +82,7 @@ class Reflector:
         self.lists = 0
         self.watches = 0
         self.errors = 0
+        self.events = 0
         self.last_error: DiscoveryError | None = None
         self.metrics = metrics
         self.role = role
@@ -123,6 +132,7 @@ class Reflector:
             rv = (obj.get("metadata") or {}).get("resourceVersion")
             if rv:
                 self.resource_version = str(rv)
+            self.events += 1
             if kind == "BOOKMARK":
                 continue
             key = _key(obj)
@@ -143,7 +153,13 @@ class Reflector:
                     await self.list()
                     need_list = False
                     self.backoff.reset()
+                started, events = self.clock.monotonic(), self.events
                 await self.watch_once()
+                if self.events != events:
+                    self.backoff.reset()
+                elif self.clock.monotonic() - started < 1.0:
+                    # A watch the server ends at once, again and again (a proxy cutting streams): do not spin.
+                    await self.clock.sleep(self.backoff.next())
             except _Gone as e:
                 log.info("watch of %s expired (%s): listing again", self.path, e)
                 need_list = True
