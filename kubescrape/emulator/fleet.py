@@ -474,3 +474,42 @@ class Emulator:
                 f'labels = {{ job="{job}" }}\n'
             )
         return "\n".join(parts)
+
+    def prometheus_yml(self, namespace: str = "monitoring", name: str = "kubescrape") -> str:
+        """A Prometheus configuration that discovers this fleet through the stand-in apiserver as
+        ServiceAccount ``namespace/name``: the kubelets directly and through ``nodes/proxy``, and the pods
+        annotated ``prometheus.io/scrape`` (what ``kubescrape run --config`` and vmagent take as they are)."""
+        assert self.apiserver is not None, "start the fleet with apiserver_port first"
+        token = self.token_path(namespace, name).resolve()
+        ca = self.ca_path.resolve()
+        sd = (f"  kubernetes_sd_configs:\n  - role: ROLE\n    api_server: {self.apiserver.url}\n"
+              f"    tls_config: {{ca_file: {ca}}}\n    bearer_token_file: {token}\n")
+        tls = f"  scheme: https\n  tls_config: {{ca_file: {ca}}}\n  bearer_token_file: {token}\n"
+        api_host = self.apiserver.url.removeprefix("https://")
+        return f"""# Prometheus configuration for the emulated cluster (kubescrape emulate)
+global: {{scrape_interval: 15s, scrape_timeout: 10s}}
+scrape_configs:
+- job_name: kubelet
+{tls}{sd.replace("ROLE", "node")}  relabel_configs:
+  - {{action: labelmap, regex: __meta_kubernetes_node_label_(.+)}}
+- job_name: cadvisor
+  metrics_path: /metrics/cadvisor
+{tls}{sd.replace("ROLE", "node")}  relabel_configs:
+  - {{action: labelmap, regex: __meta_kubernetes_node_label_(.+)}}
+- job_name: cadvisor-via-apiserver
+{tls}{sd.replace("ROLE", "node")}  relabel_configs:
+  - {{target_label: __address__, replacement: "{api_host}"}}
+  - {{source_labels: [__meta_kubernetes_node_name], regex: (.+), target_label: __metrics_path__,
+     replacement: /api/v1/nodes/$1/proxy/metrics/cadvisor}}
+- job_name: pods
+{sd.replace("ROLE", "pod")}  relabel_configs:
+  - {{source_labels: [__meta_kubernetes_pod_annotation_prometheus_io_scrape], action: keep, regex: "true"}}
+  - {{source_labels: [__meta_kubernetes_pod_annotation_prometheus_io_path], target_label: __metrics_path__,
+     regex: (.+)}}
+  - {{source_labels: [__address__, __meta_kubernetes_pod_annotation_prometheus_io_port],
+     regex: '([^:]+)(?::\\d+)?;(\\d+)', replacement: $1:$2, target_label: __address__}}
+  - {{action: labelmap, regex: __meta_kubernetes_pod_label_(.+)}}
+  - {{source_labels: [__meta_kubernetes_namespace], target_label: namespace}}
+  - {{source_labels: [__meta_kubernetes_pod_name], target_label: pod}}
+  - {{source_labels: [__meta_kubernetes_pod_node_name], target_label: node}}
+"""

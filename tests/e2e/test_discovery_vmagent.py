@@ -40,38 +40,13 @@ pytestmark = pytest.mark.skipif(not vmagent_available(),
 
 
 def _config(emu: Emulator) -> str:
+    """The fleet's own Prometheus configuration (what ``Emulator.prometheus_yml`` prints) plus jobs for the
+    endpointslice and service roles."""
     assert emu.apiserver is not None
     token = emu.token_path("monitoring", "kubescrape")
     sd = (f"  kubernetes_sd_configs:\n  - role: ROLE\n    api_server: {emu.apiserver.url}\n"
           f"    tls_config: {{ca_file: {emu.ca_path}}}\n    bearer_token_file: {token}\n")
-    tls = f"  scheme: https\n  tls_config: {{ca_file: {emu.ca_path}}}\n  bearer_token_file: {token}\n"
-    api_host = emu.apiserver.url.removeprefix("https://")
-    return f"""global: {{scrape_interval: 5m, scrape_timeout: 10s}}
-scrape_configs:
-- job_name: kubelet
-{tls}{sd.replace("ROLE", "node")}  relabel_configs:
-  - {{action: labelmap, regex: __meta_kubernetes_node_label_(.+)}}
-- job_name: cadvisor
-  metrics_path: /metrics/cadvisor
-{tls}{sd.replace("ROLE", "node")}  relabel_configs:
-  - {{action: labelmap, regex: __meta_kubernetes_node_label_(kubernetes_io_.+)}}
-- job_name: cadvisor-via-apiserver
-{tls}{sd.replace("ROLE", "node")}  relabel_configs:
-  - {{target_label: __address__, replacement: "{api_host}"}}
-  - {{source_labels: [__meta_kubernetes_node_name], regex: (.+), target_label: __metrics_path__,
-     replacement: /api/v1/nodes/$1/proxy/metrics/cadvisor}}
-- job_name: pods
-{sd.replace("ROLE", "pod")}  relabel_configs:
-  - {{source_labels: [__meta_kubernetes_pod_annotation_prometheus_io_scrape], action: keep, regex: "true"}}
-  - {{source_labels: [__meta_kubernetes_pod_annotation_prometheus_io_path], action: replace,
-     target_label: __metrics_path__, regex: (.+)}}
-  - {{source_labels: [__address__, __meta_kubernetes_pod_annotation_prometheus_io_port], action: replace,
-     regex: '([^:]+)(?::\\d+)?;(\\d+)', replacement: $1:$2, target_label: __address__}}
-  - {{action: labelmap, regex: __meta_kubernetes_pod_label_(.+)}}
-  - {{source_labels: [__meta_kubernetes_namespace], target_label: namespace}}
-  - {{source_labels: [__meta_kubernetes_pod_name], target_label: pod}}
-  - {{source_labels: [__meta_kubernetes_pod_node_name], target_label: node}}
-- job_name: endpointslices
+    return emu.prometheus_yml() + f"""- job_name: endpointslices
 {sd.replace("ROLE", "endpointslice")}  relabel_configs:
   - {{source_labels: [__meta_kubernetes_service_name], regex: "node-exporter|coredns", action: keep}}
   - {{action: labelmap, regex: __meta_kubernetes_(service_name|namespace|endpointslice_port_name)}}
