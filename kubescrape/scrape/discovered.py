@@ -8,16 +8,25 @@ connections. Every task it starts is owned here and awaited on stop.
 
 from __future__ import annotations
 
+from pathlib import Path
+
 from kubescrape.clock import SYSTEM_CLOCK, Clock
-from kubescrape.config.prometheus import Discovery, PrometheusConfig, attach_jobs
+from kubescrape.config.prometheus import (
+    Discovery,
+    PrometheusConfig,
+    attach_jobs,
+    load_prometheus_config,
+    writer_settings,
+)
 from kubescrape.discovery.metrics import DiscoveryMetrics
-from kubescrape.discovery.shard import Sharder
+from kubescrape.discovery.shard import Sharder, sharder_from_options
 from kubescrape.remote_write import Sink
+from kubescrape.remote_write.queue import WriterSettings
 from kubescrape.scrape.loop import ScrapeClient, ScrapeLoop
 from kubescrape.scrape.manager import ScrapeManager
 from kubescrape.selfmon import SelfMetrics
 
-__all__ = ["DiscoveredScraping"]
+__all__ = ["DiscoveredScraping", "from_prometheus_file"]
 
 
 class DiscoveredScraping:
@@ -61,3 +70,16 @@ class DiscoveredScraping:
             await d.client.close()
         await self.manager.stop()
         await self.client.close()
+
+
+def from_prometheus_file(path: str | Path, *, strict: bool = False, shard_count: int = 1,
+                         shard_index: str | int | None = None, shard_replication: int = 1,
+                         metrics: SelfMetrics | None = None,
+                         jitter: bool = True) -> tuple[list[WriterSettings], DiscoveredScraping]:
+    """``kubescrape run --config FILE.yml``: the remote-write settings and the scraping of a Prometheus
+    configuration file, with this member's shard. Raises :class:`~kubescrape.errors.ConfigError`."""
+    cfg = load_prometheus_config(path, strict=strict)
+    if metrics is not None and cfg.warnings:
+        metrics.config_warnings.inc(len(cfg.warnings))
+    sharder = sharder_from_options(shard_count, shard_index, shard_replication)
+    return writer_settings(cfg), DiscoveredScraping(cfg, metrics=metrics, sharder=sharder, jitter=jitter)

@@ -19,7 +19,7 @@ from kubescrape.emulator.payloads_pods import app_pod_ip
 from kubescrape.remote_write import Chunk
 from kubescrape.remote_write.encode import decode_write_request, is_stale_nan
 from kubescrape.remote_write.queue import RemoteWrite, WriterSettings
-from kubescrape.scrape.discovered import DiscoveredScraping
+from kubescrape.scrape.discovered import DiscoveredScraping, from_prometheus_file
 from kubescrape.scrape.loop import ScrapeClient
 from kubescrape.scrape.manager import ScrapeManager, ScrapeSettings, populate_labels
 from kubescrape.selfmon import SelfMetrics
@@ -288,3 +288,16 @@ async def test_discovered_scraping_starts_and_stops_everything(fleet: Emulator, 
         await scraping.stop()
     left = [t.get_name() for t in asyncio.all_tasks() if t.get_name().startswith(("scrape", "discovery"))]
     assert scraping.loops == [] and left == [], "every task it started has ended"
+
+
+async def test_from_prometheus_file_gives_writers_and_a_sharded_scraping(fleet: Emulator,
+                                                                         tmp_path: Path) -> None:
+    config = tmp_path / "prometheus.yml"
+    config.write_text(_config(fleet) + "remote_write:\n- url: http://127.0.0.1:9/api/v1/write\n"
+                      "  queue_config: {max_samples_per_send: 700}\nrule_files: [x.yml]\n")
+    metrics = SelfMetrics()
+    writers, scraping = from_prometheus_file(config, shard_count=2, shard_index="kubescrape-1",
+                                             metrics=metrics)
+    assert [(w.url, w.batch) for w in writers] == [("http://127.0.0.1:9/api/v1/write", 700)]
+    assert scraping.manager.sharder == Sharder(2, 1)
+    assert metrics.registry.get_sample_value("kubescrape_config_warnings_total") == 1, "rule_files"
