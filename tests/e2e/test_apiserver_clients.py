@@ -329,3 +329,13 @@ async def test_node_churn_schedule_removes_and_returns_a_node(tmp_path: Path) ->
         assert counts >= {2, 3}, counts
         kinds = [e.type for e in emu.store.events_since(nodes, 1000)]
         assert "DELETED" in kinds and kinds.count("ADDED") >= 4
+
+
+@needs_kubectl
+async def test_kubectl_watch_prints_the_servers_table(fleet: Emulator) -> None:
+    rc, out, err = await kubectl(fleet.kubeconfig_path, "get", "pods", "-n", "monitoring", "-w",
+                                 "--request-timeout=3s")
+    lines = out.strip().splitlines()
+    assert lines[0].split() == ["NAME", "READY", "STATUS", "RESTARTS", "AGE"], (out, err)
+    names = {ln.split()[0] for ln in lines[1:]}
+    assert {n for n in names if n.startswith("node-exporter-")} and all("Running" in ln for ln in lines[1:])
