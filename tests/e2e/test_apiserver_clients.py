@@ -333,7 +333,7 @@ async def test_node_churn_schedule_removes_and_returns_a_node(tmp_path: Path) ->
 
 @needs_kubectl
 async def test_kubectl_watch_prints_the_servers_table(fleet: Emulator) -> None:
-    rc, out, err = await kubectl(fleet.kubeconfig_path, "get", "pods", "-n", "monitoring", "-w",
+    _, out, err = await kubectl(fleet.kubeconfig_path, "get", "pods", "-n", "monitoring", "-w",
                                  "--request-timeout=3s")
     lines = out.strip().splitlines()
     assert lines[0].split() == ["NAME", "READY", "STATUS", "RESTARTS", "AGE"], (out, err)
