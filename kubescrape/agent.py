@@ -21,6 +21,7 @@ from kubescrape._signals import stop_on_signals
 from kubescrape.clock import SYSTEM_CLOCK, Clock
 from kubescrape.config.categraf import load_categraf
 from kubescrape.config.models import AgentConfig, WriterConfig
+from kubescrape.config.prometheus import load_prometheus
 from kubescrape.errors import ConfigError, KubescrapeError
 from kubescrape.remote_write import Chunk, Sink
 from kubescrape.remote_write.encode import decode_write_request
@@ -321,11 +322,18 @@ def run_command(
     spool: bool,
     shutdown_timeout: float,
     log_level: str,
+    config_file: Path | None = None,
+    strict: bool = False,
 ) -> int:
-    """``kubescrape run``: 0 on a clean stop, 1 if a ``--test`` target failed, 2 on configuration errors."""
+    """``kubescrape run``: 0 on a clean stop, 1 if a ``--test`` target failed, 2 on configuration errors.
+
+    ``config_file``: a Prometheus configuration file, read instead of the Categraf directory."""
     try:
         setup_logging(log_level)
-        config = load_categraf(config_dir, writer_urls=writer_urls)
+        if config_file is not None:
+            config = load_prometheus(config_file, strict=strict, writer_urls=writer_urls)
+        else:
+            config = load_categraf(config_dir, writer_urls=writer_urls)
     except ConfigError as e:
         print(f"error: {e.cause}", file=sys.stderr)
         if e.fix:

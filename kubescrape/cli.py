@@ -54,6 +54,14 @@ def run(
         ),
     ] = 10.0,
     log_level: Annotated[str, typer.Option("--log-level")] = "info",
+    config_file: Annotated[
+        Path | None,
+        typer.Option("--config", metavar="FILE",
+                     help="Prometheus configuration file (prometheus.yml), read instead of --config-dir."),
+    ] = None,
+    strict: Annotated[
+        bool, typer.Option("--strict", help="With --config: an option kubescrape lacks is an error.")
+    ] = False,
 ) -> None:
     """Run the agent (or, with --test, scrape once and print)."""
     from kubescrape.agent import run_command
@@ -69,6 +77,8 @@ def run(
             spool=not no_spool,
             shutdown_timeout=shutdown_timeout,
             log_level=log_level,
+            config_file=config_file,
+            strict=strict,
         )
     )
 
@@ -158,6 +168,10 @@ def doctor(
     insecure_skip_verify: Annotated[bool, typer.Option("--insecure-skip-verify")] = False,
     timeout: Annotated[float, typer.Option("--timeout")] = 5.0,
     json_output: Annotated[bool, typer.Option("--json", help="Machine-readable output.")] = False,
+    config_file: Annotated[
+        Path | None,
+        typer.Option("--config", metavar="FILE", help="Check every target of this Prometheus config file."),
+    ] = None,
 ) -> None:
     """Diagnose scrape targets step by step and print the fix for the first failure."""
     from kubescrape.doctor import run_command
@@ -165,7 +179,7 @@ def doctor(
     raise typer.Exit(
         run_command(
             url=url,
-            config_dir=config_dir,
+            config_dir=config_file or config_dir,
             token_file=token_file,
             ca=ca,
             cert=cert,

@@ -873,10 +873,13 @@ def spec_from_target(target: Any) -> TargetSpec:
 
 
 def _specs_from_config(config_dir: Path) -> list[TargetSpec]:
+    """Targets of a Categraf directory, or of a Prometheus configuration file (``doctor --config``)."""
     from kubescrape.config.categraf import load_categraf
+    from kubescrape.config.prometheus import load_prometheus
     from kubescrape.scrape.targets import build_targets
 
-    return [spec_from_target(t) for t in build_targets(load_categraf(config_dir))]
+    config = load_prometheus(config_dir) if config_dir.is_file() else load_categraf(config_dir)
+    return [spec_from_target(t) for t in build_targets(config)]
 
 
 def run_command(

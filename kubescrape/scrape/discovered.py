@@ -1,47 +1,61 @@
-"""The scrape side of a Prometheus configuration file: its discoveries feeding a :class:`ScrapeManager`.
+"""The discovered side of a configuration: the jobs with ``kubernetes_sd_configs`` (or
+``kubelet_sd_configs``), their discoveries feeding a :class:`ScrapeManager`.
 
-One object the agent starts and stops: :meth:`DiscoveredScraping.start` registers every job, starts the
-Kubernetes and kubelet discoveries (each supervising itself: errors are counted and retried with
-backoff, never raised) and the manager; :meth:`stop` stops them in the reverse order and closes their
-connections. Every task it starts is owned here and awaited on stop.
+One object the agent starts and stops next to its static targets' loops: :meth:`DiscoveredScraping.start`
+registers every discovered job, starts its discoveries (each supervising itself: errors are counted and
+retried with backoff, never raised) and the manager; :meth:`stop` stops them in the reverse order and
+closes their connections. Every task it starts is owned here and awaited on stop.
 """
 
 from __future__ import annotations
 
-from pathlib import Path
-
 from kubescrape.clock import SYSTEM_CLOCK, Clock
-from kubescrape.config.prometheus import (
-    Discovery,
-    PrometheusConfig,
-    attach_jobs,
-    load_prometheus_config,
-    writer_settings,
-)
+from kubescrape.config.models import AgentConfig
+from kubescrape.discovery.config import Discovery, job_discoveries, parse_sd_configs
 from kubescrape.discovery.metrics import DiscoveryMetrics
-from kubescrape.discovery.shard import Sharder, sharder_from_options
+from kubescrape.discovery.shard import Sharder
+from kubescrape.discovery.targetgroup import TargetGroup
 from kubescrape.remote_write import Sink
-from kubescrape.remote_write.queue import WriterSettings
 from kubescrape.scrape.loop import ScrapeClient, ScrapeLoop
 from kubescrape.scrape.manager import ScrapeManager
 from kubescrape.selfmon import SelfMetrics
 
-__all__ = ["DiscoveredScraping", "from_prometheus_file"]
+__all__ = ["DiscoveredScraping", "has_discovery"]
+
+
+def has_discovery(config: AgentConfig) -> bool:
+    """True when some scrape job discovers its targets."""
+    return any(inst.job_name is not None
+               and (inst.kubernetes_sd_configs or getattr(inst, "kubelet_sd_configs", None))
+               for inst in config.instances)
 
 
 class DiscoveredScraping:
-    """Discoveries + scrape manager for the ``scrape_configs`` of ``config``."""
+    """Discoveries + scrape manager for the discovered jobs of ``config`` (validated at construction:
+    a bad ``kubernetes_sd_configs`` entry raises :class:`~kubescrape.errors.ConfigError`)."""
 
-    def __init__(self, config: PrometheusConfig, *, metrics: SelfMetrics | None = None,
+    def __init__(self, config: AgentConfig, *, metrics: SelfMetrics | None = None,
                  clock: Clock = SYSTEM_CLOCK, sharder: Sharder | None = None, jitter: bool = True,
-                 batch: int = 2000, offset_seed: int = 0) -> None:
+                 offset_seed: int = 0, client: ScrapeClient | None = None) -> None:
         self.config = config
-        self.client = ScrapeClient(metrics=metrics, clock=clock)
+        self._own_client = client is None
+        self.client = client or ScrapeClient(metrics=metrics, clock=clock)
         self.sd_metrics = DiscoveryMetrics(metrics.registry if metrics is not None else None)
-        self.manager = ScrapeManager(client=self.client, sink=None, metrics=metrics, clock=clock, batch=batch,
-                                     offset_seed=offset_seed, sharder=sharder, jitter=jitter,
-                                     sd_metrics=self.sd_metrics)
+        self.manager = ScrapeManager(client=self.client, sink=None, metrics=metrics, clock=clock,
+                                     batch=config.writer_opt.batch, offset_seed=offset_seed, sharder=sharder,
+                                     jitter=jitter, sd_metrics=self.sd_metrics)
         self.discoveries: list[Discovery] = []
+        for inst in config.instances:
+            if inst.job_name is None:
+                continue
+            if not any(parse_sd_configs(config, inst)):
+                continue
+            self.manager.add_job(config, inst)
+
+            def feed(groups: list[TargetGroup], name: str = inst.job_name) -> None:
+                self.manager.update(name, groups)
+
+            self.discoveries += job_discoveries(config, inst, feed, metrics=self.sd_metrics)
 
     @property
     def loops(self) -> list[ScrapeLoop]:
@@ -51,7 +65,6 @@ class DiscoveredScraping:
     async def start(self, sink: Sink | None) -> None:
         """Start discovering and scraping into ``sink``."""
         self.manager.sink = sink
-        self.discoveries = attach_jobs(self.config, self.manager, metrics=self.sd_metrics)
         for d in self.discoveries:
             await d.start()
         self.manager.start()
@@ -64,22 +77,10 @@ class DiscoveredScraping:
         return True
 
     async def stop(self) -> None:
-        """Stop discovering, then scraping; close every connection."""
+        """Stop discovering, then scraping; close every connection this object opened."""
         for d in self.discoveries:
             await d.stop()
             await d.client.close()
         await self.manager.stop()
-        await self.client.close()
-
-
-def from_prometheus_file(path: str | Path, *, strict: bool = False, shard_count: int = 1,
-                         shard_index: str | int | None = None, shard_replication: int = 1,
-                         metrics: SelfMetrics | None = None,
-                         jitter: bool = True) -> tuple[list[WriterSettings], DiscoveredScraping]:
-    """``kubescrape run --config FILE.yml``: the remote-write settings and the scraping of a Prometheus
-    configuration file, with this member's shard. Raises :class:`~kubescrape.errors.ConfigError`."""
-    cfg = load_prometheus_config(path, strict=strict)
-    if metrics is not None and cfg.warnings:
-        metrics.config_warnings.inc(len(cfg.warnings))
-    sharder = sharder_from_options(shard_count, shard_index, shard_replication)
-    return writer_settings(cfg), DiscoveredScraping(cfg, metrics=metrics, sharder=sharder, jitter=jitter)
+        if self._own_client:
+            await self.client.close()

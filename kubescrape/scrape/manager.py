@@ -1,20 +1,16 @@
-"""From discovered target groups to running scrape loops.
+"""From discovered target groups to running scrape loops: Prometheus' scrape manager in small.
 
-:func:`populate_labels` is Prometheus' ``PopulateLabels`` (scrape/target.go):
-For each discovered label set: add the job's defaults (``job``, ``__scheme__``, ``__metrics_path__``,
-``__scrape_interval__``, ``__scrape_timeout__``, ``__param_<name>``) where discovery did not set them,
-apply the job's ``relabel_configs`` (a dropped set is no target), require an ``__address__``, default
-``instance`` to it, and keep as target labels the ones not starting with ``__``. The scrape URL is
-``__scheme__://__address____metrics_path__?__param_*``.
-
-:class:`ScrapeManager` is Prometheus' scrape manager in small: discovery hands it target groups per job
-(:meth:`ScrapeManager.update`, synchronous, from any discovery callback); its own task reconciles at
-most every ``reconcile_interval`` seconds: a target that appears gets a :class:`ScrapeLoop`, one that
-disappears has its loop stopped and every series it last reported — its scraped series and ``up`` and
-the other synthetic ones — marked stale at once (Prometheus' end-of-run staleness), so a removed
-target's series end in the receiver instead of lingering for five minutes. Shutdown stops loops
-without markers, as Prometheus does, so a restarted agent continues the series. With a
-:class:`~kubescrape.discovery.Sharder` only this member's share of the targets is scraped.
+Discovery hands :class:`ScrapeManager` target groups per job (:meth:`ScrapeManager.update`, synchronous,
+from any discovery callback); its own task reconciles: each discovered label set becomes a target exactly
+as a ``static_configs`` target of the same job does (:func:`kubescrape.scrape.targets.populate_labels`,
+``target_url``, the job's options), a target that appears gets a :class:`ScrapeLoop`, one that
+disappears has its loop stopped and every series it last reported — its scraped series and ``up`` and the
+other synthetic ones — marked stale at once (Prometheus' end-of-run staleness), so a removed target's
+series end in the receiver instead of lingering for five minutes. Shutdown stops loops without markers,
+as Prometheus does, so a restarted agent continues the series. With a
+:class:`~kubescrape.discovery.Sharder` only this member's share of the targets is scraped; the share is
+decided on the final target (labels and URL), so discovered label sets that relabel into one target go
+to one member.
 """
 
 from __future__ import annotations
@@ -24,94 +20,60 @@ import contextlib
 import dataclasses
 import logging
 import zlib
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable
 from dataclasses import dataclass, field
-from urllib.parse import urlencode
 
 from kubescrape.clock import SYSTEM_CLOCK, Clock
+from kubescrape.config.models import AgentConfig, InstanceConfig
 from kubescrape.discovery.metrics import DiscoveryMetrics
 from kubescrape.discovery.shard import Sharder
 from kubescrape.discovery.targetgroup import TargetGroup
-from kubescrape.relabel import RelabelConfig, relabel
 from kubescrape.remote_write import Chunk, Sink
 from kubescrape.remote_write.encode import STALE_NAN, encode_labels, encode_timeseries
 from kubescrape.scrape.cache import ScrapeLimits, SeriesCache
 from kubescrape.scrape.loop import SYNTHETIC_NAMES, ScrapeClient, ScrapeLoop
-from kubescrape.scrape.targets import Target, make_labeler, synthetic_labels
+from kubescrape.scrape.targets import (
+    DEFAULT_SCRAPE_TIMEOUT,
+    Target,
+    _label_duration,
+    _make_target,
+    make_labeler,
+    populate_labels,
+    synthetic_labels,
+    target_url,
+)
 from kubescrape.selfmon import SelfMetrics
 
 log = logging.getLogger(__name__)
 
-__all__ = ["DiscoveredTarget", "ScrapeManager", "ScrapeSettings", "populate_labels", "route_key"]
+__all__ = ["ScrapeManager", "job_target", "route_key"]
+
+TargetKey = tuple[str, str, tuple[tuple[str, str], ...]]
 
 
-def _duration(seconds: float) -> str:
-    """Prometheus' model.Duration text: ``15s``, ``1m``, ``1m30s``, ``500ms``."""
-    ms = round(seconds * 1000)
-    if ms == 0:
-        return "0s"
-    out = ""
-    for unit, size in (("y", 365 * 86_400_000), ("w", 7 * 86_400_000), ("d", 86_400_000), ("h", 3_600_000),
-                       ("m", 60_000), ("s", 1000), ("ms", 1)):
-        if ms >= size:
-            out += f"{ms // size}{unit}"
-            ms %= size
-    return out
-
-
-@dataclass(frozen=True)
-class ScrapeSettings:
-    """What a scrape job adds to its discovered targets."""
-
-    job: str
-    scheme: str = "http"
-    metrics_path: str = "/metrics"
-    interval: float = 60.0
-    timeout: float = 10.0
-    params: Mapping[str, Sequence[str]] = field(default_factory=dict)
-    relabel_configs: Sequence[RelabelConfig] = ()
-
-
-@dataclass(frozen=True)
-class DiscoveredTarget:
-    """A target after relabeling: its final labels and the URL to scrape."""
-
-    labels: tuple[tuple[str, str], ...]
-    url: str
-    discovered: tuple[tuple[str, str], ...]
-
-    @property
-    def label_dict(self) -> dict[str, str]:
-        """The final target labels."""
-        return dict(self.labels)
-
-
-def populate_labels(discovered: Mapping[str, str], settings: ScrapeSettings) -> DiscoveredTarget | None:
-    """The target for one discovered label set, or None when relabeling drops it or it has no address."""
-    lb = dict(discovered)
-    defaults = {
-        "job": settings.job,
-        "__scrape_interval__": _duration(settings.interval),
-        "__scrape_timeout__": _duration(settings.timeout),
-        "__metrics_path__": settings.metrics_path,
-        "__scheme__": settings.scheme,
-    }
-    for name, values in settings.params.items():
-        if values:
-            defaults[f"__param_{name}"] = values[0]
-    for k, v in defaults.items():
-        lb.setdefault(k, v)
-    pre = tuple(sorted(lb.items()))
-    out = relabel(lb, settings.relabel_configs)
-    if out is None or not out.get("__address__"):
+def job_target(config: AgentConfig, inst: InstanceConfig, lset: dict[str, str]) -> Target | None:
+    """The target a discovered label set of scrape job ``inst`` becomes (None: dropped by relabeling, or
+    refused as Prometheus refuses it), built as ``build_targets`` builds the job's static targets."""
+    interval = inst.scrape_interval or config.global_.interval
+    timeout = inst.scrape_timeout or min(DEFAULT_SCRAPE_TIMEOUT, interval)
+    job = inst.job_name or ""
+    try:
+        full = populate_labels(lset, job_name=job, scheme=inst.scheme, metrics_path=inst.metrics_path,
+                               params=inst.params, interval=interval, timeout=timeout,
+                               relabel_configs=inst.target_relabel_configs)
+    except ValueError as exc:
+        log.debug("job %r: discovered target %s is not scraped: %s", job, lset.get("__address__"), exc)
         return None
-    out.setdefault("instance", out["__address__"])
-    params = {k[len("__param_"):]: v for k, v in out.items() if k.startswith("__param_")}
-    url = f"{out.get('__scheme__', 'http')}://{out['__address__']}{out.get('__metrics_path__', '')}"
-    if params:
-        url += "?" + urlencode(sorted(params.items()))
-    final = tuple(sorted((k, v) for k, v in out.items() if not k.startswith("__")))
-    return DiscoveredTarget(final, url, pre)
+    if full is None:
+        return None
+    url = target_url(full, inst.params)
+    labels = tuple(sorted((k, v) for k, v in full.items() if not k.startswith("__")))
+    t_interval = _label_duration(full.get("__scrape_interval__", ""), interval, "interval")
+    t_timeout = _label_duration(full.get("__scrape_timeout__", ""), timeout, "timeout")
+    target = _make_target(inst, url, labels, t_interval, t_timeout, inst.username or None,
+                          inst.password or None, ())
+    return dataclasses.replace(target, external_labels=tuple(sorted(config.global_.labels.items())),
+                               write_relabel_configs=tuple(inst.write_relabel_configs))
 
 
 def route_key(target: Target) -> int:
@@ -128,8 +90,8 @@ class _Running:
 
 @dataclass
 class _Job:
-    settings: ScrapeSettings
-    template: Target
+    config: AgentConfig
+    inst: InstanceConfig
     groups: dict[str, TargetGroup] = field(default_factory=dict)
 
 
@@ -151,14 +113,14 @@ class ScrapeManager:
         self.reconcile_interval = reconcile_interval
         self.sd_metrics = sd_metrics
         self.jobs: dict[str, _Job] = {}
-        self.running: dict[tuple[str, str, tuple[tuple[str, str], ...]], _Running] = {}
+        self.running: dict[TargetKey, _Running] = {}
         self.stale_samples = 0
         self._changed = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
 
-    def add_job(self, settings: ScrapeSettings, template: Target) -> None:
-        """Register a job: ``template`` holds every option of its targets but the URL and labels."""
-        self.jobs[settings.job] = _Job(settings, template)
+    def add_job(self, config: AgentConfig, inst: InstanceConfig) -> None:
+        """Register scrape job ``inst`` (its ``job_name``) of ``config``."""
+        self.jobs[inst.job_name or ""] = _Job(config, inst)
 
     def update(self, job: str, groups: Iterable[TargetGroup]) -> None:
         """New target groups for ``job`` from its discovery (a group without targets removes its source)."""
@@ -170,18 +132,17 @@ class ScrapeManager:
                 state.groups.pop(g.source, None)
         self._changed.set()
 
-    def desired(self) -> dict[tuple[str, str, tuple[tuple[str, str], ...]], Target]:
+    def desired(self) -> dict[TargetKey, Target]:
         """Every target this member should scrape now, keyed by (job, URL, labels)."""
-        out: dict[tuple[str, str, tuple[tuple[str, str], ...]], Target] = {}
+        out: dict[TargetKey, Target] = {}
         for name, job in self.jobs.items():
             for group in job.groups.values():
                 for ls in group.label_sets():
-                    t = populate_labels(ls, job.settings)
+                    t = job_target(job.config, job.inst, ls)
                     # Shard on the final target: discovered sets that relabel into one target go together.
-                    if t is None or not self.sharder.keep({**t.label_dict, "__url__": t.url}):
+                    if t is None or not self.sharder.keep({**dict(t.labels), "__url__": t.url}):
                         continue
-                    out[(name, t.url, t.labels)] = dataclasses.replace(job.template, url=t.url, name=t.url,
-                                                                        labels=t.labels)
+                    out[(name, t.url, t.labels)] = t
         return out
 
     async def reconcile(self) -> tuple[int, int]:

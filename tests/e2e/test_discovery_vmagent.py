@@ -17,10 +17,11 @@ from typing import Any
 import aiohttp
 import pytest
 
-from kubescrape.config.prometheus import kubernetes_discovery, load_prometheus_config, scrape_settings
-from kubescrape.discovery import KubernetesDiscovery
+from kubescrape.config.prometheus import load_prometheus
+from kubescrape.discovery.config import job_discoveries
 from kubescrape.emulator.fleet import Emulator
-from kubescrape.scrape.manager import populate_labels
+from kubescrape.scrape.manager import job_target
+from kubescrape.scrape.targets import DEFAULT_SCRAPE_TIMEOUT, _pre_relabel
 from tests.e2e.vmagent import running_vmagent, vmagent_available, vmagent_targets
 
 RBAC = Path(__file__).resolve().parent.parent / "data" / "discovery-rbac.yaml"
@@ -70,13 +71,14 @@ def _key(labels: dict[str, str], url: str) -> tuple[str, frozenset[tuple[str, st
 
 async def _ours(config: Path) -> tuple[dict[str, set[Any]], dict[str, list[dict[str, str]]]]:
     """Active targets (scrape URL + final labels) and all discovered label sets, per job."""
-    cfg = load_prometheus_config(config)
+    cfg = load_prometheus(config)
     active: dict[str, set[Any]] = {}
     discovered: dict[str, list[dict[str, str]]] = {}
-    for job in cfg.scrape_configs:
-        settings = scrape_settings(cfg, job)
-        for sd in job.kubernetes_sd_configs:
-            d: KubernetesDiscovery = kubernetes_discovery(sd, lambda groups: None)
+    for inst in cfg.instances:
+        job = inst.job_name or ""
+        interval = inst.scrape_interval or cfg.global_.interval
+        timeout = inst.scrape_timeout or min(DEFAULT_SCRAPE_TIMEOUT, interval)
+        for d in job_discoveries(cfg, inst, lambda groups: None):
             await d.start()
             try:
                 assert await d.wait_synced(30)
@@ -84,23 +86,13 @@ async def _ours(config: Path) -> tuple[dict[str, set[Any]], dict[str, list[dict[
                 await d.stop()
                 await d.client.close()
             for ls in d.label_sets():
-                target = populate_labels(ls, settings)
-                discovered.setdefault(job.job_name, []).append(dict(target.discovered) if target else
-                                                               populate_labels_pre(ls, settings))
+                discovered.setdefault(job, []).append(_pre_relabel(
+                    ls, job_name=job, scheme=inst.scheme, metrics_path=inst.metrics_path, params=inst.params,
+                    interval=interval, timeout=timeout))
+                target = job_target(cfg, inst, ls)
                 if target is not None:
-                    active.setdefault(job.job_name, set()).add(_key(target.label_dict, target.url))
+                    active.setdefault(job, set()).add(_key(dict(target.labels), target.url))
     return active, discovered
-
-
-def populate_labels_pre(ls: dict[str, str], settings: Any) -> dict[str, str]:
-    """The pre-relabel label set of a dropped target (what vmagent lists under droppedTargets)."""
-    from kubescrape.scrape.manager import ScrapeSettings
-
-    keep_all = ScrapeSettings(settings.job, settings.scheme, settings.metrics_path, settings.interval,
-                              settings.timeout, settings.params, ())
-    t = populate_labels(ls, keep_all)
-    assert t is not None
-    return dict(t.discovered)
 
 
 async def _vmagent(url: str, jobs: set[str], expected: int) -> dict[str, Any]:

@@ -12,16 +12,18 @@ from pathlib import Path
 
 import pytest
 
-from kubescrape.config.prometheus import Discovery, PrometheusConfig, attach_jobs, load_prometheus_config
-from kubescrape.discovery import Sharder
+from kubescrape.config.models import AgentConfig
+from kubescrape.config.prometheus import load_prometheus
+from kubescrape.discovery import ApiClient, ApiConfig, KubeletDiscovery, Sharder, TargetGroup
+from kubescrape.discovery.config import Discovery, job_discoveries
 from kubescrape.emulator.fleet import Emulator
 from kubescrape.emulator.payloads_pods import app_pod_ip
 from kubescrape.remote_write import Chunk
 from kubescrape.remote_write.encode import decode_write_request, is_stale_nan
 from kubescrape.remote_write.queue import RemoteWrite, WriterSettings
-from kubescrape.scrape.discovered import DiscoveredScraping, from_prometheus_file
+from kubescrape.scrape.discovered import DiscoveredScraping, has_discovery
 from kubescrape.scrape.loop import ScrapeClient
-from kubescrape.scrape.manager import ScrapeManager, ScrapeSettings, populate_labels
+from kubescrape.scrape.manager import ScrapeManager
 from kubescrape.selfmon import SelfMetrics
 from tests.e2e.prom import Prometheus
 
@@ -32,9 +34,6 @@ NODES, PODS = 3, 12
 def _config(emu: Emulator) -> str:
     assert emu.apiserver is not None
     token = emu.token_path("monitoring", "kubescrape")
-    assert emu.apps is not None
-    app = emu.apps.endpoints[0]
-    static_path, static_target = app.path, f"{app.ip}:{app.port}"
     sd = (f"  kubernetes_sd_configs:\n  - role: ROLE\n    api_server: {emu.apiserver.url}\n"
           f"    tls_config: {{ca_file: {emu.ca_path}}}\n    bearer_token_file: {token}\n")
     return f"""global: {{scrape_interval: 1s, scrape_timeout: 1s}}
@@ -58,9 +57,6 @@ scrape_configs:
   - {{source_labels: [__meta_kubernetes_pod_name], target_label: pod}}
   - {{source_labels: [__meta_kubernetes_pod_node_name], target_label: node}}
   - {{action: labeldrop, regex: __meta_kubernetes_pod_container_.*}}
-- job_name: static-app
-  metrics_path: {static_path}
-  static_configs: [{{targets: ["{static_target}"], labels: {{team: shop}}}}]
 """
 
 
@@ -87,8 +83,17 @@ class ListSink:
         return out
 
 
-async def _discover(cfg: PrometheusConfig, manager: ScrapeManager) -> list[Discovery]:
-    discoveries = attach_jobs(cfg, manager)
+async def _discover(cfg: AgentConfig, manager: ScrapeManager) -> list[Discovery]:
+    discoveries: list[Discovery] = []
+    for inst in cfg.instances:
+        if inst.job_name is None or not inst.kubernetes_sd_configs:
+            continue
+        manager.add_job(cfg, inst)
+
+        def feed(groups: list[TargetGroup], name: str = inst.job_name) -> None:
+            manager.update(name, groups)
+
+        discoveries += job_discoveries(cfg, inst, feed)
     for d in discoveries:
         await d.start()
     for d in discoveries:
@@ -111,26 +116,10 @@ async def _until(check: Callable[[], bool], what: str, timeout: float = 20.0) ->
         await asyncio.sleep(0.2)
 
 
-def test_populate_labels_adds_defaults_relabels_and_builds_the_url() -> None:
-    from kubescrape.relabel import RelabelConfig
-
-    settings = ScrapeSettings("job1", scheme="https", metrics_path="/m", interval=30, timeout=10,
-                              params={"module": ["a", "b"]},
-                              relabel_configs=(RelabelConfig(source_labels=["__meta_x"], regex="drop",
-                                                             action="drop"),))
-    t = populate_labels({"__address__": "h:1", "__meta_x": "keep", "team": "a"}, settings)
-    assert t is not None
-    assert t.url == "https://h:1/m?module=a"
-    assert t.label_dict == {"instance": "h:1", "job": "job1", "team": "a"}
-    assert dict(t.discovered)["__scrape_interval__"] == "30s"
-    assert populate_labels({"__address__": "h:1", "__meta_x": "drop"}, settings) is None
-    assert populate_labels({"team": "a"}, settings) is None, "no address, no target"
-
-
 async def test_targets_follow_the_cluster_and_removed_ones_go_stale(fleet: Emulator, tmp_path: Path) -> None:
     config = tmp_path / "prometheus.yml"
     config.write_text(_config(fleet))
-    cfg = load_prometheus_config(config)
+    cfg = load_prometheus(config)
     sink = ListSink()
     client = ScrapeClient()
     manager = ScrapeManager(client=client, sink=sink, jitter=False)
@@ -138,10 +127,7 @@ async def test_targets_follow_the_cluster_and_removed_ones_go_stale(fleet: Emula
     manager.start()
     try:
         annotated = [ep for ep in (fleet.apps.endpoints if fleet.apps else [])]
-        await _until(lambda: len(manager.running) == NODES + len(annotated) + 1, "every target to be scraped")
-        await _until(lambda: any(ls.get("team") == "shop" and ls["job"] == "static-app"
-                                 for ls, _, _ in sink.series() if ls["__name__"] == "http_requests_total"),
-                     "samples of the static target")
+        await _until(lambda: len(manager.running) == NODES + len(annotated), "every target to be scraped")
         await _until(lambda: {ls["pod"] for ls, v, _ in sink.series()
                               if ls["__name__"] == "http_requests_total" and ls["job"] == "pods"}
                      == {ep.pod for ep in annotated},
@@ -166,7 +152,7 @@ async def test_targets_follow_the_cluster_and_removed_ones_go_stale(fleet: Emula
                                                          "kubelet_running_pods"}
         assert all(key == keys[ls["instance"]] for ls, key in stale), \
             "staleness markers travel with the target's own routing key"
-        assert len(manager.running) == NODES - 1 + len(annotated) - (len(gone) - 1) + 1, "static stays"
+        assert len(manager.running) == NODES - 1 + len(annotated) - (len(gone) - 1)
     finally:
         await _stop(discoveries, manager, client)
 
@@ -175,7 +161,7 @@ async def test_series_of_a_removed_node_are_stale_in_prometheus(fleet: Emulator,
                                                                   prometheus: Prometheus) -> None:
     config = tmp_path / "prometheus.yml"
     config.write_text(_config(fleet))
-    cfg = load_prometheus_config(config)
+    cfg = load_prometheus(config)
     rw = RemoteWrite([WriterSettings(url=prometheus.write_url, name="prom", flush_deadline=0.05)],
                      metrics=SelfMetrics(), spool_dir=None)
     await rw.start()
@@ -199,7 +185,7 @@ async def test_series_of_a_removed_node_are_stale_in_prometheus(fleet: Emulator,
 async def test_three_shards_scrape_every_target_exactly_once(fleet: Emulator, tmp_path: Path) -> None:
     config = tmp_path / "prometheus.yml"
     config.write_text(_config(fleet))
-    cfg = load_prometheus_config(config)
+    cfg = load_prometheus(config)
     members = []
     for replication in (1, 2):
         for i in range(3):
@@ -213,42 +199,38 @@ async def test_three_shards_scrape_every_target_exactly_once(fleet: Emulator, tm
     for replication in (1, 2):
         shares = [keys for r, keys in members if r == replication]
         union = set().union(*shares)
-        assert len(union) == NODES + len(fleet.apps.endpoints if fleet.apps else []) + 1
+        assert len(union) == NODES + len(fleet.apps.endpoints if fleet.apps else [])
         assert sum(len(s) for s in shares) == replication * len(union)
 
 
-async def test_daemonset_mode_scrapes_exactly_its_nodes_annotated_pods(
-        fleet: Emulator, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    """``kubelet_sd_configs`` (node-local, from the kubelet's /pods): no apiserver involved."""
+async def test_daemonset_mode_scrapes_exactly_its_nodes_annotated_pods(fleet: Emulator,
+                                                                       tmp_path: Path) -> None:
+    """Node-local discovery (the kubelet's /pods, no apiserver) feeding a job's relabel rules."""
     node = fleet.nodes[1]
-    token = fleet.token_path("monitoring", "kubescrape")
     config = tmp_path / "prometheus.yml"
-    config.write_text(f"""global: {{scrape_interval: 1s, scrape_timeout: 1s}}
+    config.write_text("""global: {scrape_interval: 1s, scrape_timeout: 1s}
 scrape_configs:
 - job_name: node-local-pods
-  kubelet_sd_configs:
-  - url: https://${{NODE_IP}}:{node.port}
-    tls_config: {{ca_file: {fleet.ca_path}}}
-    bearer_token_file: {token}
-    refresh_interval: 1s
   relabel_configs:
-  - {{source_labels: [__meta_kubernetes_pod_annotation_prometheus_io_scrape], action: keep, regex: "true"}}
-  - {{source_labels: [__meta_kubernetes_pod_annotation_prometheus_io_path], target_label: __metrics_path__,
-     regex: (.+)}}
-  - {{source_labels: [__address__, __meta_kubernetes_pod_annotation_prometheus_io_port],
-     regex: '([^:]+)(?::\\d+)?;(\\d+)', replacement: $1:$2, target_label: __address__}}
-  - {{source_labels: [__meta_kubernetes_pod_name], target_label: pod}}
-  - {{source_labels: [__meta_kubernetes_pod_node_name], target_label: node}}
+  - {source_labels: [__meta_kubernetes_pod_annotation_prometheus_io_scrape], action: keep, regex: "true"}
+  - {source_labels: [__meta_kubernetes_pod_annotation_prometheus_io_path], target_label: __metrics_path__,
+     regex: (.+)}
+  - {source_labels: [__address__, __meta_kubernetes_pod_annotation_prometheus_io_port],
+     regex: '([^:]+)(?::\\d+)?;(\\d+)', replacement: $1:$2, target_label: __address__}
+  - {source_labels: [__meta_kubernetes_pod_name], target_label: pod}
+  - {source_labels: [__meta_kubernetes_pod_node_name], target_label: node}
 """)
-    cfg = load_prometheus_config(config)
+    cfg = load_prometheus(config)
     sink = ListSink()
     client = ScrapeClient()
     manager = ScrapeManager(client=client, sink=sink, jitter=False)
-    monkeypatch.setenv("NODE_IP", node.address)  # the downward API's status.hostIP in a DaemonSet
-    discoveries = attach_jobs(cfg, manager)
-    for d in discoveries:
-        await d.start()
-        assert await d.wait_synced(15)
+    manager.add_job(cfg, cfg.instances[0])
+    api = ApiConfig(node.url, ca_file=str(fleet.ca_path),
+                    token_file=str(fleet.token_path("monitoring", "kubescrape")))
+    local = KubeletDiscovery(ApiClient(api), lambda groups: manager.update("node-local-pods", groups),
+                             refresh_interval=1.0)
+    await local.start()
+    assert await local.wait_synced(15)
     manager.start()
     try:
         pods = json.loads(fleet.servers[1].payloads.pods_json())["items"]
@@ -261,7 +243,7 @@ scrape_configs:
         assert {ls["node"] for ls, _, _ in sink.series()} == {node.name}
         assert len(manager.running) == len(annotated)
     finally:
-        await _stop(discoveries, manager, client)
+        await _stop([local], manager, client)
 
 
 async def test_discovered_scraping_starts_and_stops_everything(fleet: Emulator, tmp_path: Path) -> None:
@@ -269,16 +251,16 @@ async def test_discovered_scraping_starts_and_stops_everything(fleet: Emulator, 
     config.write_text(_config(fleet))
     sink = ListSink()
     metrics = SelfMetrics()
-    scraping = DiscoveredScraping(load_prometheus_config(config), jitter=False, metrics=metrics)
+    scraping = DiscoveredScraping(load_prometheus(config), jitter=False, metrics=metrics)
     await scraping.start(sink)
     try:
         assert await scraping.wait_synced(15)
         annotated = fleet.apps.endpoints if fleet.apps else []
-        await _until(lambda: len(scraping.loops) == NODES + len(annotated) + 1, "every target to be scraped")
+        await _until(lambda: len(scraping.loops) == NODES + len(annotated), "every target to be scraped")
         await _until(lambda: all(loop.stats.scrapes > 0 for loop in scraping.loops), "a scrape of each")
         reg = metrics.registry
         assert reg.get_sample_value("kubescrape_sd_discovered_targets", {"job": "kubelet"}) == NODES
-        assert reg.get_sample_value("kubescrape_sd_discovered_targets", {"job": "static-app"}) == 1
+        assert reg.get_sample_value("kubescrape_sd_discovered_targets", {"job": "pods"}) == len(annotated)
         added = reg.get_sample_value("kubescrape_sd_kubernetes_events_total", {"role": "pod", "event": "add"})
         assert added == NODES * PODS
         await fleet.remove_node("node-1")
@@ -290,14 +272,12 @@ async def test_discovered_scraping_starts_and_stops_everything(fleet: Emulator, 
     assert scraping.loops == [] and left == [], "every task it started has ended"
 
 
-async def test_from_prometheus_file_gives_writers_and_a_sharded_scraping(fleet: Emulator,
-                                                                         tmp_path: Path) -> None:
+async def test_only_jobs_with_discovery_are_managed(fleet: Emulator, tmp_path: Path) -> None:
     config = tmp_path / "prometheus.yml"
-    config.write_text(_config(fleet) + "remote_write:\n- url: http://127.0.0.1:9/api/v1/write\n"
-                      "  queue_config: {max_samples_per_send: 700}\nrule_files: [x.yml]\n")
-    metrics = SelfMetrics()
-    writers, scraping = from_prometheus_file(config, shard_count=2, shard_index="kubescrape-1",
-                                             metrics=metrics)
-    assert [(w.url, w.batch) for w in writers] == [("http://127.0.0.1:9/api/v1/write", 700)]
-    assert scraping.manager.sharder == Sharder(2, 1)
-    assert metrics.registry.get_sample_value("kubescrape_config_warnings_total") == 1, "rule_files"
+    config.write_text(_config(fleet) + "- job_name: static\n  static_configs: [{targets: ['127.0.0.1:9']}]\n")
+    cfg = load_prometheus(config)
+    assert has_discovery(cfg)
+    scraping = DiscoveredScraping(cfg, sharder=Sharder(2, 1))
+    assert sorted(scraping.manager.jobs) == ["kubelet", "pods"], "static targets stay the agent's own loops"
+    assert scraping.manager.sharder == Sharder(2, 1) and len(scraping.discoveries) == 2
+    await scraping.stop()
