@@ -92,7 +92,9 @@ class _Running:
 class _Job:
     config: AgentConfig
     inst: InstanceConfig
-    groups: dict[str, TargetGroup] = field(default_factory=dict)
+    # source -> this member's targets of that group, built when the group arrives: a watch event costs
+    # the relabeling of its own group, not of every target of the job.
+    targets: dict[str, list[Target]] = field(default_factory=dict)
 
 
 class ScrapeManager:
@@ -126,24 +128,22 @@ class ScrapeManager:
         """New target groups for ``job`` from its discovery (a group without targets removes its source)."""
         state = self.jobs[job]
         for g in groups:
-            if g.targets:
-                state.groups[g.source] = g
+            kept = []
+            for ls in g.label_sets():
+                t = job_target(state.config, state.inst, ls)
+                # Shard on the final target: discovered sets that relabel into one target go together.
+                if t is not None and self.sharder.keep({**dict(t.labels), "__url__": t.url}):
+                    kept.append(t)
+            if kept:
+                state.targets[g.source] = kept
             else:
-                state.groups.pop(g.source, None)
+                state.targets.pop(g.source, None)
         self._changed.set()
 
     def desired(self) -> dict[TargetKey, Target]:
         """Every target this member should scrape now, keyed by (job, URL, labels)."""
-        out: dict[TargetKey, Target] = {}
-        for name, job in self.jobs.items():
-            for group in job.groups.values():
-                for ls in group.label_sets():
-                    t = job_target(job.config, job.inst, ls)
-                    # Shard on the final target: discovered sets that relabel into one target go together.
-                    if t is None or not self.sharder.keep({**dict(t.labels), "__url__": t.url}):
-                        continue
-                    out[(name, t.url, t.labels)] = t
-        return out
+        return {(name, t.url, t.labels): t for name, job in self.jobs.items()
+                for targets in job.targets.values() for t in targets}
 
     async def reconcile(self) -> tuple[int, int]:
         """Start loops for new targets, stop (with staleness markers) those that are gone."""
