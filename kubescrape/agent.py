@@ -1,6 +1,13 @@
 """The agent: configuration → targets → one scrape loop per target → remote write, plus the self-metrics
 listener and clean shutdown. ``kubescrape run`` is :func:`run_command`; tests and the demo use
 :class:`Agent` directly.
+
+The agent owns every task it starts, through one :class:`~kubescrape.supervisor.Supervisor`: the scrape
+loops, each writer's dispatcher and spool flusher, the periodic summary. A task that fails is counted
+(``kubescrape_task_failures_total{task}``), logged when its state changes and restarted with backoff.
+:meth:`Agent.healthy` is the ``/healthz`` policy (README, "Health and accounting"): *unhealthy* (503)
+while a writer cannot persist or deliver, *degraded* (200) while targets are down or a scrape task is
+restarting, *ok* (200) otherwise.
 """
 
 from __future__ import annotations
@@ -8,11 +15,11 @@ from __future__ import annotations
 import asyncio
 import logging
 import sys
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Coroutine, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import TracebackType
-from typing import TextIO
+from typing import Any, TextIO
 from urllib.parse import urlsplit
 
 from aiohttp import web
@@ -31,6 +38,7 @@ from kubescrape.scrape.parser import Sample, render
 from kubescrape.scrape.targets import Target, build_targets
 from kubescrape.selfmon import SelfMetrics, make_app
 from kubescrape.status import add_routes
+from kubescrape.supervisor import Supervisor
 
 __all__ = ["Agent", "AgentStats", "render_chunks", "run_command", "writer_settings"]
 
@@ -89,6 +97,8 @@ def writer_settings(config: AgentConfig) -> list[WriterSettings]:
             cert_file=w.tls_cert,
             key_file=w.tls_key,
             insecure_skip_verify=w.insecure_skip_verify,
+            server_name=w.tls_server_name or None,
+            max_retries=w.max_retries,
         ))
     return out
 
@@ -103,7 +113,8 @@ class Agent:
 
     Without ``sink`` the agent builds its :class:`RemoteWrite` from ``config.writers`` (``spool_dir=None``
     keeps the queue in memory). ``listen`` ("host:port", port 0 = any free port, "" = off) serves
-    ``/metrics`` and ``/healthz``. Use as ``async with Agent(config) as agent:`` or ``start()``/``stop()``.
+    ``/metrics`` and ``/healthz``. ``summary_interval`` (seconds; None = off) logs a one-line summary that
+    often. Use as ``async with Agent(config) as agent:`` or ``start()``/``stop()``.
     """
 
     def __init__(
@@ -118,6 +129,7 @@ class Agent:
         listen: str = "",
         shutdown_timeout: float = 10.0,
         jitter: bool = True,
+        summary_interval: float | None = None,
     ) -> None:
         self.config = config
         self.metrics = metrics if metrics is not None else SelfMetrics()
@@ -134,11 +146,19 @@ class Agent:
         self._runner: web.AppRunner | None = None
         self.listen_address: tuple[str, int] | None = None
         self._started = False
+        self._summary_interval = summary_interval
+        self.supervisor = Supervisor(metrics=self.metrics, clock=clock)
         self.loops = [
             ScrapeLoop(t, client=self._client, sink=None, metrics=self.metrics, clock=clock,
                        batch=config.writer_opt.batch, offset_seed=hostname_seed(config.global_.hostname))
             for t in self.targets
         ]
+        self._scrape_tasks: list[str] = []
+        for loop in self.loops:
+            name = f"scrape {loop.target.url}"
+            while name in self._scrape_tasks:
+                name += "'"
+            self._scrape_tasks.append(name)
         if config.warnings:
             self.metrics.config_warnings.inc(len(config.warnings))
 
@@ -160,14 +180,16 @@ class Agent:
             self.config.require_writers()
             self._remote_write = RemoteWrite(writer_settings(self.config), metrics=self.metrics,
                                              spool_dir=self._spool_dir, spool_max_bytes=self._spool_max_bytes,
-                                             clock=self.clock)
+                                             clock=self.clock, supervisor=self.supervisor)
             await self._remote_write.start()
             self._sink = self._remote_write
         if self._listen:
             await self._start_listener(self._listen)
-        for loop in self.loops:
+        for name, loop in zip(self._scrape_tasks, self.loops, strict=True):
             loop.sink = self._sink
-            loop.start(jitter=self._jitter)
+            self.supervisor.start(name, _runner_of(loop, self._jitter), progress=_scrapes_of(loop))
+        if self._summary_interval:
+            self.supervisor.start("summary", self._summaries)
         log.info("scraping %d target(s) every %s", len(self.loops),
                  ", ".join(sorted({f"{t.interval:g}s" for t in self.targets})) or "-")
 
@@ -176,10 +198,11 @@ class Agent:
         if not self._started:
             return
         self._started = False
-        await asyncio.gather(*(loop.stop() for loop in self.loops))
+        await self.supervisor.stop([*self._scrape_tasks, "summary"])
         await self._client.close()
         if self._remote_write is not None:
             await self._remote_write.close(self.shutdown_timeout)
+        await self.supervisor.stop()
         if self._runner is not None:
             await self._runner.cleanup()
             self._runner = None
@@ -197,10 +220,43 @@ class Agent:
         return AgentStats(targets=[loop.stats for loop in self.loops], writers=writers)
 
     def healthy(self) -> tuple[bool, str]:
-        """For ``/healthz``: alive while running; the text says how many targets are up."""
+        """For ``/healthz`` (the policy is in the README): ``(False, "unhealthy: …")`` while a writer cannot
+        persist or deliver, ``(True, "degraded: …")`` while targets are down or a scrape task is restarting,
+        ``(True, "ok: …")`` otherwise. The first line sums up; each further line is one reason."""
+        if not self._started:
+            return False, "stopped"
         s = self.stats()
-        state = "ok" if self._started else "stopped"
-        return self._started, f"{state}: {s.targets_up}/{len(s.targets)} targets up"
+        targets = f"{s.targets_up}/{len(s.targets)} targets up"
+        problems = self._remote_write.problems() if self._remote_write is not None else []
+        if problems:
+            return False, "\n".join([f"unhealthy: {targets}; {len(problems)} delivery problem(s)",
+                                      *problems]) + "\n"
+        failing = self.supervisor.failing()
+        notes = [f"task {name!r} failed and is restarting ({failing[name]})"
+                 for name in self._scrape_tasks if name in failing]
+        if notes or s.targets_up < len(s.targets):
+            return True, "\n".join([f"degraded: {targets}", *notes]) + "\n"
+        return True, f"ok: {targets}\n"
+
+    def summary(self) -> str:
+        """One line: targets up, and per writer what was sent, is pending, was dropped or evicted."""
+        s = self.stats()
+        parts = [f"{s.targets_up}/{len(s.targets)} targets up, {s.samples:,} samples per round"]
+        for w in s.writers:
+            line = f"writer {w.name!r}: sent {w.sent:,}, pending {w.pending_samples:,}"
+            if w.dropped:
+                reasons = ", ".join(f"{k} {v:,}" for k, v in sorted(w.dropped_by_reason.items()))
+                line += f", dropped {w.dropped:,} ({reasons})"
+            if w.evicted:
+                line += f", evicted {w.evicted:,}"
+            parts.append(line)
+        return "; ".join(parts)
+
+    async def _summaries(self) -> None:
+        assert self._summary_interval
+        while True:
+            await self.clock.sleep(self._summary_interval)
+            log.info("summary: %s", self.summary())
 
     async def _start_listener(self, listen: str) -> None:
         host, port = parse_listen(listen)
@@ -222,6 +278,14 @@ class Agent:
             self.listen_address = (str(addr[0]), int(addr[1]))
         log.info("status pages on http://%s:%d/ (self-metrics: /metrics)",
                  *(self.listen_address or (host, port)))
+
+
+def _runner_of(loop: ScrapeLoop, jitter: bool) -> Callable[[], Coroutine[Any, Any, None]]:
+    return lambda: loop.run(jitter=jitter)
+
+
+def _scrapes_of(loop: ScrapeLoop) -> Callable[[], int]:
+    return lambda: loop.stats.scrapes
 
 
 def parse_listen(listen: str) -> tuple[str, int]:
@@ -298,9 +362,9 @@ async def _test_mode(config: AgentConfig) -> int:
 
 
 async def _serve(config: AgentConfig, *, listen: str, spool_dir: Path | None, spool_max_bytes: int,
-                 shutdown_timeout: float) -> int:
+                 shutdown_timeout: float, summary_interval: float | None) -> int:
     agent = Agent(config, listen=listen, spool_dir=spool_dir, spool_max_bytes=spool_max_bytes,
-                  shutdown_timeout=shutdown_timeout)
+                  shutdown_timeout=shutdown_timeout, summary_interval=summary_interval)
     with stop_on_signals() as stop:
         try:
             await agent.start()
@@ -324,10 +388,14 @@ def run_command(
     log_level: str,
     config_file: Path | None = None,
     strict: bool = False,
+    quiet: bool = False,
+    summary_interval: float | None = 60.0,
 ) -> int:
     """``kubescrape run``: 0 on a clean stop, 1 if a ``--test`` target failed, 2 on configuration errors.
 
-    ``config_file``: a Prometheus configuration file, read instead of the Categraf directory."""
+    ``config_file``: a Prometheus configuration file, read instead of the Categraf directory. The agent
+    logs a one-line summary every ``summary_interval`` seconds (None or 0: never; ``quiet`` turns it off
+    too)."""
     try:
         setup_logging(log_level)
         if config_file is not None:
@@ -346,7 +414,8 @@ def run_command(
             if test:
                 return runner.run(_test_mode(config))
             return runner.run(_serve(config, listen=listen, spool_dir=spool_dir if spool else None,
-                                     spool_max_bytes=spool_max_bytes, shutdown_timeout=shutdown_timeout))
+                                     spool_max_bytes=spool_max_bytes, shutdown_timeout=shutdown_timeout,
+                                     summary_interval=None if quiet else summary_interval or None))
         except KubescrapeError as e:
             print(f"error: {e.cause}", file=sys.stderr)
             if e.fix:

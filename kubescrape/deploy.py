@@ -127,6 +127,8 @@ def _daemonset(namespace: str, image: str) -> Manifest:
         {"name": "HOSTIP", "valueFrom": {"fieldRef": {"apiVersion": "v1", "fieldPath": "status.hostIP"}}},
     ]
     probe_get = {"path": "/healthz", "port": "self-metrics"}
+    # /healthz is 503 while a backend is down; restarting the pod cannot fix that, so liveness asks /livez.
+    live_get = {"path": "/livez", "port": "self-metrics"}
     agent = {
         "name": "agent",
         "image": image,
@@ -148,7 +150,7 @@ def _daemonset(namespace: str, image: str) -> Manifest:
             "limits": {"cpu": "500m", "memory": "384Mi"},
         },
         "livenessProbe": {
-            "httpGet": probe_get, "initialDelaySeconds": 10, "periodSeconds": 20, "timeoutSeconds": 5,
+            "httpGet": live_get, "initialDelaySeconds": 10, "periodSeconds": 20, "timeoutSeconds": 5,
             "failureThreshold": 3,
         },
         "readinessProbe": {

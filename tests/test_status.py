@@ -12,7 +12,6 @@ import pytest
 import pytest_asyncio
 from aiohttp import web
 from aiohttp.test_utils import TestClient, TestServer
-from prometheus_client import Gauge
 
 from kubescrape.config.models import AgentConfig
 from kubescrape.errors import HTTPStatusError
@@ -225,8 +224,7 @@ def writer_source(pending_gauge: float | None) -> Source:
     m.samples_evicted.labels("w1").inc(5)
     m.shards.labels("w1").set(2)
     if pending_gauge is not None:
-        Gauge("kubescrape_samples_pending", "pending", ["writer"], registry=m.registry).labels("w1").set(
-            pending_gauge)
+        m.samples_pending.labels("w1").set(pending_gauge)
     return source
 
 

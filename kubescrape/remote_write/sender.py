@@ -3,12 +3,16 @@
 A send either succeeds (2xx), is retried (5xx, 429, connection errors, timeouts) with exponential
 backoff and jitter capped at ``max_backoff`` — or, when the backend sent ``Retry-After`` with a 429 or
 503, after exactly that long — or is given up (any other 4xx: the request itself is wrong and sending it
-again cannot help). Given-up samples are counted in ``samples_dropped{reason="http_<status>"}`` and the
-status plus the first line of the response body are logged. Every retryable failure counts the batch's
-samples in ``samples_failed`` and, when it is sent again, in ``samples_retried``.
+again cannot help). :meth:`Sender.deliver` returns the :class:`Outcome`; the dispatcher counts the
+samples as sent or dropped (``reason="http_<status>"``) when it acknowledges the round, so the books
+change in one place. Every failed attempt counts the batch's samples in ``samples_failed`` and, when it
+is sent again, in ``samples_retried``.
 
-Retryable failures are retried until they succeed or the caller cancels (shutdown): with the spool on,
-the data is on disk, so waiting for the backend loses nothing.
+Retryable failures are retried until they succeed, until ``max_retries`` retries were made (then the
+batch is given up with ``reason="retries_exhausted"``; ``-1``, the default, retries forever), or until
+the caller cancels (shutdown): with the spool on, the data is on disk, so waiting for the backend loses
+nothing. The first failure of a streak is logged as a warning, the following ones at debug level, and
+the recovery once.
 """
 
 from __future__ import annotations
@@ -18,19 +22,26 @@ import email.utils
 import logging
 import random
 import ssl
+from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 import aiohttp
 
-from kubescrape.clock import SYSTEM_CLOCK, Clock
+from kubescrape.clock import MIN_BACKOFF, SYSTEM_CLOCK, Backoff, Clock
 from kubescrape.errors import RemoteWriteError
 from kubescrape.remote_write.encode import REMOTE_WRITE_HEADERS, compress
+from kubescrape.remote_write.ledger import WriterCounters
 from kubescrape.selfmon import SelfMetrics
 
 if TYPE_CHECKING:
-    from kubescrape.remote_write.queue import WriterSettings
+    from kubescrape.remote_write.settings import WriterSettings
+
+__all__ = ["MAX_RETRY_AFTER", "Backoff", "Outcome", "Sender", "parse_retry_after", "tls_context"]
 
 log = logging.getLogger("kubescrape.remote_write")
+
+# Answers that refuse the data, not the writer (bad samples, too large): the backend itself works.
+DATA_REFUSED = frozenset({400, 409, 413, 422})
 
 # A backend asking for more than this in Retry-After is treated as asking for this much: a typo'd or
 # hostile header must not park a writer for days.
@@ -56,24 +67,23 @@ def parse_retry_after(value: str | None, now: float) -> float | None:
     return min(max(0.0, seconds), MAX_RETRY_AFTER)
 
 
-class Backoff:
-    """Exponential backoff with jitter: attempt n waits ``min(max, min * 2**n)`` scaled by [0.5, 1.0)."""
+@dataclass(frozen=True)
+class Outcome:
+    """How a delivery ended: accepted (``reason == ""``) or given up for ``reason`` (after ``status``)."""
 
-    def __init__(self, minimum: float, maximum: float, rng: random.Random | None = None) -> None:
-        self.minimum = minimum
-        self.maximum = maximum
-        self.attempt = 0
-        self._rng = rng or random.Random()
+    reason: str = ""
+    status: int = 0
+    error: str = ""
 
-    def next(self) -> float:
-        """The next delay; grows until it reaches the cap."""
-        delay = min(self.maximum, self.minimum * (2.0 ** min(self.attempt, 62)))
-        self.attempt += 1
-        # Jitter spreads the retries of many agents after a shared backend outage.
-        return delay * (0.5 + 0.5 * self._rng.random())
+    @property
+    def accepted(self) -> bool:
+        return not self.reason
 
-    def reset(self) -> None:
-        self.attempt = 0
+    def __bool__(self) -> bool:
+        return self.accepted
+
+
+ACCEPTED = Outcome()
 
 
 def tls_context(settings: WriterSettings) -> ssl.SSLContext | None:
@@ -98,7 +108,7 @@ class Sender:
     """Sends request bodies to one writer. ``start`` before use, ``close`` after."""
 
     def __init__(self, settings: WriterSettings, *, metrics: SelfMetrics, clock: Clock = SYSTEM_CLOCK,
-                 rng: random.Random | None = None) -> None:
+                 rng: random.Random | None = None, counters: WriterCounters | None = None) -> None:
         self.settings = settings
         self.metrics = metrics
         self.clock = clock
@@ -109,15 +119,8 @@ class Sender:
             user, password = settings.basic_auth
             token = base64.b64encode(f"{user}:{password}".encode()).decode("ascii")
             self._headers["Authorization"] = f"Basic {token}"
-        w = settings.name
-        self._m_sent = metrics.samples_sent.labels(w)
-        self._m_failed = metrics.samples_failed.labels(w)
-        self._m_retried = metrics.samples_retried.labels(w)
-        self._m_duration = metrics.send_duration.labels(w)
-        self.sent = 0
-        self.failed = 0
-        self.dropped = 0
-        self.last_error: str = ""
+        self.counters = counters if counters is not None else WriterCounters(settings.name, metrics)
+        self._m_duration = metrics.send_duration.labels(settings.name)
 
     async def start(self) -> None:
         """Open the connection pool (one per writer so a dead backend holds no one else's sockets)."""
@@ -183,35 +186,45 @@ class Sender:
             "the backend refused this batch (bad request, samples too old or out of order); it cannot "
             "succeed on retry and was dropped", writer=s.name, status=status, retryable=False)
 
-    async def deliver(self, raw: bytes, samples: int) -> bool:
-        """Send one uncompressed WriteRequest body until it is accepted or refused for good.
+    @property
+    def failed(self) -> int:
+        return self.counters.failed
 
-        Returns True when acknowledged, False when dropped (non-retryable answer; counted). Retryable
-        failures are retried with backoff until success; cancel the task to give up (shutdown).
+    @property
+    def last_error(self) -> str:
+        return self.counters.last_error
+
+    async def deliver(self, raw: bytes, samples: int) -> Outcome:
+        """Send one uncompressed WriteRequest body until it is accepted or given up.
+
+        Retryable failures are retried with backoff (or after ``Retry-After``) until success, until
+        ``max_retries`` retries were made, or until the task is cancelled (shutdown). The caller counts
+        the outcome (sent, or dropped with ``outcome.reason``).
         """
         body = compress(raw)
-        backoff = Backoff(self.settings.min_backoff, self.settings.max_backoff, self._rng)
-        w = self.settings.name
+        s = self.settings
+        backoff = Backoff(s.min_backoff, s.max_backoff, self._rng)
+        c = self.counters
+        retries = 0
         while True:
             try:
                 await self.send_once(body, samples)
             except RemoteWriteError as e:
-                self._m_failed.inc(samples)
-                self.failed += samples
-                self.last_error = str(e)
+                first = c.failing_since is None
+                c.attempt_failed(samples, str(e), self.clock.monotonic(),
+                                 streak=e.retryable or e.status not in DATA_REFUSED)
                 if not e.retryable:
-                    reason = f"http_{e.status}" if e.status else "error"
-                    self.metrics.samples_dropped.labels(w, reason).inc(samples)
-                    self.dropped += samples
-                    log.error("dropped %d samples: %s", samples, e)
-                    return False
-                delay = e.retry_after if e.retry_after is not None else backoff.next()
-                log.warning("send of %d samples failed, retrying in %.2fs: %s", samples, delay, e)
+                    return Outcome(f"http_{e.status}" if e.status else "error", e.status or 0, str(e))
+                if 0 <= s.max_retries <= retries:
+                    log.error("writer %r: giving up %d samples after %d retries: %s", s.name, samples,
+                              retries, e)
+                    return Outcome("retries_exhausted", e.status or 0, str(e))
+                delay = max(MIN_BACKOFF, e.retry_after) if e.retry_after is not None else backoff.next()
+                log.log(logging.WARNING if first else logging.DEBUG,
+                        "send of %d samples failed, retrying in %.2fs: %s", samples, delay, e)
                 await self.clock.sleep(delay)
-                self._m_retried.inc(samples)
+                retries += 1
+                c.retried_attempt(samples)
                 continue
-            self._m_sent.inc(samples)
-            self.sent += samples
-            self.last_error = ""
-            return True
-
+            c.attempt_succeeded()
+            return ACCEPTED

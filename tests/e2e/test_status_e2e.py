@@ -132,7 +132,8 @@ async def test_no_secret_on_any_page(scene: Scene) -> None:
         assert len(relabel_pages) == 5, sd
         for path in PAGES + relabel_pages:
             status, text = await get(session, scene.url(path))
-            assert status == 200, path
+            # /healthz is 503 while a writer cannot deliver: the scene has one that is down
+            assert status == (503 if path == "/healthz" else 200), path
             for name, secret in SECRETS.items():
                 assert secret not in text, f"{name} shown on {path}"
                 assert secret.split()[-1] not in text, f"{name} shown on {path}"
