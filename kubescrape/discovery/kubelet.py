@@ -19,11 +19,10 @@ import logging
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
-from kubescrape.clock import SYSTEM_CLOCK, Clock
+from kubescrape.clock import SYSTEM_CLOCK, Backoff, Clock
 from kubescrape.discovery.apiclient import ApiClient, DiscoveryError
 from kubescrape.discovery.kubernetes import OnUpdate
 from kubescrape.discovery.metrics import DiscoveryMetrics
-from kubescrape.discovery.reflector import Backoff
 from kubescrape.discovery.roles import pod_group
 from kubescrape.discovery.targetgroup import TargetGroup
 
@@ -95,7 +94,7 @@ class KubeletDiscovery:
 
     async def run(self) -> None:
         """Poll forever (cancel to stop); errors are counted, logged and retried with backoff."""
-        backoff = Backoff(initial=min(1.0, self.refresh_interval), maximum=max(30.0, self.refresh_interval))
+        backoff = Backoff(min(1.0, self.refresh_interval), max(30.0, self.refresh_interval))
         while True:
             try:
                 await self.refresh()

@@ -5,7 +5,9 @@ with bookmarks on, so a quiet resource still advances the version and a reconnec
 stopped; a watch that ends (the server's timeout) is simply resumed. ``410 Gone`` (the version was
 compacted away) means the copy may have missed events: list again and emit the difference (objects
 that vanished are deleted, changed ones modified), so consumers never lose a target that still exists.
-Errors back off exponentially (``initial`` doubling to ``maximum``, reset after a successful list).
+Errors back off exponentially with jitter (:class:`kubescrape.clock.Backoff`, 0.5 s doubling to 30 s,
+reset after a successful list), so the agents of a whole cluster do not reconnect in step after an
+apiserver outage.
 """
 
 from __future__ import annotations
@@ -14,7 +16,7 @@ import logging
 from collections.abc import AsyncIterator, Callable, Mapping
 from typing import Any, Protocol
 
-from kubescrape.clock import SYSTEM_CLOCK, Clock
+from kubescrape.clock import SYSTEM_CLOCK, Backoff, Clock
 from kubescrape.discovery.apiclient import ApiError, DiscoveryError
 from kubescrape.discovery.metrics import DiscoveryMetrics
 
@@ -23,7 +25,7 @@ Handler = Callable[[str, Json], None]  # ("ADDED" | "MODIFIED" | "DELETED", obje
 
 log = logging.getLogger(__name__)
 
-__all__ = ["Backoff", "ListWatch", "Reflector"]
+__all__ = ["ListWatch", "Reflector"]
 
 
 class ListWatch(Protocol):
@@ -32,25 +34,6 @@ class ListWatch(Protocol):
     async def get(self, path: str, params: Mapping[str, str] | None = None) -> Json: ...
 
     def watch(self, path: str, params: Mapping[str, str]) -> AsyncIterator[Json]: ...
-
-
-class Backoff:
-    """Exponential backoff: ``initial`` doubling up to ``maximum``."""
-
-    def __init__(self, initial: float = 0.5, maximum: float = 30.0) -> None:
-        self.initial = initial
-        self.maximum = maximum
-        self.current = initial
-
-    def next(self) -> float:
-        """The delay to wait now; doubles the next one."""
-        delay = self.current
-        self.current = min(self.maximum, self.current * 2)
-        return delay
-
-    def reset(self) -> None:
-        """Back to ``initial`` after a success."""
-        self.current = self.initial
 
 
 class _Gone(Exception):
@@ -74,7 +57,7 @@ class Reflector:
         self.handler = handler
         self.params = {k: v for k, v in (params or {}).items() if v}
         self.clock = clock
-        self.backoff = backoff or Backoff()
+        self.backoff = backoff or Backoff(0.5, 30.0)
         self.watch_timeout = watch_timeout
         self.objects: dict[tuple[str, str], Json] = {}
         self.resource_version = ""

@@ -4,13 +4,15 @@ with the difference emitted, backoff on errors and on watches that end at once."
 from __future__ import annotations
 
 import asyncio
+import random
 from collections.abc import AsyncIterator, Mapping
 from typing import Any
 
 import pytest
 
+from kubescrape.clock import Backoff
 from kubescrape.discovery.apiclient import ApiError, DiscoveryError
-from kubescrape.discovery.reflector import Backoff, Reflector
+from kubescrape.discovery.reflector import Reflector
 from kubescrape.testing import FakeClock
 
 
@@ -44,9 +46,14 @@ class ScriptedApi:
             yield ev
 
 
+def _doubling(slept: list[float], caps: list[float]) -> bool:
+    """Each delay is its cap scaled by the jitter factor in [0.5, 1.0)."""
+    return len(slept) == len(caps) and all(c / 2 <= s < c for s, c in zip(slept, caps, strict=True))
+
+
 def _reflector(api: ScriptedApi, clock: FakeClock, events: list[tuple[str, str]]) -> Reflector:
     return Reflector(api, "/api/v1/pods", lambda kind, obj: events.append((kind, obj["metadata"]["name"])),
-                     clock=clock, backoff=Backoff(0.5, 4.0))
+                     clock=clock, backoff=Backoff(0.5, 4.0, random.Random(1)))
 
 
 async def test_list_watch_resume_and_relist_after_410() -> None:
@@ -81,8 +88,8 @@ async def test_errors_back_off_exponentially_and_reset_after_a_list() -> None:
     r = _reflector(api, clock, [])
     with pytest.raises(asyncio.CancelledError):
         await r.run()
-    assert clock.slept == [0.5, 1.0, 2.0]
-    assert r.errors == 3 and r.backoff.current == 0.5
+    assert _doubling(clock.slept, [0.5, 1.0, 2.0]), clock.slept
+    assert r.errors == 3 and r.backoff.attempt == 0
 
 
 async def test_a_watch_that_ends_at_once_is_not_retried_in_a_tight_loop() -> None:
@@ -91,4 +98,4 @@ async def test_a_watch_that_ends_at_once_is_not_retried_in_a_tight_loop() -> Non
     r = _reflector(api, clock, [])
     with pytest.raises(asyncio.CancelledError):
         await r.run()
-    assert clock.slept == [0.5, 1.0, 2.0, 4.0]
+    assert _doubling(clock.slept, [0.5, 1.0, 2.0, 4.0]), clock.slept

@@ -12,6 +12,7 @@ from pathlib import Path
 
 import pytest
 
+from kubescrape.clock import Backoff
 from kubescrape.discovery import (
     ApiClient,
     ApiConfig,
@@ -24,7 +25,6 @@ from kubescrape.discovery import (
     load_kubeconfig,
 )
 from kubescrape.discovery.metrics import DiscoveryMetrics
-from kubescrape.discovery.reflector import Backoff
 from kubescrape.emulator.fleet import Emulator
 from kubescrape.relabel import RelabelConfig, relabel
 
@@ -153,7 +153,7 @@ async def test_forbidden_is_counted_and_retried_with_backoff(fleet: Emulator) ->
     metrics = DiscoveryMetrics()
     async with ApiClient(_sa_config(fleet, "default", "unbound")) as client:
         d = KubernetesDiscovery(client, "node", Updates(), metrics=metrics)
-        d.reflectors[0].backoff = Backoff(initial=0.05, maximum=0.1)
+        d.reflectors[0].backoff = Backoff(0.05, 0.1)
         await d.start()
         try:
             for _ in range(200):
