@@ -19,6 +19,7 @@ from kubescrape.remote_write import Sink
 from kubescrape.scrape.loop import ScrapeClient, ScrapeLoop
 from kubescrape.scrape.manager import ScrapeManager
 from kubescrape.selfmon import SelfMetrics
+from kubescrape.supervisor import Supervisor
 
 __all__ = ["DiscoveredScraping", "has_discovery"]
 
@@ -36,14 +37,15 @@ class DiscoveredScraping:
 
     def __init__(self, config: AgentConfig, *, metrics: SelfMetrics | None = None,
                  clock: Clock = SYSTEM_CLOCK, sharder: Sharder | None = None, jitter: bool = True,
-                 offset_seed: int = 0, client: ScrapeClient | None = None) -> None:
+                 offset_seed: int = 0, client: ScrapeClient | None = None,
+                 supervisor: Supervisor | None = None) -> None:
         self.config = config
         self._own_client = client is None
         self.client = client or ScrapeClient(metrics=metrics, clock=clock)
         self.sd_metrics = DiscoveryMetrics(metrics.registry if metrics is not None else None)
         self.manager = ScrapeManager(client=self.client, sink=None, metrics=metrics, clock=clock,
                                      batch=config.writer_opt.batch, offset_seed=offset_seed, sharder=sharder,
-                                     jitter=jitter, sd_metrics=self.sd_metrics)
+                                     jitter=jitter, sd_metrics=self.sd_metrics, supervisor=supervisor)
         self.discoveries: list[Discovery] = []
         for inst in config.instances:
             if inst.job_name is None:

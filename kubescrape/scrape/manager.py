@@ -20,8 +20,9 @@ import contextlib
 import dataclasses
 import logging
 import zlib
-from collections.abc import Iterable
+from collections.abc import Callable, Coroutine, Iterable
 from dataclasses import dataclass, field
+from typing import Any
 
 from kubescrape.clock import SYSTEM_CLOCK, Clock
 from kubescrape.config.models import AgentConfig, InstanceConfig
@@ -43,6 +44,7 @@ from kubescrape.scrape.targets import (
     target_url,
 )
 from kubescrape.selfmon import SelfMetrics
+from kubescrape.supervisor import Supervisor
 
 log = logging.getLogger(__name__)
 
@@ -76,6 +78,14 @@ def job_target(config: AgentConfig, inst: InstanceConfig, lset: dict[str, str]) 
                                write_relabel_configs=tuple(inst.write_relabel_configs))
 
 
+def _runner(loop: ScrapeLoop, jitter: bool) -> Callable[[], Coroutine[Any, Any, None]]:
+    return lambda: loop.run(jitter=jitter)
+
+
+def _scrapes(loop: ScrapeLoop) -> Callable[[], int]:
+    return lambda: loop.stats.scrapes
+
+
 def route_key(target: Target) -> int:
     """The remote-write routing key a :class:`ScrapeLoop` gives its target's chunks; staleness markers
     must travel the same way so they never overtake the target's last samples."""
@@ -86,6 +96,7 @@ def route_key(target: Target) -> int:
 class _Running:
     loop: ScrapeLoop
     cache: SeriesCache
+    task: str = ""  # its name in the supervisor, when one runs it
 
 
 @dataclass
@@ -103,7 +114,8 @@ class ScrapeManager:
     def __init__(self, *, client: ScrapeClient, sink: Sink | None, metrics: SelfMetrics | None = None,
                  clock: Clock = SYSTEM_CLOCK, batch: int = 2000, offset_seed: int = 0,
                  sharder: Sharder | None = None, jitter: bool = True,
-                 reconcile_interval: float = 0.0, sd_metrics: DiscoveryMetrics | None = None) -> None:
+                 reconcile_interval: float = 0.0, sd_metrics: DiscoveryMetrics | None = None,
+                 supervisor: Supervisor | None = None) -> None:
         self.client = client
         self.sink = sink
         self.metrics = metrics
@@ -114,6 +126,7 @@ class ScrapeManager:
         self.jitter = jitter
         self.reconcile_interval = reconcile_interval
         self.sd_metrics = sd_metrics
+        self.supervisor = supervisor
         self.jobs: dict[str, _Job] = {}
         self.running: dict[TargetKey, _Running] = {}
         self.stale_samples = 0
@@ -162,8 +175,14 @@ class ScrapeManager:
                                                     target.label_value_length_limit))
             loop = ScrapeLoop(target, client=self.client, sink=self.sink, metrics=self.metrics,
                               clock=self.clock, cache=cache, batch=self.batch, offset_seed=self.offset_seed)
-            loop.start(jitter=self.jitter)
-            self.running[key] = _Running(loop, cache)
+            running = _Running(loop, cache)
+            if self.supervisor is not None:
+                # The agent's supervisor owns the loop like a static target's: failures counted, restarted.
+                running.task = f"scrape {key[0]} {target.url} {hash(key) & 0xFFFFFFFF:08x}"
+                self.supervisor.start(running.task, _runner(loop, self.jitter), progress=_scrapes(loop))
+            else:
+                loop.start(jitter=self.jitter)
+            self.running[key] = running
             started += 1
         if self.sd_metrics is not None:
             for name in self.jobs:
@@ -181,9 +200,15 @@ class ScrapeManager:
         chunks.append(Chunk(data, len(SYNTHETIC_NAMES), key))
         return chunks
 
+    async def _stop_loop(self, running: _Running) -> None:
+        if self.supervisor is not None and running.task:
+            await self.supervisor.stop([running.task])
+        else:
+            await running.loop.stop()
+
     async def _retire(self, running: _Running) -> None:
         loop = running.loop
-        await loop.stop()
+        await self._stop_loop(running)
         if self.sink is None or loop.stats.scrapes == 0:
             return
         chunks = self.staleness_chunks(loop.target, running.cache, int(self.clock.time() * 1000))
@@ -220,4 +245,4 @@ class ScrapeManager:
                 await self._task
             self._task = None
         running, self.running = self.running, {}
-        await asyncio.gather(*(r.loop.stop() for r in running.values()))
+        await asyncio.gather(*(self._stop_loop(r) for r in running.values()))

@@ -25,6 +25,7 @@ from kubescrape.scrape.discovered import DiscoveredScraping, has_discovery
 from kubescrape.scrape.loop import ScrapeClient
 from kubescrape.scrape.manager import ScrapeManager
 from kubescrape.selfmon import SelfMetrics
+from kubescrape.supervisor import Supervisor
 from tests.e2e.prom import Prometheus
 
 RBAC = Path(__file__).resolve().parent.parent / "data" / "discovery-rbac.yaml"
@@ -251,13 +252,17 @@ async def test_discovered_scraping_starts_and_stops_everything(fleet: Emulator, 
     config.write_text(_config(fleet))
     sink = ListSink()
     metrics = SelfMetrics()
-    scraping = DiscoveredScraping(load_prometheus(config), jitter=False, metrics=metrics)
+    supervisor = Supervisor(metrics=metrics)
+    scraping = DiscoveredScraping(load_prometheus(config), jitter=False, metrics=metrics,
+                                  supervisor=supervisor)
     await scraping.start(sink)
     try:
         assert await scraping.wait_synced(15)
         annotated = fleet.apps.endpoints if fleet.apps else []
         await _until(lambda: len(scraping.loops) == NODES + len(annotated), "every target to be scraped")
         await _until(lambda: all(loop.stats.scrapes > 0 for loop in scraping.loops), "a scrape of each")
+        tasks = [r.task for r in scraping.manager.running.values()]
+        assert all(supervisor.running(t) for t in tasks) and supervisor.failing() == {}
         reg = metrics.registry
         assert reg.get_sample_value("kubescrape_sd_discovered_targets", {"job": "kubelet"}) == NODES
         assert reg.get_sample_value("kubescrape_sd_discovered_targets", {"job": "pods"}) == len(annotated)
