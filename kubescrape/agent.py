@@ -13,6 +13,7 @@ restarting, *ok* (200) otherwise.
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
 import sys
 from collections.abc import Callable, Coroutine, Sequence
@@ -20,15 +21,14 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from types import TracebackType
 from typing import Any, TextIO
-from urllib.parse import urlsplit
 
 from aiohttp import web
 
 from kubescrape._signals import stop_on_signals
 from kubescrape.clock import SYSTEM_CLOCK, Clock
 from kubescrape.config.categraf import load_categraf
+from kubescrape.config.logfile import LOG_FORMAT, log_handler
 from kubescrape.config.models import AgentConfig, WriterConfig
-from kubescrape.config.prometheus import load_prometheus
 from kubescrape.errors import ConfigError, KubescrapeError
 from kubescrape.remote_write import Chunk, Sink
 from kubescrape.remote_write.encode import decode_write_request
@@ -104,8 +104,7 @@ def writer_settings(config: AgentConfig) -> list[WriterSettings]:
 
 
 def _writer_name(w: WriterConfig) -> str:
-    parts = urlsplit(w.url)
-    return (parts.netloc + parts.path).rstrip("/") or w.url
+    return w.safe_name
 
 
 class Agent:
@@ -324,14 +323,17 @@ def print_summary(reports: Sequence[ScrapeReport], out: TextIO) -> None:
     print(f"{len(reports)} target(s), {len(reports) - failed} up, {failed} failed", file=out)
 
 
-def setup_logging(level: str, stream: TextIO | None = None) -> None:
-    """Log to stderr at ``level`` (debug, info, warning, error). Raises ConfigError on an unknown level."""
+def setup_logging(level: str, stream: TextIO | None = None, handler: logging.Handler | None = None) -> None:
+    """Log at ``level`` (debug, info, warning, error) through ``handler`` (``[log] file_name``, see
+    :func:`kubescrape.config.logfile.log_handler`) or to ``stream`` (default stderr). Replaces the handler
+    an earlier call installed. Raises ConfigError on an unknown level."""
     numeric = logging.getLevelName(level.upper())
     if not isinstance(numeric, int):
         raise ConfigError(f"unknown log level {level!r}", "use one of debug, info, warning, error",
                           key="--log-level")
-    handler = logging.StreamHandler(stream or sys.stderr)
-    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+    if handler is None:
+        handler = logging.StreamHandler(stream or sys.stderr)
+        handler.setFormatter(logging.Formatter(LOG_FORMAT))
     root = logging.getLogger()
     for h in list(root.handlers):
         if getattr(h, "_kubescrape", False):
@@ -399,9 +401,16 @@ def run_command(
     try:
         setup_logging(log_level)
         if config_file is not None:
+            # Imported here: it needs PyYAML, which a Categraf configuration never does.
+            from kubescrape.config.prometheus import load_prometheus
+
             config = load_prometheus(config_file, strict=strict, writer_urls=writer_urls)
         else:
             config = load_categraf(config_dir, writer_urls=writer_urls)
+        # --test writes samples to stdout and its report to stderr: the configured log file is for serving.
+        file_handler = None if test else log_handler(config.log)
+        if file_handler is not None:
+            setup_logging(log_level, handler=file_handler)
     except ConfigError as e:
         print(f"error: {e.cause}", file=sys.stderr)
         if e.fix:
@@ -409,6 +418,8 @@ def run_command(
         return 2
     for warning in config.warnings:
         log.warning("config: %s", warning)
+    if config.global_.print_configs:
+        log.info("configuration: %s", json.dumps(config.redacted(), sort_keys=True, default=str))
     with asyncio.Runner(loop_factory=_event_loop_factory()) as runner:
         try:
             if test:

@@ -15,6 +15,8 @@ from typing import Any
 
 import yaml
 
+from kubescrape.auth import IN_CLUSTER_CA_FILE, IN_CLUSTER_TOKEN_FILE, SERVICEACCOUNT_DIR
+
 __all__ = [
     "AGENT_SUBRESOURCES",
     "SA_CA_FILE",
@@ -29,9 +31,9 @@ __all__ = [
 Manifest = dict[str, Any]
 
 NAME = "kubescrape"
-SA_DIR = "/var/run/secrets/kubernetes.io/serviceaccount"
-SA_TOKEN_FILE = f"{SA_DIR}/token"
-SA_CA_FILE = f"{SA_DIR}/ca.crt"
+SA_DIR = str(SERVICEACCOUNT_DIR)
+SA_TOKEN_FILE = str(IN_CLUSTER_TOKEN_FILE)
+SA_CA_FILE = str(IN_CLUSTER_CA_FILE)
 #: The kubelet authorizes every path the agent scrapes as ``get`` on one of these ``nodes`` subresources.
 AGENT_SUBRESOURCES = ("metrics", "stats", "proxy")
 

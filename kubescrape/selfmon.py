@@ -40,6 +40,12 @@ class SelfMetrics:
             ["target"],
             registry=r,
         )
+        self.scrape_samples_dropped = Counter(
+            "kubescrape_scrape_samples_dropped_total",
+            "Samples of successful scrapes left out, by target and reason (duplicate, out of bounds …).",
+            ["target", "reason"],
+            registry=r,
+        )
         self.target_up = Gauge(
             "kubescrape_target_up", "1 if the last scrape of the target succeeded.", ["target"], registry=r
         )

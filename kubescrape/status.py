@@ -33,7 +33,6 @@ from string import Template
 from typing import Any, Protocol
 from urllib.parse import quote, unquote, urlsplit
 
-import yaml
 from aiohttp import web
 from prometheus_client import CollectorRegistry
 
@@ -424,6 +423,7 @@ def _error_html(error: tuple[str, str | None] | None) -> str:
 
 
 def _rule_text(rule: RelabelConfig) -> str:
+    import yaml  # here, not at module level: the agent's start-up does not need PyYAML
     data = {"action": rule.action, **rule.model_dump(exclude_defaults=True, exclude={"action"})}
     # One line per field, lists inline: how relabel rules are written in Prometheus' documentation.
     return "\n".join(yaml.safe_dump({k: v}, default_flow_style=None if isinstance(v, list) else False,
@@ -779,6 +779,8 @@ class StatusPages:
         config = self.source.config
         data = {("global" if k == "global_" else k): v  # the TOML table's name
                 for k, v in config.redacted().items() if k not in ("warnings", "files")}
+        import yaml
+
         text = yaml.safe_dump(data, sort_keys=False, allow_unicode=True, width=100)
         body = ""
         if config.files:

@@ -62,7 +62,6 @@ from kubescrape.config.models import (
     WriterConfig,
     WriterOptions,
 )
-from kubescrape.config.prometheus import load_scrape_config_file
 from kubescrape.errors import ConfigError
 from kubescrape.redact import SECRET, redact_text, redact_url, split_userinfo
 
@@ -174,10 +173,10 @@ def load_categraf(
     main_file = config_dir / "config.toml"
     if not main_file.is_file():
         raise ConfigError(
-            f"{main_file} not found",
-            f"create {main_file} with at least a [global] table (hostname, interval), or point --config-dir "
-            "at the directory that holds it",
-            file=str(main_file),
+            f"config.toml not found in {config_dir}",
+            "create it with at least a [global] table (hostname, interval) — `kubescrape emulate "
+            "--write-config DIR` writes a complete directory — or point --config-dir at the directory that "
+            "holds it",
         )
     extra = sorted(p for p in config_dir.glob("*.toml") if p.name != "config.toml" and p.is_file())
     main_sources = [_parse(p) for p in [main_file, *extra]]
@@ -256,6 +255,8 @@ def load_categraf(
     global_cfg = global_cfg.model_copy(update={"labels": global_labels})
     files = [str(s.path) for s in [*main_sources, *input_sources]]
     if bridge_file is not None:
+        from kubescrape.config.prometheus import load_scrape_config_file  # PyYAML only when used
+
         jobs, file_writers, file_warnings, external = load_scrape_config_file(bridge_file)
         instances.extend(jobs)
         ctx.warnings.extend(file_warnings)

@@ -4,7 +4,7 @@ Plain aiohttp rather than ``kubernetes_asyncio`` or ``lightkube``: discovery nee
 watch, with selectors, on a handful of resources) and reads a few fields of each object, so the objects
 stay the JSON dicts the server sent (no generated model classes to instantiate for thousands of pods),
 and the TLS context and the re-read ServiceAccount token are the agent's own
-(:func:`kubescrape.auth.client_ssl_context`, :class:`kubescrape.auth.BearerToken`), shared with the
+(:func:`kubescrape.client.client_ssl_context`, :class:`kubescrape.auth.BearerToken`), shared with the
 scrape loop instead of a second implementation inside a client library. Measured with
 ``bench/discovery.py`` (100 nodes × 50 pods, 600 pods replaced per minute, 2 CPUs): holding all 5,000
 pods took 134 MiB resident and 0.24 CPU-seconds per minute of watching here, against 365 MiB and 1.64
@@ -35,7 +35,8 @@ from typing import Any
 import aiohttp
 import yaml
 
-from kubescrape.auth import IN_CLUSTER_CA_FILE, IN_CLUSTER_TOKEN_FILE, BearerToken, client_ssl_context
+from kubescrape.auth import IN_CLUSTER_CA_FILE, IN_CLUSTER_TOKEN_FILE, BearerToken
+from kubescrape.client import client_ssl_context
 from kubescrape.errors import ConfigError, KubescrapeError
 
 Json = dict[str, Any]
@@ -76,7 +77,7 @@ _FIXES = {
 
 @dataclass(frozen=True)
 class _TLS:
-    """The TLS options :func:`kubescrape.auth.client_ssl_context` takes."""
+    """The TLS options :func:`kubescrape.client.client_ssl_context` takes."""
 
     ca_file: str | None = None
     cert_file: str | None = None

@@ -27,6 +27,7 @@ from typing import TYPE_CHECKING
 
 import aiohttp
 
+from kubescrape.client import TLSConfig, client_ssl_context, make_session, remote_write_error
 from kubescrape.clock import MIN_BACKOFF, SYSTEM_CLOCK, Backoff, Clock
 from kubescrape.errors import RemoteWriteError
 from kubescrape.remote_write.encode import REMOTE_WRITE_HEADERS, compress
@@ -87,16 +88,31 @@ ACCEPTED = Outcome()
 
 
 def tls_context(settings: WriterSettings) -> ssl.SSLContext | None:
-    """The TLS context for an https writer (None for http)."""
+    """The TLS context for an https writer (None for http), built by the one client-side builder
+    (:func:`kubescrape.client.client_ssl_context`): ``ca_file`` replaces the system trust store."""
     if not settings.url.startswith("https://"):
         return None
-    ctx = ssl.create_default_context(cafile=settings.ca_file)
-    if settings.cert_file:
-        ctx.load_cert_chain(settings.cert_file, settings.key_file)
-    if settings.insecure_skip_verify:
-        ctx.check_hostname = False
-        ctx.verify_mode = ssl.CERT_NONE
+    ctx = client_ssl_context(TLSConfig(
+        ca_file=settings.ca_file, cert_file=settings.cert_file, key_file=settings.key_file,
+        server_name=getattr(settings, "server_name", None),
+        insecure_skip_verify=settings.insecure_skip_verify,
+        min_version=getattr(settings, "min_version", None),
+        max_version=getattr(settings, "max_version", None),
+    ))
+    assert ctx is not None
     return ctx
+
+
+def _writer_credentials(settings: WriterSettings) -> str:
+    """What credentials a writer sends, named as its configuration names them ("" = none)."""
+    sent = []
+    if settings.basic_auth:
+        sent.append(f"basic auth (basic_auth_user {settings.basic_auth[0]!r})")
+    if any(k.lower() == "authorization" for k, _ in settings.headers):
+        sent.append("the Authorization header in headers")
+    if settings.cert_file and settings.url.startswith("https://"):
+        sent.append(f"the client certificate tls_cert ({settings.cert_file})")
+    return " and ".join(sent)
 
 
 def _first_line(text: str) -> str:
@@ -114,6 +130,7 @@ class Sender:
         self.clock = clock
         self._rng = rng or random.Random()
         self._session: aiohttp.ClientSession | None = None
+        self._server_name: str | None = None
         self._headers: dict[str, str] = {**REMOTE_WRITE_HEADERS, **dict(settings.headers)}
         if settings.basic_auth:
             user, password = settings.basic_auth
@@ -127,9 +144,12 @@ class Sender:
         if self._session is not None:
             return
         s = self.settings
-        connector = aiohttp.TCPConnector(limit=max(1, s.max_shards) * 2, ssl=tls_context(s) or False)
-        timeout = aiohttp.ClientTimeout(total=s.timeout, sock_connect=s.dial_timeout)
-        self._session = aiohttp.ClientSession(connector=connector, timeout=timeout)
+        if s.url.startswith("https://"):
+            self._server_name = getattr(s, "server_name", None) or None
+        self._session = make_session(
+            limit=max(1, s.max_shards) * 2, ssl_context=tls_context(s) or False,
+            timeout=aiohttp.ClientTimeout(total=s.timeout, sock_connect=s.dial_timeout),
+        )
 
     async def close(self) -> None:
         if self._session is not None:
@@ -144,45 +164,41 @@ class Sender:
         s = self.settings
         started = self.clock.monotonic()
         try:
-            async with self._session.post(s.url, data=body, headers=self._headers) as resp:
+            async with self._session.post(s.url, data=body, headers=self._headers,
+                                          server_hostname=self._server_name) as resp:
                 status = resp.status
+                where = s.url if str(resp.url) == s.url else f"{resp.url} (redirected from {s.url})"
                 if 200 <= status < 300:
                     await resp.read()
                     return
                 text = await resp.text(errors="replace")
                 retry_after = parse_retry_after(resp.headers.get("Retry-After"), self.clock.time())
-        except aiohttp.ClientConnectorCertificateError as e:
-            raise RemoteWriteError(
-                f"writer {s.name!r} at {s.url}: TLS certificate verification failed ({e.certificate_error})",
-                "set ca_file to the CA that signed the backend's certificate (or insecure_skip_verify for "
-                "a test backend)", writer=s.name) from e
-        except (aiohttp.ClientError, OSError) as e:
-            raise RemoteWriteError(
-                f"writer {s.name!r} at {s.url}: connection failed ({type(e).__name__}: {e})",
-                "check the backend is up and reachable from this node; data waits in the queue/spool "
-                "meanwhile", writer=s.name) from e
-        except TimeoutError as e:
-            raise RemoteWriteError(
-                f"writer {s.name!r} at {s.url}: no answer within {s.timeout:g}s",
-                "the backend is overloaded or unreachable; raise the writer timeout if it is just slow",
-                writer=s.name) from e
+        except (aiohttp.ClientError, OSError) as e:  # TimeoutError (aiohttp's total timeout) is an OSError
+            raise remote_write_error(e, s.url, s.name, timeout=s.timeout,
+                                     server_name=self._server_name) from e
         finally:
             self._m_duration.observe(max(0.0, self.clock.monotonic() - started))
         line = _first_line(text)
         if status in (401, 403):
+            sent = _writer_credentials(s)
+            if sent:
+                fix = (f"the backend rejected {sent}: check {'them' if ' and ' in sent else 'it'} "
+                       "(and, for a 403, that the identity may write)")
+            else:
+                fix = ("the backend wants credentials and none were sent: set basic_auth_user/"
+                       "basic_auth_pass, or an Authorization bearer token in headers")
             raise RemoteWriteError(
-                f"writer {s.name!r} at {s.url} answered {status} "
+                f"writer {s.name!r} at {where} answered {status} "
                 f"{'Unauthorized' if status == 401 else 'Forbidden'}: {line}",
-                "the backend rejected the credentials: check the writer's basic_auth, headers and bearer "
-                "token (and that the token may write)", writer=s.name, status=status, retryable=False)
+                fix, writer=s.name, status=status, retryable=False)
         if status == 429 or status >= 500:
             raise RemoteWriteError(
-                f"writer {s.name!r} at {s.url} answered {status}: {line}",
+                f"writer {s.name!r} at {where} answered {status}: {line}",
                 "the backend is overloaded or failing; the batch is retried with backoff",
                 writer=s.name, status=status, retryable=True,
                 retry_after=retry_after if status in (429, 503) else None)
         raise RemoteWriteError(
-            f"writer {s.name!r} at {s.url} answered {status}: {line}",
+            f"writer {s.name!r} at {where} answered {status}: {line}",
             "the backend refused this batch (bad request, samples too old or out of order); it cannot "
             "succeed on retry and was dropped", writer=s.name, status=status, retryable=False)
 
