@@ -29,10 +29,12 @@ from kubescrape.clock import SYSTEM_CLOCK, Clock
 from kubescrape.config.categraf import load_categraf
 from kubescrape.config.logfile import LOG_FORMAT, log_handler
 from kubescrape.config.models import AgentConfig, WriterConfig
+from kubescrape.discovery.shard import Sharder
 from kubescrape.errors import ConfigError, KubescrapeError
 from kubescrape.remote_write import Chunk, Sink
 from kubescrape.remote_write.encode import decode_write_request
 from kubescrape.remote_write.queue import RemoteWrite, WriterSettings, WriterStats
+from kubescrape.scrape.discovered import DiscoveredScraping, has_discovery
 from kubescrape.scrape.loop import ScrapeClient, ScrapeLoop, ScrapeReport, TargetStats, hostname_seed
 from kubescrape.scrape.parser import Sample, render
 from kubescrape.scrape.targets import Target, build_targets
@@ -129,6 +131,7 @@ class Agent:
         shutdown_timeout: float = 10.0,
         jitter: bool = True,
         summary_interval: float | None = None,
+        sharder: Sharder | None = None,
     ) -> None:
         self.config = config
         self.metrics = metrics if metrics is not None else SelfMetrics()
@@ -158,6 +161,11 @@ class Agent:
             while name in self._scrape_tasks:
                 name += "'"
             self._scrape_tasks.append(name)
+        # Jobs with kubernetes_sd_configs: their loops come and go with discovery (scrape/discovered.py).
+        self.discovered = DiscoveredScraping(
+            config, metrics=self.metrics, clock=clock, sharder=sharder, jitter=jitter,
+            offset_seed=hostname_seed(config.global_.hostname), client=self._client,
+            supervisor=self.supervisor) if has_discovery(config) else None
         if config.warnings:
             self.metrics.config_warnings.inc(len(config.warnings))
 
@@ -187,6 +195,8 @@ class Agent:
         for name, loop in zip(self._scrape_tasks, self.loops, strict=True):
             loop.sink = self._sink
             self.supervisor.start(name, _runner_of(loop, self._jitter), progress=_scrapes_of(loop))
+        if self.discovered is not None:
+            await self.discovered.start(self._sink)
         if self._summary_interval:
             self.supervisor.start("summary", self._summaries)
         log.info("scraping %d target(s) every %s", len(self.loops),
@@ -197,6 +207,8 @@ class Agent:
         if not self._started:
             return
         self._started = False
+        if self.discovered is not None:
+            await self.discovered.stop()
         await self.supervisor.stop([*self._scrape_tasks, "summary"])
         await self._client.close()
         if self._remote_write is not None:
@@ -216,7 +228,8 @@ class Agent:
     def stats(self) -> AgentStats:
         """Per target: up, last error, samples, duration; per writer: delivery numbers."""
         writers = self._remote_write.stats() if self._remote_write is not None else []
-        return AgentStats(targets=[loop.stats for loop in self.loops], writers=writers)
+        loops = [*self.loops, *(self.discovered.loops if self.discovered is not None else [])]
+        return AgentStats(targets=[loop.stats for loop in loops], writers=writers)
 
     def healthy(self) -> tuple[bool, str]:
         """For ``/healthz`` (the policy is in the README): ``(False, "unhealthy: …")`` while a writer cannot
