@@ -29,7 +29,7 @@ from kubescrape.clock import SYSTEM_CLOCK, Clock
 from kubescrape.config.categraf import load_categraf
 from kubescrape.config.logfile import LOG_FORMAT, log_handler
 from kubescrape.config.models import AgentConfig, WriterConfig
-from kubescrape.discovery.shard import Sharder
+from kubescrape.discovery.shard import Sharder, sharder_from_options
 from kubescrape.errors import ConfigError, KubescrapeError
 from kubescrape.remote_write import Chunk, Sink
 from kubescrape.remote_write.encode import decode_write_request
@@ -377,9 +377,9 @@ async def _test_mode(config: AgentConfig) -> int:
 
 
 async def _serve(config: AgentConfig, *, listen: str, spool_dir: Path | None, spool_max_bytes: int,
-                 shutdown_timeout: float, summary_interval: float | None) -> int:
+                 shutdown_timeout: float, summary_interval: float | None, sharder: Sharder | None) -> int:
     agent = Agent(config, listen=listen, spool_dir=spool_dir, spool_max_bytes=spool_max_bytes,
-                  shutdown_timeout=shutdown_timeout, summary_interval=summary_interval)
+                  shutdown_timeout=shutdown_timeout, summary_interval=summary_interval, sharder=sharder)
     with stop_on_signals() as stop:
         try:
             await agent.start()
@@ -405,6 +405,9 @@ def run_command(
     strict: bool = False,
     quiet: bool = False,
     summary_interval: float | None = 60.0,
+    shard_count: int = 1,
+    shard_index: str | None = None,
+    shard_replication: int = 1,
 ) -> int:
     """``kubescrape run``: 0 on a clean stop, 1 if a ``--test`` target failed, 2 on configuration errors.
 
@@ -420,6 +423,9 @@ def run_command(
             config = load_prometheus(config_file, strict=strict, writer_urls=writer_urls)
         else:
             config = load_categraf(config_dir, writer_urls=writer_urls)
+        sharder = None
+        if shard_count > 1:
+            sharder = sharder_from_options(shard_count, shard_index, shard_replication)
         # --test writes samples to stdout and its report to stderr: the configured log file is for serving.
         file_handler = None if test else log_handler(config.log)
         if file_handler is not None:
@@ -439,7 +445,8 @@ def run_command(
                 return runner.run(_test_mode(config))
             return runner.run(_serve(config, listen=listen, spool_dir=spool_dir if spool else None,
                                      spool_max_bytes=spool_max_bytes, shutdown_timeout=shutdown_timeout,
-                                     summary_interval=None if quiet else summary_interval or None))
+                                     summary_interval=None if quiet else summary_interval or None,
+                                     sharder=sharder))
         except KubescrapeError as e:
             print(f"error: {e.cause}", file=sys.stderr)
             if e.fix:
