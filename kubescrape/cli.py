@@ -282,6 +282,15 @@ def emulate(
             help="With --apiserver-port: remove a node and add it back this often (watch events); 0 = never.",
         ),
     ] = 0.0,
+    pending_serving_csr: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--pending-serving-csr",
+            metavar="NODE",
+            help="With --apiserver-port: NODE (or all) runs serverTLSBootstrap with its kubelet-serving CSR "
+            "Pending: TLS on 10250 fails (alert internal_error) until `kubectl certificate approve`.",
+        ),
+    ] = None,
 ) -> None:
     """Run a kubelet emulator: TLS, x509/token authn, RBAC authz, realistic payloads."""
     from kubescrape.emulator import run_command
@@ -307,6 +316,7 @@ def emulate(
             interval=interval,
             apiserver_port=apiserver_port,
             node_churn=node_churn,
+            pending_serving_csr=pending_serving_csr or [],
         )
     )
 

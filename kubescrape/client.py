@@ -364,6 +364,13 @@ _UNKNOWN_AUTHORITY_FIX = (
     "and insecure_skip_verify = true"
 )
 
+_SERVING_CSR_FIX = (
+    "approve the node's serving certificate: `kubectl get csr` lists it Pending (SIGNERNAME "
+    "kubernetes.io/kubelet-serving, REQUESTOR system:node:<node>); then `kubectl certificate approve "
+    "<name>`. The kubelet serves as soon as it is approved; kube-controller-manager never approves "
+    "kubelet-serving CSRs by itself"
+)
+
 ERROR_TABLE: tuple[Translation, ...] = (
     Translation(
         "cert_expired", TLSError, _verify_code({10}),
@@ -405,6 +412,17 @@ ERROR_TABLE: tuple[Translation, ...] = (
         "use {http_url} with use_tls = false (kube-proxy's :10249 is plain HTTP; the kubelet's :10250 is "
         "HTTPS)",
         "use http:// in the writer url: the backend does not speak TLS on that port",
+    ),
+    Translation(
+        # Go's TLS server sends internal_error when GetCertificate fails: the kubelet with
+        # serverTLSBootstrap: true has no serving certificate until its CSR is approved.
+        "tls_no_serving_cert", TLSError, _ssl_text("TLSV1_ALERT_INTERNAL_ERROR", "alert internal error"),
+        "{where} aborted the TLS handshake with the alert internal_error ({detail}): a kubelet with "
+        "serverTLSBootstrap: true has no serving certificate until its kubernetes.io/kubelet-serving CSR "
+        "is approved",
+        _SERVING_CSR_FIX,
+        "the backend aborted the TLS handshake (alert internal_error): check its log and its serving "
+        "certificate",
     ),
     Translation(
         "tls_client_cert_required", TLSError,

@@ -505,6 +505,18 @@ async def _tls_failure(p: Probe, e: BaseException) -> _Stop:
     tls = p.target.tls
     error = translate_error(e, p.url, timeout=p.timeout, server_name=tls.server_name if tls.use_tls else None)
     reason = lookup(e).reason
+    if reason == "tls_no_serving_cert":
+        # Before the plain-HTTP probe: the kubelet's sniffing listener answers HTTP with a 400 either way.
+        return p.fail(
+            "tls", f"the handshake was refused with the alert internal_error ({_short_exc(e)})",
+            f"{p.where} has no serving certificate yet: the kubelet runs with serverTLSBootstrap: true and "
+            "its serving certificate request (a CSR with SIGNERNAME kubernetes.io/kubelet-serving, REQUESTOR "
+            "system:node:<this node>) is Pending, not approved; until then every TLS handshake on 10250 "
+            "fails with this alert",
+            "with cluster-admin rights: `kubectl get csr` shows that CSR as Pending; approve it with "
+            "`kubectl certificate approve <name>` (the name from the first column, e.g. csr-5rwzm). The "
+            "kubelet serves at once; kube-controller-manager never approves kubelet-serving CSRs itself",
+        )
     if not reason.startswith("cert_"):
         if reason == "tls_plain_http" or await speaks_plain_http(p):
             return p.fail(

@@ -10,6 +10,7 @@ import asyncio
 import contextlib
 import re
 import sys
+from collections.abc import Sequence
 from importlib import resources
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -59,6 +60,10 @@ def _describe(emu: Emulator) -> str:
     if emu.apiserver is not None:
         lines.append(f"apiserver:   {emu.apiserver.url}  "
                      f"(kubectl --kubeconfig {emu.kubeconfig_path} get pods -A)")
+    if emu.pending_serving_csr:
+        lines.append(f"serving CSR Pending on {', '.join(sorted(emu.pending_serving_csr))}: TLS on 10250 "
+                     f"fails until `kubectl --kubeconfig {emu.kubeconfig_path} certificate approve NAME` "
+                     "(names: `get csr`)")
     lines += [
         f"CA:          {emu.ca_path}",
         f"admin cert:  {admin_crt} / {admin_key}",
@@ -115,6 +120,7 @@ def run_command(
     interval: int = 15,
     apiserver_port: int | None = None,
     node_churn: float = 0.0,
+    pending_serving_csr: Sequence[str] = (),
 ) -> int:
     """``kubescrape emulate``: returns the process exit code."""
     from kubescrape.emulator.fleet import Emulator
@@ -125,7 +131,7 @@ def run_command(
             state_dir, nodes=nodes, pods=pods, churn=churn, address=address, port=port,
             healthz_port=healthz_port or None, proxy_port=proxy_port or None, rbac_files=rbac_files,
             kubelet_version=kubelet_version, token_ttl=token_ttl, anonymous=anonymous,
-            apiserver_port=apiserver_port, node_churn=node_churn,
+            apiserver_port=apiserver_port, node_churn=node_churn, pending_serving_csr=pending_serving_csr,
         )
         if print_config:
             emu.prepare_state()

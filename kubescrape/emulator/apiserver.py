@@ -51,12 +51,13 @@ from kubescrape.emulator.apistore import (
 from kubescrape.emulator.apitables import table, wants_table
 from kubescrape.emulator.authn import AUTHENTICATED, Authenticator, UserInfo
 from kubescrape.emulator.authz import Attributes, RBACAuthorizer
+from kubescrape.emulator.csr import approved
 from kubescrape.emulator.tokens import SA_PREFIX
 from kubescrape.errors import EmulatorError
 
 log = logging.getLogger(__name__)
 
-__all__ = ["ApiServer", "NodeAddress"]
+__all__ = ["ApiServer", "NodeAddress", "Signer"]
 
 NodeAddress = Callable[[str], "tuple[str, int] | None"]
 JSON_TYPE = "application/json"
@@ -120,13 +121,18 @@ def _resource_list(group_version: str, resources: list[Resource], extra: list[Js
         if r.name == "nodes":
             out.append({"name": "nodes/proxy", "singularName": "", "namespaced": False,
                         "kind": "NodeProxyOptions", "verbs": ["create", "delete", "get", "patch", "update"]})
+        if r.name == "certificatesigningrequests":
+            out.append({"name": "certificatesigningrequests/approval", "singularName": "",
+                        "namespaced": False, "kind": "CertificateSigningRequest", "verbs": ["get", "update"]})
     out += extra or []
     return {"kind": "APIResourceList", "apiVersion": "v1", "groupVersion": group_version, "resources": out}
 
 
 _SSAR = {"name": "selfsubjectaccessreviews", "singularName": "selfsubjectaccessreview", "namespaced": False,
          "kind": "SelfSubjectAccessReview", "verbs": ["create"]}
-_GROUPS = ("discovery.k8s.io", "authorization.k8s.io")
+_GROUPS = ("discovery.k8s.io", "authorization.k8s.io", "certificates.k8s.io")
+# The signer that acts on an approved CSR (kube-controller-manager's): returns it with status.certificate.
+Signer = Callable[[Json], "Json | None"]
 
 
 class ApiServer:
@@ -135,8 +141,9 @@ class ApiServer:
     def __init__(self, store: Store, *, address: str, port: int, ssl_context: ssl.SSLContext,
                  authenticator: Authenticator, authorizer: RBACAuthorizer, kubelet_ssl: ssl.SSLContext,
                  node_address: NodeAddress, version: str, bookmark_interval: float = 60.0,
-                 clock: Clock = SYSTEM_CLOCK) -> None:
+                 clock: Clock = SYSTEM_CLOCK, signer: Signer | None = None) -> None:
         self.store = store
+        self.signer = signer
         self.address = address
         self.port = port
         self.ssl_context = ssl_context
@@ -280,12 +287,15 @@ class ApiServer:
             return _not_found_path()
         name = rest[1] if len(rest) > 1 else ""
         subresource = rest[2] if len(rest) > 2 else ""
-        if subresource and not (resource.name == "nodes" and subresource == "proxy"):
+        if subresource and (resource.name, subresource) not in (("nodes", "proxy"),
+                                                               ("certificatesigningrequests", "approval")):
             return _not_found_path()
         watch = not name and _truthy(request.query.get("watch"))
         if subresource == "proxy":
             verb = {"GET": "get", "HEAD": "get", "POST": "create", "PUT": "update", "PATCH": "patch",
                     "DELETE": "delete"}.get(request.method, "")
+        elif subresource == "approval" and request.method == "PUT":
+            verb = "update"
         elif request.method not in ("GET", "HEAD"):
             return _status(405, "MethodNotAllowed",
                            "the server does not allow this method on the requested resource", {})
@@ -297,6 +307,8 @@ class ApiServer:
             return _forbidden(attrs)
         if subresource == "proxy":
             return await self._proxy(request, name, "/" + "/".join(rest[3:]))
+        if subresource == "approval" and request.method == "PUT":
+            return await self._approve(request, user, resource, name)
         if name:
             obj = self.store.get(resource, namespace, name)
             if obj is None:
@@ -491,6 +503,38 @@ class ApiServer:
             "metadata": {"creationTimestamp": None}, "spec": spec,
             "status": {"allowed": allowed} if allowed else {"allowed": False},
         })
+
+    # --- certificatesigningrequests/approval -------------------------------------------------------------
+
+    async def _approve(self, request: web.Request, user: UserInfo, resource: Resource,
+                       name: str) -> web.Response:
+        """``kubectl certificate approve|deny``: PUT of the whole CSR with its new conditions."""
+        stored = self.store.get(resource, "", name)
+        if stored is None:
+            return _status(404, "NotFound", f'{resource.qualified} "{name}" not found',
+                           {"name": name, "group": resource.group, "kind": resource.name})
+        try:
+            body: Any = await request.json()
+            conditions = (body.get("status") or {}).get("conditions") or []
+            if not isinstance(conditions, list) or not all(isinstance(c, dict) for c in conditions):
+                raise TypeError(conditions)
+        except (ValueError, TypeError, AttributeError):
+            return _status(400, "BadRequest", "the body is not a CertificateSigningRequest")
+        signer_name = stored["spec"].get("signerName", "")
+        approve = Attributes(user.name, user.groups, "approve", "signers", "", signer_name,
+                             api_group=resource.group, path=request.path)
+        if not self.authz.allowed(approve):
+            return _status(403, "Forbidden", f'{resource.qualified} "{name}" is forbidden: user not '
+                           f'permitted to approve requests with signerName "{signer_name}"',
+                           {"name": name, "group": resource.group, "kind": resource.name})
+        meta = {k: v for k, v in stored["metadata"].items() if k != "resourceVersion"}
+        updated: Json = {**stored, "metadata": meta,
+                         "status": {**(stored.get("status") or {}), "conditions": conditions}}
+        if self.signer is not None and approved(updated):
+            updated = self.signer(updated) or updated
+        self.store.put(resource, updated)
+        now = self.store.get(resource, "", name) or updated
+        return _json_response(200, {"kind": resource.kind, "apiVersion": resource.api_version, **now})
 
     # --- nodes/proxy -----------------------------------------------------------------------------------
 

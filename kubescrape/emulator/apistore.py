@@ -73,6 +73,8 @@ RESOURCES: dict[tuple[str, str], Resource] = {
         Resource("namespaces", "Namespace", "", "v1", False, ("ns",), ("status.phase",), "namespace"),
         Resource("endpointslices", "EndpointSlice", "discovery.k8s.io", "v1", True, (), (),
                  "endpointslice"),
+        Resource("certificatesigningrequests", "CertificateSigningRequest", "certificates.k8s.io", "v1",
+                 False, ("csr",), ("spec.signerName",), "certificatesigningrequest"),
     )
 }
 

@@ -10,6 +10,7 @@ from collections.abc import Callable, Iterable
 from typing import Any
 
 from kubescrape.emulator.apistore import Json, Resource
+from kubescrape.emulator.csr import condition_text
 
 __all__ = ["human_duration", "table", "wants_table"]
 
@@ -127,9 +128,27 @@ def _default_row(o: Json, now: float) -> list[Any]:
     return [o["metadata"]["name"], o["metadata"].get("creationTimestamp")]
 
 
+def _csr_row(c: Json, now: float) -> list[Any]:
+    spec = c.get("spec") or {}
+    seconds = spec.get("expirationSeconds")
+    return [c["metadata"]["name"], _age(c, now), spec.get("signerName", ""), spec.get("username", ""),
+            human_duration(seconds) if seconds else "<none>", condition_text(c)]
+
+
+_CSR_COLUMNS = [
+    _col("Name", _NAME_DESC, fmt="name"),
+    _col("Age", _AGE_DESC),
+    _col("SignerName", "Only used to print the signerName field"),
+    _col("Requestor", "Name of the user requesting the certificate"),
+    _col("RequestedDuration", "Requested duration of the certificate"),
+    _col("Condition", "Status of the request: Pending, Approved, Denied, Failed, Issued"),
+]
+
+
 _PRINTERS: dict[str, tuple[list[Json], Callable[[Json, float], list[Any]]]] = {
     "nodes": (_NODE_COLUMNS, _node_row),
     "pods": (_POD_COLUMNS, _pod_row),
+    "certificatesigningrequests": (_CSR_COLUMNS, _csr_row),
 }
 
 

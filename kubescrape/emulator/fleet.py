@@ -37,13 +37,15 @@ from cryptography import x509
 from kubescrape.clock import SYSTEM_CLOCK, Clock
 from kubescrape.emulator.apiobjects import ClusterSync, NodeView
 from kubescrape.emulator.apiserver import ApiServer
-from kubescrape.emulator.apistore import Store
+from kubescrape.emulator.apistore import Json, Store
 from kubescrape.emulator.apps import AppServers, app_endpoints
 from kubescrape.emulator.authn import Authenticator
 from kubescrape.emulator.authz import KubeletVersion, Policy, RBACAuthorizer, default_policy, load_policy
+from kubescrape.emulator.csr import KUBELET_SERVING_SIGNER, issued, serving_csr
 from kubescrape.emulator.pki import (
     CertificateAuthority,
     CertPair,
+    certificate_request_pem,
     client_ssl_context,
     server_ssl_context,
     write_private,
@@ -138,6 +140,7 @@ class Emulator:
         sync_interval: float = 0.25,
         bookmark_interval: float = 60.0,
         watch_history: int = 20_000,
+        pending_serving_csr: Sequence[str] = (),
     ) -> None:
         if nodes < 1:
             raise EmulatorError(f"--nodes {nodes} is not a node count", "use --nodes 1 or more")
@@ -188,6 +191,16 @@ class Emulator:
         self._authn: Authenticator | None = None
         self._authz: RBACAuthorizer | None = None
         self._removed: list[NodeSpec] = []
+        # serverTLSBootstrap: these nodes serve nothing until their kubelet-serving CSR is approved.
+        names = [s.name for s in self.specs]
+        self.pending_serving_csr = set(names if "all" in pending_serving_csr else pending_serving_csr)
+        unknown = sorted(self.pending_serving_csr - set(names))
+        if unknown:
+            raise EmulatorError(f"--pending-serving-csr names no emulated node: {', '.join(unknown)}",
+                                f"use node names ({names[0]} … {names[-1]}) or all")
+        if self.pending_serving_csr and apiserver_port is None:
+            raise EmulatorError("--pending-serving-csr needs the stand-in apiserver (the CSR lives there)",
+                                "add --apiserver-port (0 picks a free port)")
 
     # --- state ---------------------------------------------------------------------------------
 
@@ -305,6 +318,7 @@ class Emulator:
             authenticator=self._authn, authorizer=self._authz, payloads=self._payloads_for(spec),
             version=self.version, fine_grained=self.fine_grained, pods=self.pods, clock=self.clock,
             cache_ttl=self.cache_ttl, stats=self.stats,
+            certificate_pending=spec.name in self.pending_serving_csr,
         )
         await server.start()
         self.servers.append(server)
@@ -328,11 +342,34 @@ class Emulator:
             # The apiserver's default --anonymous-auth=true: no credentials is system:anonymous (then 403).
             authenticator=Authenticator(self.issuer, anonymous=True), authorizer=self._authz,
             kubelet_ssl=client_ssl_context(self.ca.cert_pem, client), node_address=self._node_address,
-            version=str(self.version), bookmark_interval=self.bookmark_interval, clock=self.clock)
+            version=str(self.version), bookmark_interval=self.bookmark_interval, clock=self.clock,
+            signer=self._sign_serving_csr)
         await self.apiserver.start()
+        csrs = self.store.resource("certificates.k8s.io", "certificatesigningrequests")
+        for spec in self.specs:
+            if spec.name in self.pending_serving_csr:
+                pair = self._node_pairs[spec.name]
+                request = certificate_request_pem(pair, f"system:node:{spec.name}", ["system:nodes"],
+                                                  [spec.address], [spec.name])
+                self.store.put(csrs, serving_csr(spec.name, request, created=self.clock.time()))
         crt, key = self.admin_cert_paths()
         write_private(self.kubeconfig_path, _kubeconfig(
             self.apiserver.url, self.ca.cert_pem, crt.read_bytes(), key.read_bytes()).encode(), 0o600)
+
+    def _sign_serving_csr(self, obj: Json) -> Json | None:
+        """The kubelet-serving signer: an approved CSR of one of our nodes gets its certificate, and the
+        node serves with it from the next handshake on."""
+        assert self.ca is not None
+        spec = obj.get("spec") or {}
+        node = str(spec.get("username", "")).removeprefix("system:node:")
+        server = next((s for s in self.servers if s.spec.name == node), None)
+        if spec.get("signerName") != KUBELET_SERVING_SIGNER or server is None:
+            return None
+        pair = self._node_pairs[node]
+        server.install_certificate(server_ssl_context(pair, self.ca.cert_pem))
+        self.pending_serving_csr.discard(node)
+        log.info("serving CSR %s approved: %s serves on %s", obj["metadata"]["name"], node, server.url)
+        return issued(obj, pair.cert_pem, now=self.clock.time())
 
     def service_account_kubeconfig(self, namespace: str, name: str) -> Path:
         """A kubeconfig authenticating as ServiceAccount ``namespace/name`` with its current token."""

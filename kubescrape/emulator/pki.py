@@ -270,3 +270,36 @@ def client_ssl_context(ca_pem: bytes | None = None, client_pair: CertPair | None
     if client_pair is not None:
         _load_chain(ctx, client_pair)
     return ctx
+
+
+def no_certificate_context() -> ssl.SSLContext:
+    """A server context that aborts every handshake with the alert ``internal_error``.
+
+    That is what a kubelet with ``serverTLSBootstrap: true`` answers until its serving CSR is approved:
+    its ``tls.Config.GetCertificate`` has no certificate and Go's handshake fails with that alert. An
+    aborted asyncio handshake sends no alert at all, so the callback returns it explicitly (OpenSSL calls
+    the servername callback with or without SNI).
+    """
+    ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    ctx.minimum_version = ssl.TLSVersion.TLSv1_2
+
+    def refuse(_obj: ssl.SSLObject, _name: str | None, _ctx: ssl.SSLContext) -> int:
+        return ssl.ALERT_DESCRIPTION_INTERNAL_ERROR
+
+    ctx.sni_callback = refuse
+    return ctx
+
+
+def certificate_request_pem(pair: CertPair, common_name: str, organizations: Iterable[str],
+                            ips: Iterable[str], dns_names: Iterable[str]) -> bytes:
+    """A PKCS#10 request for ``pair``'s key, as the kubelet's certificate manager writes it."""
+    key = serialization.load_pem_private_key(pair.key_pem, password=None)
+    assert isinstance(key, ec.EllipticCurvePrivateKey)
+    attrs = [x509.NameAttribute(NameOID.ORGANIZATION_NAME, o) for o in organizations]
+    attrs.append(x509.NameAttribute(NameOID.COMMON_NAME, common_name))
+    sans: list[x509.GeneralName] = [x509.DNSName(n) for n in dns_names]
+    sans += [x509.IPAddress(ipaddress.ip_address(ip)) for ip in ips]
+    request = (x509.CertificateSigningRequestBuilder().subject_name(x509.Name(attrs))
+               .add_extension(x509.SubjectAlternativeName(sans), critical=False)
+               .sign(key, hashes.SHA256()))
+    return request.public_bytes(serialization.Encoding.PEM)

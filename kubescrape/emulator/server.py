@@ -34,6 +34,7 @@ from aiohttp import web
 from kubescrape.clock import SYSTEM_CLOCK, Clock
 from kubescrape.emulator.authn import TEXT_PLAIN, UNAUTHORIZED_BODY, Authenticator
 from kubescrape.emulator.authz import KubeletVersion, RBACAuthorizer, forbidden_body, request_attributes
+from kubescrape.emulator.pki import no_certificate_context
 from kubescrape.errors import EmulatorError
 
 log = logging.getLogger(__name__)
@@ -127,6 +128,9 @@ class SniffingTLSListener:
         self._sock: socket.socket | None = None
         self._accept_task: asyncio.Task[None] | None = None
         self._pending: set[asyncio.Task[None]] = set()
+        # Set while a serverTLSBootstrap kubelet has no approved serving certificate: every handshake is
+        # refused with the alert internal_error (this context's servername callback sends it).
+        self.refusing: ssl.SSLContext | None = None
 
     async def start(self) -> None:
         sock = socket.socket(socket.AF_INET6 if ":" in self.host else socket.AF_INET, socket.SOCK_STREAM)
@@ -189,6 +193,9 @@ class SniffingTLSListener:
         except (TimeoutError, OSError):
             conn.close()
             return
+        if head[:1] == bytes([_TLS_HANDSHAKE]) and self.refusing is not None:
+            await self._refuse(conn, self.refusing)
+            return
         if head[:1] == bytes([_TLS_HANDSHAKE]):
             try:
                 await loop.connect_accepted_socket(self.protocol_factory, conn, ssl=self.ssl_context,
@@ -206,6 +213,34 @@ class SniffingTLSListener:
                 self.stats.plain_http_rejected += 1
                 conn.send(GO_PLAIN_HTTP_RESPONSE)
         conn.close()
+
+    @staticmethod
+    async def _refuse(conn: socket.socket, ctx: ssl.SSLContext) -> None:
+        """Run the handshake by hand so that the alert reaches the client before the close (asyncio's
+        TLS transport drops it when a handshake fails)."""
+        loop = asyncio.get_running_loop()
+        incoming, outgoing = ssl.MemoryBIO(), ssl.MemoryBIO()
+        obj = ctx.wrap_bio(incoming, outgoing, server_side=True)
+        try:
+            async with asyncio.timeout(_SNIFF_TIMEOUT):
+                while True:
+                    try:
+                        obj.do_handshake()
+                        break
+                    except ssl.SSLWantReadError:
+                        data = await loop.sock_recv(conn, 16384)
+                        if not data:
+                            break
+                        incoming.write(data)
+                    except ssl.SSLError:
+                        break
+                alert = outgoing.read()
+                if alert:
+                    await loop.sock_sendall(conn, alert)
+        except (OSError, TimeoutError):
+            pass
+        finally:
+            conn.close()
 
     async def stop(self) -> None:
         if self._accept_task is not None:
@@ -256,8 +291,10 @@ class NodeServer:
                  authorizer: RBACAuthorizer, payloads: Callable[[], NodePayloadsLike],
                  version: KubeletVersion, fine_grained: bool | None = None, pods: int = 30,
                  clock: Clock = SYSTEM_CLOCK, cache_ttl: float = 1.0,
-                 stats: ServeStats | None = None) -> None:
+                 stats: ServeStats | None = None, certificate_pending: bool = False) -> None:
         self.spec = spec
+        # serverTLSBootstrap with the kubelet-serving CSR not yet approved: no serving certificate.
+        self.certificate_pending = certificate_pending
         self.ssl_context = ssl_context
         self.authn = authenticator
         self.authz = authorizer
@@ -384,6 +421,8 @@ class NodeServer:
         assert runner.server is not None
         self._listener = SniffingTLSListener(self.spec.address, self.spec.port, self.ssl_context,
                                              runner.server, self.stats)
+        if self.certificate_pending:
+            self._listener.refusing = no_certificate_context()
         try:
             await self._listener.start()
             self.spec.port = self._listener.port
@@ -394,6 +433,14 @@ class NodeServer:
         except BaseException:
             await self.stop()
             raise
+
+    def install_certificate(self, ssl_context: ssl.SSLContext) -> None:
+        """The serving CSR was approved: serve with ``ssl_context`` from the next handshake on."""
+        self.ssl_context = ssl_context
+        self.certificate_pending = False
+        if self._listener is not None:
+            self._listener.ssl_context = ssl_context
+            self._listener.refusing = None
 
     async def stop(self) -> None:
         if self._listener is not None:
