@@ -372,6 +372,7 @@ def _cert_error(code: int, message: str) -> ssl.SSLCertVerificationError:
     (ssl.SSLError(1, "[SSL: TLSV13_ALERT_CERTIFICATE_REQUIRED] tlsv13 alert certificate required"),
      "tls_client_cert_required"),
     (ssl.SSLError(1, "[SSL: UNSUPPORTED_PROTOCOL] unsupported protocol"), "tls_version"),
+    (ssl.SSLError(1, "[SSL: TLSV1_ALERT_INTERNAL_ERROR] tlsv1 alert internal error"), "tls_no_serving_cert"),
     (TimeoutError(), "timeout"),
     (aiohttp.ConnectionTimeoutError(), "connect_timeout"),
     (socket.gaierror(-2, "Name or service not known"), "dns"),
@@ -578,3 +579,12 @@ async def test_writer_401_names_the_configured_credentials() -> None:
     assert "the Authorization header in headers" in (header.fix or "")
     assert "none were sent" in (anonymous.fix or "")
     assert not any(e.retryable for e in errors)
+
+
+def test_the_alert_internal_error_names_the_pending_serving_csr_and_both_commands() -> None:
+    e = ssl.SSLError(1, "[SSL: TLSV1_ALERT_INTERNAL_ERROR] tlsv1 alert internal error (_ssl.c:1006)")
+    error = translate_error(e, "https://10.0.0.1:10250/metrics")
+    assert "alert internal_error" in error.cause and "kubernetes.io/kubelet-serving CSR" in error.cause
+    assert "`kubectl get csr`" in (error.fix or "")
+    assert "`kubectl certificate approve <name>`" in (error.fix or "")
+    assert "tls_cert" not in (error.fix or "") and "TLS version" not in (error.fix or "")
