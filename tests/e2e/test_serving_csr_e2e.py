@@ -9,6 +9,7 @@ import base64
 import json
 import shutil
 import ssl
+import sys
 from collections.abc import AsyncIterator
 from pathlib import Path
 
@@ -24,6 +25,7 @@ from kubescrape.emulator.fleet import Emulator
 from tests.e2e.test_apiserver_clients import RBAC, kubectl, needs_kubectl
 
 CURL = shutil.which("curl")
+ROOT = Path(__file__).resolve().parents[2]
 
 
 @pytest.fixture
@@ -146,3 +148,14 @@ async def test_doctor_names_the_pending_serving_csr_and_the_two_commands(fleet: 
             assert r.status == 200
             assert (await r.json())["status"]["certificate"]
     assert (await _diagnose(fleet)).ok
+
+
+async def test_emulate_command_takes_the_option_and_explains_what_it_needs(tmp_path: Path) -> None:
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "kubescrape", "emulate", "--state-dir", str(tmp_path), "--port", "0",
+        "--pending-serving-csr", "node-1", "--print-config", cwd=ROOT,
+        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE)
+    _, err = await asyncio.wait_for(proc.communicate(), 60)
+    assert proc.returncode == 2
+    assert "--pending-serving-csr needs the stand-in apiserver" in err.decode()
+    assert "add --apiserver-port" in err.decode()
