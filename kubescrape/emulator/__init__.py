@@ -46,7 +46,7 @@ def write_config(emu: Emulator, config_dir: Path, writer_url: str, *, interval: 
 
 def _describe(emu: Emulator) -> str:
     admin_crt, admin_key = emu.admin_cert_paths()
-    first = emu.nodes[0]
+    first = next((n for n in emu.nodes if n.name not in emu.pending_serving_csr), emu.nodes[0])
     lines = [f"kubelet emulator {emu.version}: {len(emu.nodes)} node(s), {emu.pods} pods each"]
     for spec in emu.nodes[:5]:
         extra = []
