@@ -327,7 +327,8 @@ def series_cache(target: Target, *, batch: int = 2000) -> SeriesCache:
     """The series cache a loop uses for ``target``: its labeling, timestamps policy and limits (doctor
     parses with the same one)."""
     return SeriesCache(
-        make_labeler(target), honor_timestamps=target.honor_timestamps, batch=batch,
+        make_labeler(target), honor_timestamps=target.honor_timestamps,
+        track_timestamps_staleness=target.track_timestamps_staleness, batch=batch,
         limits=ScrapeLimits(target.sample_limit, target.label_limit, target.label_name_length_limit,
                             target.label_value_length_limit),
     )
