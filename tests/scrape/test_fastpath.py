@@ -338,8 +338,8 @@ def test_emulator_churn_with_timestamp_staleness_tracking_gives_identical_bytes(
     outcomes = assert_same(scrapes, track_timestamps_staleness=True, batch=97)
     untracked = assert_same(scrapes, batch=97)
     # Churn replaced pods: their cAdvisor series (own timestamps) got markers only when tracked.
-    stale = [o[6] for o in outcomes]
-    assert sum(stale) > sum(o[6] for o in untracked)
+    tracked_stale = sum(int(str(o[6])) for o in outcomes)
+    assert tracked_stale > sum(int(str(o[6])) for o in untracked)
 
 
 @needs_compiled
