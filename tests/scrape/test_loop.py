@@ -29,6 +29,7 @@ from kubescrape.scrape.loop import (
     ScrapeLoop,
     ScrapeReport,
     scrape_offset,
+    series_cache,
 )
 from kubescrape.scrape.targets import Target, build_targets
 from kubescrape.selfmon import SelfMetrics
@@ -428,3 +429,13 @@ async def _app_server(handler: Callable[[web.Request], Awaitable[web.StreamRespo
         yield f"http://127.0.0.1:{port}/metrics"
     finally:
         await runner.cleanup()
+
+
+@pytest.mark.parametrize("track", [True, False])
+def test_series_cache_follows_the_targets_track_timestamps_staleness(track: bool) -> None:
+    target = make_target("http://127.0.0.1:1/metrics", track_timestamps_staleness=track)
+    cache = series_cache(target)
+    now = 1_764_000_000_000
+    cache.process(b"a 1 %d\nb 2 %d\n" % (now - 5_000, now - 5_000), now)
+    later = cache.process(b"a 1 %d\n" % (now + 10_000), now + 15_000)
+    assert later.samples_stale == (1 if track else 0)
