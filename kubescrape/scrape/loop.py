@@ -319,7 +319,12 @@ class ScrapeLoop:
             self._last_state = state
 
     async def fetch(self) -> FetchResult:
-        """The HTTP part of one scrape, done by the shared client."""
+        """The HTTP part of one scrape, done by the shared client. A target over its job's
+        ``target_limit`` fails without a request, as in Prometheus (every target of the job is down)."""
+        if self.target.forced_error:
+            raise ScrapeError(self.target.forced_error,
+                              "raise target_limit for this job, or drop targets with relabel rules",
+                              target=self.target.url, reason="target_limit")
         return await self._client.fetch(self.target)
 
 
