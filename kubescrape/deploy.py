@@ -68,8 +68,35 @@ def config_toml(writer_url: str) -> str:
     )
 
 
+#: Comment and options of the cAdvisor instance: its stats samples carry cAdvisor's housekeeping time.
+CADVISOR_TIMESTAMPS = (
+    "# cAdvisor stamps its stats samples with the time it measured them (housekeeping, every ~10 s).\n"
+    "# Honoring those timestamps keeps rate() exact, but a series with its own timestamp gets no\n"
+    "# staleness marker: a stopped or OOM-killed container's usage series would stay in queries for the\n"
+    "# 5 min lookback next to its replacement (its spec series vanish at once). kube-prometheus turns\n"
+    "# honor_timestamps off instead, which stores each value up to ~10 s after it was measured, by a\n"
+    "# varying lag (rate() over 1m then differs from the honored one by ~2% per step).\n"
+    "# track_timestamps_staleness = true (Prometheus >= 2.48) gives both: honored timestamps and a\n"
+    "# staleness marker at the next scrape (bench/results/2026-12-02-cadvisor-timestamps.md).\n"
+    "honor_timestamps = true\n"
+    "track_timestamps_staleness = true\n"
+)
+
+
 def prometheus_toml() -> str:
-    """Categraf ``input.prometheus/prometheus.toml``: kube-proxy, kubelet and cAdvisor on this node."""
+    """Categraf ``input.prometheus/prometheus.toml``: kube-proxy, kubelet and cAdvisor on this node.
+
+    The cAdvisor instance honors cAdvisor's own timestamps *and* tracks them for staleness
+    (``track_timestamps_staleness = true``). Measured with the emulator into a real Prometheus
+    (``bench/cadvisor_timestamps.py``): honoring alone leaves a stopped container's usage series in
+    instant queries for ~5 min (the lookback; its spec series disappear at the next scrape, so
+    ``count by (pod)`` sees stopped pods next to their replacements); ``honor_timestamps = false`` (the
+    kube-prometheus and VictoriaMetrics choice) removes them at the next scrape but stores each value at
+    scrape time instead of when cAdvisor measured it, by a lag that varies up to the housekeeping interval
+    (``rate(...[1m])`` differs from the honored one by ~2% per step on average); both settings together
+    remove them at the next scrape and keep the measured times. The same holds for an OOM-killed
+    container: it restarts with a new container id, so its old series disappear the same way.
+    """
     kubelet = []
     for path, job in (("/metrics", "kubelet"), ("/metrics/cadvisor", "cadvisor")):
         kubelet.append(
@@ -80,6 +107,7 @@ def prometheus_toml() -> str:
             f'tls_ca = "{SA_CA_FILE}"\n'
             "enable_compression = false\n"
             f'labels = {{ job = "{job}" }}\n'
+            + (CADVISOR_TIMESTAMPS if job == "cadvisor" else "")
         )
     return (
         "# kube-proxy serves plain HTTP without authentication on the node's loopback; with hostNetwork\n"

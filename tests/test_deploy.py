@@ -152,6 +152,19 @@ def test_configmaps_hold_the_categraf_layout() -> None:
     assert "serverTLSBootstrap" in data["prometheus.toml"]
 
 
+def test_cadvisor_honors_its_timestamps_and_tracks_them_for_staleness() -> None:
+    text = prometheus_toml()
+    instances = tomllib.loads(text)["instances"]
+    by_job = {i["labels"]["job"]: i for i in instances}
+    cadvisor = by_job["cadvisor"]
+    assert cadvisor["honor_timestamps"] is True
+    assert cadvisor["track_timestamps_staleness"] is True
+    for job in ("kubelet", "kube-proxy"):  # no own timestamps there: Prometheus' defaults
+        assert "honor_timestamps" not in by_job[job] and "track_timestamps_staleness" not in by_job[job]
+    # The reason is stated next to the setting, with where it was measured.
+    assert "staleness marker" in text and "bench/results/2026-12-02-cadvisor-timestamps.md" in text
+
+
 def test_writer_url_is_escaped_in_toml() -> None:
     url = 'http://x/write?q="a\\b"'
     assert tomllib.loads(config_toml(url))["writers"][0]["url"] == url
@@ -181,6 +194,9 @@ def test_generated_config_loads_with_load_categraf(tmp_path: Path, monkeypatch: 
             assert t.tls.ca_file is not None and str(t.tls.ca_file) == SA_CA_FILE
             assert t.tls.insecure_skip_verify is False
             assert t.bearer_token_file is not None and str(t.bearer_token_file) == SA_TOKEN_FILE
+        cadvisor = str(t.url).endswith("/metrics/cadvisor")
+        assert t.honor_timestamps is True
+        assert t.track_timestamps_staleness is cadvisor
 
 
 def test_dockerfile_matches_the_daemonset() -> None:

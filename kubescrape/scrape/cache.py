@@ -172,6 +172,7 @@ class SeriesCache:
         labeler: Labeler,
         *,
         honor_timestamps: bool = True,
+        track_timestamps_staleness: bool = False,
         batch: int = 2000,
         generation: int = 4,
         limits: ScrapeLimits | None = None,
@@ -180,7 +181,12 @@ class SeriesCache:
         compiled: bool | None = None,
     ) -> None:
         """``compiled``: run the warm loop compiled (``None``: whenever the extension is available;
-        ``False``: the pure-Python loop). The output is the same; the differential test proves it."""
+        ``False``: the pure-Python loop). The output is the same; the differential test proves it.
+
+        ``track_timestamps_staleness`` (Prometheus' scrape option of the same name, 2.48+): series that
+        carry their own timestamp get a staleness marker too when they disappear. Off, as in Prometheus,
+        only series stamped with the scrape time are tracked, so a stopped container's cAdvisor series
+        (which carry cAdvisor's housekeeping time) linger in queries for the 5 min lookback."""
         if batch < 1:
             raise ValueError("batch must be at least 1")
         self._labeler = labeler
@@ -194,6 +200,7 @@ class SeriesCache:
         self._window_drops: dict[str, int] = {}
         self._new_keys: list[bytes] = []
         self._honor = honor_timestamps
+        self._track_all = track_timestamps_staleness
         self._batch = batch
         self._generation = max(1, generation)
         # Series text + b" " -> head. The same key objects are shared with the order list.
@@ -206,8 +213,9 @@ class SeriesCache:
         self._values_old: dict[bytes, bytes] = {}
         self._scrapes = 0
         self._previous: set[bytes] = set()
-        # Series of the previous scrape that carried no timestamp of their own: the ones that get a
-        # staleness marker when they disappear (Prometheus skips series with explicit timestamps).
+        # Series of the previous scrape that get a staleness marker when they disappear: those without a
+        # timestamp of their own, or all with ``track_timestamps_staleness`` (Prometheus' scrape.go:
+        # ``if parsedTimestamp == nil || sl.trackTimestampsStaleness { trackStaleness }``).
         self._tracked: set[bytes] = set()
         self._odd_heads: dict[bytes, bytes] = {}
         self._stale_count = 0
@@ -402,7 +410,8 @@ class SeriesCache:
 
     def _mark_stale(self, pieces: list[bytes], current: set[bytes], scrape_ts_ms: int) -> list[bytes]:
         """Append a staleness marker (Prometheus' stale NaN) for every tracked series of the previous
-        scrape that this one no longer has, and track this scrape's series without own timestamps.
+        scrape that this one no longer has, and track this scrape's series without own timestamps (all
+        of them with ``track_timestamps_staleness``).
 
         Runs only when the series order changed, so a stable target pays nothing for it.
         """
@@ -410,7 +419,10 @@ class SeriesCache:
         canonical = self._odd_heads.get
         heads = pieces[0::3]
         tails = pieces[2::3]
-        tracked = {canonical(h, h) for h, t in zip(heads, tails, strict=True) if t == default_tail}
+        if self._track_all:
+            tracked = current
+        else:
+            tracked = {canonical(h, h) for h, t in zip(heads, tails, strict=True) if t == default_tail}
         gone = [h for h in self._tracked if h not in current]
         self._tracked = tracked
         self._stale_count = 0

@@ -319,7 +319,12 @@ class ScrapeLoop:
             self._last_state = state
 
     async def fetch(self) -> FetchResult:
-        """The HTTP part of one scrape, done by the shared client."""
+        """The HTTP part of one scrape, done by the shared client. A target over its job's
+        ``target_limit`` fails without a request, as in Prometheus (every target of the job is down)."""
+        if self.target.forced_error:
+            raise ScrapeError(self.target.forced_error,
+                              "raise target_limit for this job, or drop targets with relabel rules",
+                              target=self.target.url, reason="target_limit")
         return await self._client.fetch(self.target)
 
 
@@ -327,7 +332,8 @@ def series_cache(target: Target, *, batch: int = 2000) -> SeriesCache:
     """The series cache a loop uses for ``target``: its labeling, timestamps policy and limits (doctor
     parses with the same one)."""
     return SeriesCache(
-        make_labeler(target), honor_timestamps=target.honor_timestamps, batch=batch,
+        make_labeler(target), honor_timestamps=target.honor_timestamps,
+        track_timestamps_staleness=target.track_timestamps_staleness, batch=batch,
         limits=ScrapeLimits(target.sample_limit, target.label_limit, target.label_name_length_limit,
                             target.label_value_length_limit),
     )

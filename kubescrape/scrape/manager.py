@@ -31,14 +31,13 @@ from kubescrape.discovery.shard import Sharder
 from kubescrape.discovery.targetgroup import TargetGroup
 from kubescrape.remote_write import Chunk, Sink
 from kubescrape.remote_write.encode import STALE_NAN, encode_labels, encode_timeseries
-from kubescrape.scrape.cache import ScrapeLimits, SeriesCache
-from kubescrape.scrape.loop import SYNTHETIC_NAMES, ScrapeClient, ScrapeLoop
+from kubescrape.scrape.cache import SeriesCache
+from kubescrape.scrape.loop import SYNTHETIC_NAMES, ScrapeClient, ScrapeLoop, series_cache
 from kubescrape.scrape.targets import (
     DEFAULT_SCRAPE_TIMEOUT,
     Target,
     _label_duration,
     _make_target,
-    make_labeler,
     populate_labels,
     synthetic_labels,
     target_url,
@@ -168,11 +167,7 @@ class ScrapeManager:
         for key, target in want.items():
             if key in self.running:
                 continue
-            cache = SeriesCache(make_labeler(target), honor_timestamps=target.honor_timestamps,
-                                batch=self.batch,
-                                limits=ScrapeLimits(target.sample_limit, target.label_limit,
-                                                    target.label_name_length_limit,
-                                                    target.label_value_length_limit))
+            cache = series_cache(target, batch=self.batch)
             loop = ScrapeLoop(target, client=self.client, sink=self.sink, metrics=self.metrics,
                               clock=self.clock, cache=cache, batch=self.batch, offset_seed=self.offset_seed)
             running = _Running(loop, cache)

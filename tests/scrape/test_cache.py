@@ -372,6 +372,40 @@ def test_series_with_their_own_timestamps_get_no_staleness_marker() -> None:
     assert second.samples_stale == 1
 
 
+@pytest.mark.parametrize("compiled", [False, None])
+def test_track_timestamps_staleness_marks_series_with_their_own_timestamps(compiled: bool | None) -> None:
+    # Prometheus' track_timestamps_staleness: a series with an explicit timestamp (a stopped
+    # container's cAdvisor series) that disappears gets a stale NaN at the scrape time when on, none when off.
+    body = b"a 1 %d\nb 2 %d\n" % (NOW - 5_000, NOW - 5_000)
+    later = b"a 1 %d\n" % (NOW + 10_000)
+    on = SeriesCache(Labeler(), track_timestamps_staleness=True, compiled=compiled)
+    off = SeriesCache(Labeler(), compiled=compiled)
+    for cache in (on, off):
+        first = cache.process(body, NOW)
+        assert first.samples_stale == 0 and first.samples_post_relabel == 2
+    tracked = on.process(later, NOW + 15_000)
+    got = _by_name(tracked)
+    assert set(got) == {"a", "b"} and tracked.samples_stale == 1
+    [(value, ts)] = got["b"]
+    assert is_stale_nan(value) and ts == NOW + 15_000
+    assert got["a"] == [(1.0, NOW + 10_000)]
+    untracked = off.process(later, NOW + 15_000)
+    assert set(_by_name(untracked)) == {"a"} and untracked.samples_stale == 0
+    # Marked once only.
+    assert on.process(later, NOW + 30_000).samples_stale == 0
+
+
+def test_track_timestamps_staleness_marks_every_series_after_a_failed_scrape() -> None:
+    on = SeriesCache(Labeler(), track_timestamps_staleness=True)
+    off = SeriesCache(Labeler())
+    for cache in (on, off):
+        cache.process(b"a 1 %d\nb 2\n" % (NOW - 5_000), NOW)
+    marked = decode_write_request(b"".join(c.data for c in on.stale_all(NOW + 15_000)))
+    assert sorted(labels["__name__"] for labels, _ in marked) == ["a", "b"]
+    unmarked = decode_write_request(b"".join(c.data for c in off.stale_all(NOW + 15_000)))
+    assert [labels["__name__"] for labels, _ in unmarked] == ["b"]
+
+
 def test_stale_all_after_a_failed_scrape() -> None:
     cache = SeriesCache(Labeler(), batch=2)
     cache.process(b"a 1\nb 2\nc 3\n", NOW)

@@ -70,6 +70,7 @@ def assert_same(
     scrapes: list[tuple[bytes, int]],
     *,
     honor_timestamps: bool = True,
+    track_timestamps_staleness: bool = False,
     batch: int = 2000,
     generation: int = 4,
     limits: ScrapeLimits | None = None,
@@ -82,6 +83,7 @@ def assert_same(
         SeriesCache(
             labeler,
             honor_timestamps=honor_timestamps,
+            track_timestamps_staleness=track_timestamps_staleness,
             batch=batch,
             generation=generation,
             limits=limits,
@@ -224,6 +226,7 @@ def _scrape_sequence(draw: st.DrawFn) -> list[tuple[bytes, int]]:
     ),
     # The receivers' window, or one so wide that timestamps with other varint lengths are inside it.
     st.sampled_from([(MAX_AGE_MS, MAX_AHEAD_MS), (MAX_AGE_MS, MAX_AHEAD_MS), (1 << 62, 1 << 62)]),
+    st.booleans(),
 )
 def test_generated_scrapes_give_identical_results(
     scrapes: list[tuple[bytes, int]],
@@ -231,10 +234,12 @@ def test_generated_scrapes_give_identical_results(
     batch: int,
     limits: ScrapeLimits,
     window: tuple[int, int],
+    track: bool,
 ) -> None:
     assert_same(
         scrapes,
         honor_timestamps=honor,
+        track_timestamps_staleness=track,
         batch=batch,
         generation=2,
         limits=limits,
@@ -325,6 +330,16 @@ def test_emulator_payloads_with_limits_and_without_honoring_timestamps() -> None
     assert isinstance(samples, int)
     limited = assert_same(scrapes, limits=ScrapeLimits(sample_limit=samples))
     assert any(o[0] == "ok" for o in limited)
+
+
+@needs_compiled
+def test_emulator_churn_with_timestamp_staleness_tracking_gives_identical_bytes() -> None:
+    scrapes = _emulated(8, 6, 30.0, "cadvisor")
+    outcomes = assert_same(scrapes, track_timestamps_staleness=True, batch=97)
+    untracked = assert_same(scrapes, batch=97)
+    # Churn replaced pods: their cAdvisor series (own timestamps) got markers only when tracked.
+    tracked_stale = sum(int(str(o[6])) for o in outcomes)
+    assert tracked_stale > sum(int(str(o[6])) for o in untracked)
 
 
 @needs_compiled

@@ -29,6 +29,7 @@ from kubescrape.scrape.loop import (
     ScrapeLoop,
     ScrapeReport,
     scrape_offset,
+    series_cache,
 )
 from kubescrape.scrape.targets import Target, build_targets
 from kubescrape.selfmon import SelfMetrics
@@ -428,3 +429,44 @@ async def _app_server(handler: Callable[[web.Request], Awaitable[web.StreamRespo
         yield f"http://127.0.0.1:{port}/metrics"
     finally:
         await runner.cleanup()
+
+
+@pytest.mark.parametrize("track", [True, False])
+def test_series_cache_follows_the_targets_track_timestamps_staleness(track: bool) -> None:
+    target = make_target("http://127.0.0.1:1/metrics", track_timestamps_staleness=track)
+    cache = series_cache(target)
+    now = 1_764_000_000_000
+    cache.process(b"a 1 %d\nb 2 %d\n" % (now - 5_000, now - 5_000), now)
+    later = cache.process(b"a 1 %d\n" % (now + 10_000), now + 15_000)
+    assert later.samples_stale == (1 if track else 0)
+
+
+async def test_a_target_over_target_limit_fails_without_a_request() -> None:
+    hits: list[str] = []
+
+    async def handle(request: web.Request) -> web.Response:
+        hits.append(request.path)
+        return web.Response(text=EXPOSITION)
+
+    app = web.Application()
+    app.router.add_get("/metrics", handle)
+    runner = web.AppRunner(app, access_log=None)
+    await runner.setup()
+    port = free_port()
+    await web.TCPSite(runner, "127.0.0.1", port).start()
+    config = AgentConfig(
+        global_=GlobalConfig(hostname="node-1", interval=1.0),
+        instances=[InstanceConfig(
+            urls=[f"http://127.0.0.1:{port}/metrics", f"http://localhost:{port}/metrics"], target_limit=1,
+        )],
+    )
+    client = ScrapeClient()
+    try:
+        reports = [await ScrapeLoop(t, client=client).scrape() for t in build_targets(config)]
+    finally:
+        await client.close()
+        await runner.cleanup()
+    assert [r.ok for r in reports] == [False, False]
+    assert all(r.error is not None and r.error.reason == "target_limit" for r in reports)
+    assert "target_limit exceeded (number of targets: 2, limit: 1)" in str(reports[0].error)
+    assert hits == []
