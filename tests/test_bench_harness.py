@@ -6,6 +6,7 @@ import itertools
 import math
 import os
 import time
+from pathlib import Path
 import tomllib
 
 import pytest
@@ -433,3 +434,29 @@ def test_cpu_timeline_of_this_process() -> None:
     points = timeline.points()
     assert all(a[0] <= b[0] and a[1] <= b[1] for a, b in itertools.pairwise(points))
     assert timeline.at(points[1][0]) == points[1][1] > 0
+
+
+# --- bench/memory.py -------------------------------------------------------------------------------------
+
+
+def test_series_cache_memory_of_a_small_node() -> None:
+    from bench.memory import cache_memory, render_cache
+
+    m = cache_memory(pods=2, top=3)
+    assert m.series > 0 and m.samples >= m.series and m.payload_bytes > 0
+    assert 0 < m.held_bytes <= m.peak_bytes
+    assert len(m.top_sites) <= 3 and all(size > 0 for _, size in m.top_sites)
+    text = render_cache([m])
+    assert f"| 2 | {m.series} | {m.samples} |" in text and "Largest allocation sites" in text
+
+
+def test_spool_table_per_sample_figures(tmp_path: Path) -> None:
+    from bench.memory import SpoolBytes, render_spool, written_bytes
+
+    row = SpoolBytes(pods=100, records=4, samples=1000, chunk_bytes=400_000, snappy_bytes=90_000,
+                     put_written=401_000, ack_written=80, disk_bytes=401_000)
+    assert "| 100 | 4 | 1000 | 400.0 | 90.0 | 401.0 | 0.08 | 401.0 |" in render_spool([row])
+    assert math.isnan(SpoolBytes(1, 0, 0, 0, 0, 0, 0, 0).per_sample(5))
+    before = written_bytes()
+    (tmp_path / "f").write_bytes(b"x" * 4096)
+    assert written_bytes() - before >= 4096
