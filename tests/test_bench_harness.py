@@ -6,8 +6,8 @@ import itertools
 import math
 import os
 import time
-from pathlib import Path
 import tomllib
+from pathlib import Path
 
 import pytest
 import yaml
