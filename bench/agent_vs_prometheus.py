@@ -33,13 +33,14 @@ from bench.agents import AGENTS, KUBESCRAPE, AgentContext, AgentUnderTest, make_
 from bench.compare import SeriesDiff, compare_all, render_comparison  # noqa: E402
 from bench.processes import Processes, progress, tail  # noqa: E402
 from bench.procstat import CpuTimeline, RssSampler, cpu_seconds  # noqa: E402
-from bench.receiver import Receiver  # noqa: E402
+from bench.receiver import FirstScrapes, Receiver  # noqa: E402
 from bench.report import (  # noqa: E402
     AgentResult,
     goal_line,
     load_average,
     machine_header,
     profile_summary,
+    render_stored_differences,
     render_table,
 )
 from bench.stats import bucket_delta, histogram_quantile, percentile  # noqa: E402
@@ -85,10 +86,15 @@ def measure(run: Run, agent: AgentUnderTest) -> AgentResult:
         progress(f"{sc.name} {agent.name}: first sample delivered; warm-up {sc.warmup:g} s")
         time.sleep(sc.warmup)
         # Start-up: the first scrapes' ends are known only once their series are delivered.
-        first = run.receiver.first_scrapes(agent.name, exec_at, time.time())
+        first = wait_first_scrapes(run, agent.name, exec_at)
         timeline.stop()
+        targets = sum(len(j.addresses) for j in run.jobs)
         startup = (
-            (timeline.at(first.first_done), timeline.at(first.all_done), first.first_done - exec_at)
+            (
+                timeline.at(first.first_done),
+                timeline.at(first.all_done) if first.targets >= targets else math.nan,
+                first.first_done - exec_at,
+            )
             if first is not None
             else (math.nan, math.nan, math.nan)
         )
@@ -133,7 +139,8 @@ def measure(run: Run, agent: AgentUnderTest) -> AgentResult:
             rss_overall=rss_overall,
             samples_scraped=figures.samples_scraped,
             samples_scraped_own=after.scraped - before.scraped,
-            samples_received=received,
+            samples_received=sum(received.values()),
+            received_by_name=received,
             samples_sent=after.sent - before.sent,
             scrapes=figures.scrapes,
             failed_scrapes=figures.failed,
@@ -155,6 +162,18 @@ def measure(run: Run, agent: AgentUnderTest) -> AgentResult:
         if sampler is not None:
             sampler.stop()
         agent.stop()
+
+
+def wait_first_scrapes(run: Run, agent: str, exec_at: float) -> FirstScrapes | None:
+    """The ends of ``agent``'s first scrapes once every target's first scrape has been delivered (agents
+    spread first scrapes over the interval), or what was delivered by the deadline."""
+    targets = sum(len(j.addresses) for j in run.jobs)
+    deadline = time.monotonic() + 2 * run.scenario.interval + 10
+    while True:
+        first = run.receiver.first_scrapes(agent, exec_at, time.time())
+        if (first is not None and first.targets >= targets) or time.monotonic() > deadline:
+            return first
+        time.sleep(0.5)
 
 
 def wait_drained(agent: AgentUnderTest, queued: float, timeout: float) -> None:
@@ -251,6 +270,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             part = [render_table(sc, results)]
             if goal := goal_line(results):
                 part.append(goal + "\n")
+            if stored := render_stored_differences(results):
+                part.append(stored)
             if comparison := render_comparison(diffs):
                 part.append(comparison)
             if ns.profile is not None and (prof := ns.profile / f"{sc.name}.txt").exists():

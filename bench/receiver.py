@@ -106,8 +106,8 @@ class Receiver:
         result: list[dict[str, Any]] = self.api("query", {"query": expr, "time": f"{at:.3f}"})["result"]
         return result
 
-    def count_received(self, agent: str, window: float, at: float) -> float:
-        """Samples of ``agent`` stored with timestamps in the window ending at ``at``.
+    def count_received(self, agent: str, window: float, at: float) -> dict[str, float]:
+        """Samples of ``agent`` stored with timestamps in the window ending at ``at``, by metric name.
 
         One ``count_over_time`` per metric name: over all names at once, series that differ only by name
         would collide once the function drops ``__name__``, and Prometheus rejects the query.
@@ -123,9 +123,9 @@ class Receiver:
             return scalar(self.query(f"sum(count_over_time({name}{{{sel}}}[{w}]))", at))
 
         with ThreadPoolExecutor(max_workers=2) as pool:
-            return sum(pool.map(one, names))
+            return dict(zip(names, pool.map(one, names), strict=True))
 
-    def stable_count(self, agent: str, window: float, at: float, timeout: float) -> float:
+    def stable_count(self, agent: str, window: float, at: float, timeout: float) -> dict[str, float]:
         """``count_received`` once two readings a second apart agree (the receiver has committed all)."""
         deadline = time.monotonic() + timeout
         last = self.count_received(agent, window, at)

@@ -47,6 +47,7 @@ class AgentResult:
     t_start: float = 0.0
     t_end: float = 0.0
     series: list[dict[str, str]] = field(default_factory=list, repr=False)
+    received_by_name: dict[str, float] = field(default_factory=dict, repr=False)
 
     @property
     def cpu_us_per_sample(self) -> float:
@@ -81,9 +82,9 @@ def table_rows(r: AgentResult) -> list[tuple[str, float, str]]:
         ("scrape duration p90 (ms)", 1000 * r.scrape_p90, ".1f"),
         ("scrape duration p99 (ms)", 1000 * r.scrape_p99, ".1f"),
         ("scrape duration p99 (ms), self-metrics histogram", 1000 * r.scrape_p99_histogram, ".1f"),
-        ("start-up CPU s, exec → first scrape done", r.startup_cpu_first, ".2f"),
+        ("start-up CPU s, exec → first scrape (any target) done", r.startup_cpu_first, ".2f"),
         ("start-up CPU s, exec → every target scraped once", r.startup_cpu_all, ".2f"),
-        ("start-up wall s, exec → first scrape done", r.startup_wall_first, ".2f"),
+        ("start-up wall s, exec → first scrape (any target) done", r.startup_wall_first, ".2f"),
     ]
 
 
@@ -120,6 +121,35 @@ def render_table(scenario: Scenario, results: Mapping[str, AgentResult]) -> str:
         cells += [ratio(per_agent[KUBESCRAPE][i][1], per_agent[p][i][1]) for p in peers]
         lines.append(f"| {label} | " + " | ".join(cells) + " |")
     return head + "\n".join(lines) + "\n"
+
+
+def render_stored_differences(results: Mapping[str, AgentResult], top: int = 8) -> str:
+    """Where the samples stored for each agent differ, by metric name (empty when they are all equal).
+
+    The receiver stores a (series, timestamp) once, so agents that scraped the same samples should have
+    the same count per name; a difference names the metrics to look at.
+    """
+    agents = [a for a in AGENTS if a in results]
+    names = sorted({n for a in agents for n in results[a].received_by_name})
+    rows: list[tuple[float, str, list[float]]] = []
+    for n in names:
+        counts = [results[a].received_by_name.get(n, 0.0) for a in agents]
+        if max(counts) != min(counts):
+            rows.append((max(counts) - min(counts), n, counts))
+    if not rows:
+        return ""
+    rows.sort(key=lambda r: (-r[0], r[1]))
+    out = [
+        f"Samples stored differ for {len(rows)} metric name(s) (largest differences first):",
+        "",
+        "| metric | " + " | ".join(agent_title(a) for a in agents) + " |",
+        "|---|" + "---:|" * len(agents),
+    ]
+    for _, n, counts in rows[:top]:
+        out.append(f"| `{n}` | " + " | ".join(f"{c:.0f}" for c in counts) + " |")
+    if len(rows) > top:
+        out.append(f"| … {len(rows) - top} more | " + " | ".join("" for _ in agents) + " |")
+    return "\n".join(out) + "\n"
 
 
 # Issue 14's goals: kubescrape's figure ≤ factor × the peer's, same run.

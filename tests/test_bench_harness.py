@@ -368,7 +368,7 @@ def test_table_with_three_agents_has_a_ratio_column_per_peer() -> None:
     assert [c.strip() for c in lines["RSS steady (MiB, median 2nd half)"].split("|")[2:7]] == [
         "40.0", "16.0", "20.0", "0.50", "1.25",
     ]
-    assert lines["start-up CPU s, exec → first scrape done"].count("n/a") == 5
+    assert lines["start-up CPU s, exec → first scrape (any target) done"].count("n/a") == 5
     goals = goal_line(results)
     assert "CPU/sample vs Prometheus agent 0.20× (goal ≤ 0.25×) met" in goals
     assert "CPU/sample vs vmagent 0.40× (goal ≤ 0.25×) NOT met" in goals
@@ -460,3 +460,15 @@ def test_spool_table_per_sample_figures(tmp_path: Path) -> None:
     before = written_bytes()
     (tmp_path / "f").write_bytes(b"x" * 4096)
     assert written_bytes() - before >= 4096
+
+
+def test_stored_differences_by_metric_name() -> None:
+    from bench.report import render_stored_differences
+
+    a, b = _result(PROMETHEUS, 1.0, 40, 10.0), _result(VMAGENT, 1.0, 40, 10.0)
+    a.received_by_name = {"m": 10.0, "up": 4.0}
+    b.received_by_name = {"m": 10.0, "up": 4.0, "scrape_timeout_seconds": 4.0}
+    assert render_stored_differences({PROMETHEUS: a}) == ""
+    text = render_stored_differences({VMAGENT: b, PROMETHEUS: a})
+    assert "differ for 1 metric name(s)" in text
+    assert "| `scrape_timeout_seconds` | 0 | 4 |" in text and "`m`" not in text
