@@ -33,7 +33,7 @@ from bench.agents import AGENTS, KUBESCRAPE, AgentContext, AgentUnderTest, make_
 from bench.compare import SeriesDiff, compare_all, render_comparison  # noqa: E402
 from bench.processes import Processes, progress, tail  # noqa: E402
 from bench.procstat import CpuTimeline, RssSampler, cpu_seconds  # noqa: E402
-from bench.receiver import FirstScrapes, Receiver  # noqa: E402
+from bench.receiver import Receiver  # noqa: E402
 from bench.report import (  # noqa: E402
     AgentResult,
     goal_line,
@@ -86,9 +86,9 @@ def measure(run: Run, agent: AgentUnderTest) -> AgentResult:
         progress(f"{sc.name} {agent.name}: first sample delivered; warm-up {sc.warmup:g} s")
         time.sleep(sc.warmup)
         # Start-up: the first scrapes' ends are known only once their series are delivered.
-        first = wait_first_scrapes(run, agent.name, exec_at)
-        timeline.stop()
         targets = sum(len(j.addresses) for j in run.jobs)
+        first = run.receiver.wait_first_scrapes(agent.name, exec_at, targets, 2 * sc.interval + 10)
+        timeline.stop()
         startup = (
             (
                 timeline.at(first.first_done),
@@ -162,18 +162,6 @@ def measure(run: Run, agent: AgentUnderTest) -> AgentResult:
         if sampler is not None:
             sampler.stop()
         agent.stop()
-
-
-def wait_first_scrapes(run: Run, agent: str, exec_at: float) -> FirstScrapes | None:
-    """The ends of ``agent``'s first scrapes once every target's first scrape has been delivered (agents
-    spread first scrapes over the interval), or what was delivered by the deadline."""
-    targets = sum(len(j.addresses) for j in run.jobs)
-    deadline = time.monotonic() + 2 * run.scenario.interval + 10
-    while True:
-        first = run.receiver.first_scrapes(agent, exec_at, time.time())
-        if (first is not None and first.targets >= targets) or time.monotonic() > deadline:
-            return first
-        time.sleep(0.5)
 
 
 def wait_drained(agent: AgentUnderTest, queued: float, timeout: float) -> None:

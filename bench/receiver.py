@@ -162,6 +162,18 @@ class Receiver:
         return first_scrapes(self.query(f"up{{{sel}}}[{w}]", at),
                              self.query(f"scrape_duration_seconds{{{sel}}}[{w}]", at))
 
+    def wait_first_scrapes(
+        self, agent: str, since: float, targets: int, timeout: float
+    ) -> FirstScrapes | None:
+        """:meth:`first_scrapes` once the first scrape of each of ``targets`` targets has been delivered
+        (agents spread first scrapes over the interval), or what was delivered by the deadline."""
+        deadline = time.monotonic() + timeout
+        while True:
+            first = self.first_scrapes(agent, since, time.time())
+            if (first is not None and first.targets >= targets) or time.monotonic() > deadline:
+                return first
+            time.sleep(0.5)
+
     def series(self, agent: str, start: float, end: float) -> list[dict[str, str]]:
         """Every series ``agent`` delivered with samples between ``start`` and ``end``."""
         match = f'{{{AGENT_LABEL}="{agent}"}}'

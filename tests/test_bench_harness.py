@@ -472,3 +472,36 @@ def test_stored_differences_by_metric_name() -> None:
     text = render_stored_differences({VMAGENT: b, PROMETHEUS: a})
     assert "differ for 1 metric name(s)" in text
     assert "| `scrape_timeout_seconds` | 0 | 4 |" in text and "`m`" not in text
+
+
+# --- bench/startup.py ------------------------------------------------------------------------------------
+
+
+def test_importtime_summed_by_top_level_package() -> None:
+    from bench.startup import parse_importtime
+
+    stderr = (
+        "import time: self [us] | cumulative | imported package\n"
+        "import time:       100 |        100 |   aiohttp.helpers\n"
+        "import time:        50 |        400 | aiohttp\n"
+        "import time:       300 |        300 |     pydantic.main\n"
+        "import time:        20 |         20 | json\n"
+        "some other line\n"
+    )
+    assert parse_importtime(stderr) == [("pydantic", 300), ("aiohttp", 150), ("json", 20)]
+
+
+def test_startup_table_medians_and_ranges() -> None:
+    from bench.startup import Startup, median, render_startups
+
+    nan = float("nan")
+    runs = [
+        Startup(KUBESCRAPE, 1.0, 2.0, 0.5, 3.0),
+        Startup(KUBESCRAPE, 3.0, 4.0, 0.7, 5.0),
+        Startup(KUBESCRAPE, 2.0, nan, 0.6, nan),
+        Startup(VMAGENT, nan, nan, nan, nan),
+    ]
+    text = render_startups(runs)
+    assert "| kubescrape | 3 | 2.00 [1.00–3.00] | 3.00 [2.00–4.00] | 4.00 |" in text
+    assert "| vmagent | 1 | n/a | n/a | n/a |" in text
+    assert math.isnan(median([nan]))
