@@ -16,15 +16,32 @@ What follows Categraf's code (``config/config.go``, ``config/inline.go``, ``inpu
   instance ``timeout`` (default 3 s). Writer ``timeout``/``dial_timeout`` are integers in milliseconds.
 * Writer ``headers`` and instance ``headers`` are flat lists ``["Name", "value", …]``.
 * ``writer_opt`` values ≤ 0 mean the defaults.
+* URL credentials (``http://user:pass@host/…``) are basic auth: a writer's move to ``basic_auth_user``/
+  ``basic_auth_pass`` here, an instance's to its targets (:func:`kubescrape.scrape.targets.build_targets`);
+  the explicit options win, with a warning.
+
+kubescrape's additions: ``[global] allow_short_intervals`` (intervals under 1 s, for tests and demos);
+writer ``min_shards``/``max_shards``/``min_backoff``/``max_backoff`` (Prometheus' queue_config) and
+``max_retries`` (-1, the default, retries forever as Prometheus; N gives up after N retries); instance
+``job``, ``honor_labels``, ``honor_timestamps``, ``enable_compression``, ``metric_relabel_configs``,
+``target_relabel_configs`` and Prometheus' limits ``body_size_limit``, ``sample_limit``, ``label_limit``,
+``label_name_length_limit``, ``label_value_length_limit``, ``target_limit``, plus
+``track_timestamps_staleness`` — same names and meaning as in a Prometheus scrape config.
+
+Accepted without effect, silently, because kubescrape already behaves as asked: writer ``use_tls`` (the URL
+scheme decides), ``max_idle_conns_per_host`` (a writer holds one connection per shard, at most
+``max_shards``), ``[log] local_time`` (rotated files are numbered, not dated), ``providers = ["local"]``.
 
 Unknown options are never silent and never fatal: each gives a warning naming the option and the file, kept
-in ``AgentConfig.warnings`` and logged on ``kubescrape.config``. Invalid values and TOML syntax errors raise
-:class:`~kubescrape.errors.ConfigError` naming file, line, key, what is expected and the fix.
+in ``AgentConfig.warnings``. The loader only *collects* warnings; the caller (``kubescrape run``, the demo,
+doctor) shows them, so each is printed once. Options kubescrape accepts but cannot apply warn the same way.
+Invalid values and TOML syntax errors raise :class:`~kubescrape.errors.ConfigError` naming file, line, key,
+what is expected and the fix. No message shows a secret: URLs lose their userinfo
+(:mod:`kubescrape.redact`), passwords and tokens read ``<secret>``.
 """
 
 from __future__ import annotations
 
-import logging
 import os
 import re
 import socket
@@ -37,6 +54,7 @@ from typing import Any
 from pydantic import ValidationError
 
 from kubescrape.config.models import (
+    MIN_INTERVAL,
     AgentConfig,
     GlobalConfig,
     InstanceConfig,
@@ -45,10 +63,9 @@ from kubescrape.config.models import (
     WriterOptions,
 )
 from kubescrape.errors import ConfigError
+from kubescrape.redact import SECRET, redact_text, redact_url, split_userinfo
 
 __all__ = ["INPUT_DIR", "load_categraf", "os_expand"]
-
-logger = logging.getLogger("kubescrape.config")
 
 INPUT_DIR = "input.prometheus"
 
@@ -73,12 +90,14 @@ _INPUT_TOP_KEYS = {"instances", "interval"}
 # input has none of, so they never affect [[instances]].
 _INPUT_TOP_NOOP = {"labels", "metrics_drop", "metrics_pass", "metrics_name_prefix", "processor_enum",
                    "relabel_configs"}
+# Keys whose values are credentials: never shown in an error or a warning.
+_SECRET_KEYS = {"password", "basic_auth_pass", "bearer_token_string", "tls_key_pwd"}
 
 # What each key expects, for error messages.
 _EXPECTED: dict[str, str] = {
     "urls": 'a list of http(s) URLs, e.g. urls = ["https://127.0.0.1:10250/metrics"]',
     "url": 'an http(s) URL, e.g. url = "http://127.0.0.1:9090/api/v1/write"',
-    "interval": 'seconds as a number (15) or a Go duration string ("15s")',
+    "interval": 'at least 1s: seconds as a number (15) or a Go duration string ("15s")',
     "timeout": 'a duration: seconds as a number or a Go duration string ("3s")',
     "labels": 'a table of label names to strings, e.g. labels = { job = "kubelet" }',
     "headers": 'a flat list of strings, e.g. headers = ["X-From", "categraf"]',
@@ -90,6 +109,24 @@ _EXPECTED: dict[str, str] = {
     "honor_labels": "true or false",
     "enable_compression": "true or false",
     "body_size_limit": "a non-negative integer number of bytes (0 = unlimited)",
+    "sample_limit": "a non-negative integer (samples per scrape; 0 = no limit)",
+    "label_limit": "a non-negative integer (labels per series; 0 = no limit)",
+    "label_name_length_limit": "a non-negative integer (bytes; 0 = no limit)",
+    "label_value_length_limit": "a non-negative integer (bytes; 0 = no limit)",
+    "target_limit": "a non-negative integer (targets of this instance; 0 = no limit)",
+    "track_timestamps_staleness": "true or false",
+    "dial_timeout": "milliseconds as a positive integer (2500) or a Go duration string (\"2.5s\")",
+    "min_backoff": 'a duration of at least 1ms and at most max_backoff: seconds (0.03) or a string ("30ms")',
+    "max_backoff": 'a positive duration not shorter than min_backoff: seconds (5) or a string ("5s")',
+    "max_retries": "-1 (retry forever, the default) or the number of retries (0 = none)",
+    "min_shards": "a positive integer not greater than max_shards",
+    "max_shards": "a positive integer not smaller than min_shards",
+    "tls_min_version": '"1.0", "1.1", "1.2" or "1.3", not higher than tls_max_version',
+    "tls_max_version": '"1.0", "1.1", "1.2" or "1.3", not lower than tls_min_version',
+    "allow_short_intervals": "true or false",
+    "file_name": '"stdout", "stderr" or the path of a log file',
+    "max_size": "a non-negative integer number of megabytes (0 = 100)",
+    "max_backups": "a non-negative integer (0 = keep all)",
 }
 
 
@@ -108,8 +145,8 @@ class _Ctx:
     warnings: list[str] = field(default_factory=list)
 
     def warn(self, message: str) -> None:
+        # Collected only: the caller shows AgentConfig.warnings (logging here too printed each twice).
         self.warnings.append(message)
-        logger.warning("%s", message)
 
 
 def load_categraf(
@@ -170,8 +207,9 @@ def load_categraf(
             try:
                 writers.append(WriterConfig(url=url))
             except ValidationError as exc:
+                msg = redact_text(str(exc.errors()[0]["msg"]).removeprefix("Value error, "))
                 raise ConfigError(
-                    f"--writer-url {url!r} is invalid: {exc.errors()[0]['msg']}",
+                    f"--writer-url {redact_url(url)!r} is invalid: {msg}",
                     "pass a full remote-write URL such as http://127.0.0.1:9090/api/v1/write",
                     key="--writer-url",
                 ) from None
@@ -191,6 +229,8 @@ def load_categraf(
                 ctx.warn(f"{src.path}: unknown option {key!r} ignored")
         if "interval" in src.data:
             input_interval = _model_value(src, None, "interval", src.data["interval"], _interval_value)
+            if input_interval is not None and input_interval > 0:
+                _check_short_interval(input_interval, global_cfg.allow_short_intervals, src, None, "interval")
         raw_instances = src.data.get("instances", [])
         if not isinstance(raw_instances, list):
             raise ConfigError(
@@ -229,19 +269,111 @@ def _parse(path: Path) -> _Source:
     try:
         data = tomllib.loads(text)
     except tomllib.TOMLDecodeError as exc:
-        m = re.search(r"\(at line (\d+), column (\d+)\)", str(exc))
-        line = int(m.group(1)) if m else None
-        shown = ""
-        if line is not None and 0 < line <= len(text.splitlines()):
-            shown = f": {text.splitlines()[line - 1].strip()!r}"
-        raise ConfigError(
-            f"invalid TOML: {exc}{shown}",
-            "fix the TOML syntax at that line: strings need double quotes, lists brackets "
-            "(urls = [\"https://…\"]), tables key = value pairs",
-            file=str(path),
-            line=line,
-        ) from None
+        raise _toml_error(exc, path, text) from None
     return _Source(path, text, data)
+
+
+def _toml_error(exc: tomllib.TOMLDecodeError, path: Path, text: str) -> ConfigError:
+    """A ConfigError for a TOML syntax error at the line a person must fix.
+
+    tomllib reports where it *noticed* the error; for an unclosed ``[``, ``{`` or string that is a later
+    line (``urls = ["http://…"`` on line 5 is reported on line 6). When the error position lies inside an
+    opener from an earlier line, the opener's line is reported instead.
+    """
+    message = str(exc)
+    m = re.search(r"\(at line (\d+), column (\d+)\)", message)
+    line = int(m.group(1)) if m else None
+    offset: int | None = None
+    if m is not None and line is not None:
+        offset = sum(len(x) + 1 for x in text.split("\n")[: line - 1]) + int(m.group(2)) - 1
+    elif "(at end of document)" in message:
+        offset = len(text)
+        line = text.count("\n", 0, len(text.rstrip("\n"))) + 1
+    cause = re.sub(r"\s*\((at line \d+, column \d+|at end of document)\)", "", message) or message
+    lines = text.splitlines()
+    if offset is not None and line is not None:
+        opener = _unclosed_opener(text, offset)
+        if opener is not None and opener[1] < line:
+            kind, opened = opener
+            cause = f"{cause}: the {kind} opened on line {opened} is not closed (noticed on line {line})"
+            line = opened
+    shown = ""
+    if line is not None and 0 < line <= len(lines):
+        shown = f": {_show_line(lines[line - 1])!r}"
+    return ConfigError(
+        f"invalid TOML: {cause}{shown}",
+        "fix the TOML syntax at that line: close every [ ] { } and \" \", strings need double quotes, lists "
+        "brackets (urls = [\"https://…\"]), tables key = value pairs",
+        file=str(path),
+        line=line,
+    )
+
+
+def _show_line(line: str) -> str:
+    """A TOML line fit for an error message: a secret key's value and URL credentials hidden."""
+    key = line.split("=", 1)[0].strip().strip("\"'")
+    if "=" in line and key in _SECRET_KEYS:
+        return f"{key} = {SECRET}"
+    return redact_text(line.strip())
+
+
+def _unclosed_opener(text: str, offset: int) -> tuple[str, int] | None:
+    """The innermost array/inline table/string still open at ``offset``: (what, 1-based line), or None.
+
+    A small TOML scanner: enough to track brackets and strings (basic, literal, multi-line) and comments;
+    a ``[`` at the start of a line outside any value is a table header, not an array.
+    """
+    stack: list[tuple[str, int]] = []
+    line = 1
+    i = 0
+    line_start = True
+    n = min(offset, len(text))
+    while i < n:
+        c = text[i]
+        if c == "\n":
+            line += 1
+            line_start = True
+            i += 1
+            continue
+        if c in " \t":
+            i += 1
+            continue
+        at_line_start = line_start
+        line_start = False
+        if c == "#":
+            end = text.find("\n", i)
+            i = n if end == -1 else end
+            continue
+        if c in "\"'":
+            triple = text.startswith(c * 3, i)
+            quote = c * 3 if triple else c
+            start_line = line
+            j = i + len(quote)
+            while j < len(text):
+                if text[j] == "\\" and c == '"':
+                    j += 2
+                    continue
+                if text.startswith(quote, j):
+                    break
+                if text[j] == "\n":
+                    if not triple:
+                        break
+                    line += 1
+                j += 1
+            if j >= n:
+                return ("multi-line string" if triple else "string", start_line)
+            i = j + len(quote)
+            continue
+        if c == "[" and at_line_start and not stack:
+            end = text.find("\n", i)
+            i = n if end == -1 else end
+            continue
+        if c in "[{":
+            stack.append(("array [" if c == "[" else "inline table {", line))
+        elif c in "]}" and stack:
+            stack.pop()
+        i += 1
+    return stack[-1] if stack else None
 
 
 def _merge(sources: Sequence[_Source]) -> tuple[dict[str, Any], dict[str, _Source]]:
@@ -303,18 +435,32 @@ def _raise_validation(
     loc = [str(p) for p in err["loc"] if not isinstance(p, int)]
     key = loc[0] if loc else ""
     full_key = prefix + ".".join(loc) if loc else prefix.rstrip(".") or (header or "")
-    line = _find_line(src.text, key, header, occurrence) if key else (
-        _find_line(src.text, header.strip("[]"), None) if header else None
-    )
-    msg = str(err["msg"]).removeprefix("Value error, ")
+    msg = redact_text(str(err["msg"]).removeprefix("Value error, "))
+    line = _find_line(src.text, key, header, occurrence) if key else None
+    if not key and header is not None:
+        # A check across fields ("min_backoff (10) is greater than max_backoff …"): point at the option
+        # the message starts with when the section sets it, else at the section's header.
+        first = re.match(r"[a-z_]+", msg)
+        header_line = _find_line(src.text, "\0", header, occurrence)
+        option_line = _find_line(src.text, first.group(), header, occurrence) if first else None
+        line = header_line
+        if first is not None and option_line is not None and option_line != header_line:
+            key, full_key, line = first.group(), prefix + first.group(), option_line
     got = err.get("input")
-    got_text = f" (got {got!r})" if key and not isinstance(got, dict) else ""
+    got_text = f" (got {_shown_value(key, got)})" if key and not isinstance(got, dict) else ""
     expected = _EXPECTED.get(key.split(".")[0] if key else "", "")
     raise ConfigError(
         f"invalid value for {full_key or 'section'}: {msg}{got_text}",
         f"set {full_key} to {expected}" if expected else f"correct {full_key or 'this section'}: {msg}",
         file=str(src.path), key=full_key or None, line=line,
     ) from None
+
+
+def _shown_value(key: str, value: Any) -> str:
+    """``repr(value)`` for an error message, with secrets and URL credentials hidden."""
+    if key.split(".")[0] in _SECRET_KEYS and value:
+        return SECRET
+    return redact_text(repr(value))
 
 
 def _model_value(
@@ -324,14 +470,34 @@ def _model_value(
         return convert(value)
     except (ValueError, TypeError) as exc:
         expected = _EXPECTED.get(key, "a valid value")
+        if isinstance(exc, ValidationError):
+            detail = str(exc.errors()[0]["msg"]).removeprefix("Value error, ")
+        else:
+            detail = str(exc)
         raise ConfigError(
-            f"invalid value for {key}: {exc} (got {value!r})", f"set {key} to {expected}",
+            f"invalid value for {key}: {redact_text(detail)} (got {_shown_value(key, value)})",
+            f"set {key} to {expected}",
             file=str(src.path), key=key, line=_find_line(src.text, key, header),
         ) from None
 
 
 def _interval_value(value: Any) -> float:
-    return GlobalConfig(interval=value).interval
+    return GlobalConfig(interval=value, allow_short_intervals=True).interval
+
+
+def _check_short_interval(
+    interval: float, allowed: bool, src: _Source, header: str | None, key: str
+) -> None:
+    """Config files need ``[global] allow_short_intervals = true`` for an interval under 1 s."""
+    if allowed or interval >= MIN_INTERVAL:
+        return
+    raise ConfigError(
+        f"invalid value for {key}: {interval:g}s is shorter than {MIN_INTERVAL:g}s: every target would be "
+        f"scraped {1 / interval:.3g} times a second",
+        f'set {key} to at least "{MIN_INTERVAL:g}s" (Prometheus\' default is "1m", Categraf\'s 15), or, for '
+        "a test or a demo, add allow_short_intervals = true to [global]",
+        file=str(src.path), key=key, line=_find_line(src.text, key.rpartition(".")[2], header),
+    )
 
 
 def _split_known(
@@ -367,6 +533,13 @@ def _load_global(raw: Any, src: _Source, ctx: _Ctx) -> GlobalConfig:
     except ValidationError as exc:
         _raise_validation(exc, src, "[global]", 0, "global.")
         raise
+    _check_short_interval(cfg.interval, cfg.allow_short_intervals, src, "[global]", "global.interval")
+    if cfg.concurrency > 0:
+        ctx.warn(f"{src.path}: [global] concurrency = {cfg.concurrency} is not applied: kubescrape scrapes "
+                 "every target in its own task; ignored")
+    if cfg.precision not in ("", "ms"):
+        ctx.warn(f"{src.path}: [global] precision = {cfg.precision!r} is not applied: remote write carries "
+                 "millisecond timestamps; ignored")
     hostname = _resolve_hostname(cfg.hostname, ctx, values.get("hostname") is not None)
     return cfg.model_copy(update={"hostname": hostname})
 
@@ -425,6 +598,15 @@ def _load_writers(raw: Any, src: _Source, ctx: _Ctx) -> list[WriterConfig]:
                     del values[key]
                 else:
                     values[key] = _ms(v)
+        url = values.get("url")
+        if isinstance(url, str) and values.get("basic_auth_user"):
+            try:
+                has_userinfo = split_userinfo(url)[1] is not None
+            except ValueError:
+                has_userinfo = False
+            if has_userinfo:
+                ctx.warn(f"{src.path}: [[writers]] #{i + 1}: both the url and basic_auth_user carry "
+                         "credentials; basic_auth_user/basic_auth_pass are used (as Categraf)")
         try:
             writers.append(WriterConfig(**values))
         except ValidationError as exc:
@@ -435,10 +617,18 @@ def _load_writers(raw: Any, src: _Source, ctx: _Ctx) -> list[WriterConfig]:
 def _load_log(raw: Any, src: _Source, ctx: _Ctx) -> LogConfig:
     values = _split_known(raw, _LOG_KEYS, src, "[log]", ctx, "[log]")
     try:
-        return LogConfig(**values)
+        cfg = LogConfig(**values)
     except ValidationError as exc:
         _raise_validation(exc, src, "[log]", 0, "log.")
         raise
+    if cfg.file_name not in ("stdout", "stderr"):
+        if cfg.compress:
+            ctx.warn(f"{src.path}: [log] compress = true is not supported: rotated log files are kept "
+                     "uncompressed")
+        if "max_age" in values and cfg.max_age > 0:
+            ctx.warn(f"{src.path}: [log] max_age = {cfg.max_age} is not applied: old log files are bounded "
+                     f"by max_backups ({cfg.max_backups or 'all'}), not by age")
+    return cfg
 
 
 def _relabel_list(
@@ -488,6 +678,18 @@ def _load_instance(raw: Any, src: _Source, index: int, ctx: _Ctx, expander: _Exp
     labels = values.get("labels")
     if isinstance(labels, dict):
         values["labels"] = {k: expander.expand(v) if isinstance(v, str) else v for k, v in labels.items()}
+    if values.get("duplication_allowed") is True:
+        ctx.warn(f"{src.path}: {where}: duplication_allowed is not applied by kubescrape (it concerns "
+                 "Categraf's service discovery); ignored")
+    if values.get("username") and isinstance(values.get("urls"), list):
+        for url in values["urls"]:
+            try:
+                has_userinfo = isinstance(url, str) and split_userinfo(url)[1] is not None
+            except ValueError:
+                has_userinfo = False
+            if has_userinfo:
+                ctx.warn(f"{src.path}: {where}: {redact_url(url)} carries credentials and username is set; "
+                         "username/password are used (as Categraf)")
     try:
         return InstanceConfig(**values)
     except ValidationError as exc:

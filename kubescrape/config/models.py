@@ -4,19 +4,37 @@ The shape follows Categraf (``config.toml`` + ``input.prometheus/*.toml``); :mod
 reads those files into these models. All durations are stored as float seconds. The models can also be
 built directly in Python (tests, generated configs): there, every duration is in seconds and may also be a
 Go duration string such as ``"15s"`` or ``"2m30s"``.
+
+Bounds (each violation is a ``ValueError`` naming the value and what is allowed; the Categraf loader turns
+it into a :class:`~kubescrape.errors.ConfigError` with file and line):
+
+* every duration is finite (``inf``/``nan`` are rejected);
+* scrape intervals and timeouts, writer timeouts and backoffs are at least :data:`MIN_DURATION` (1 ms, the
+  resolution of Prometheus durations: ``"1ns"`` is as invalid here as in Prometheus). The Categraf loader
+  also requires intervals of at least :data:`MIN_INTERVAL` (1 s) unless ``[global] allow_short_intervals =
+  true`` (a kubescrape extra for tests and demos): a sub-second interval in a production file is a typo;
+* Categraf's "non-positive means the default" is kept for ``interval`` and instance ``timeout``; writer
+  ``timeout``/``dial_timeout``/backoffs must be positive (0 would spin);
+* URLs are ``http``/``https`` with a host, a port in 1-65535 and no whitespace or control characters;
+  userinfo (``user:pass@``) is allowed and handled by :mod:`kubescrape.redact`.
 """
 
 from __future__ import annotations
 
+import math
 import re
 from typing import Annotated, Any
+from urllib.parse import urlsplit
 
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, field_validator, model_validator
 
 from kubescrape.errors import ConfigError
+from kubescrape.redact import SECRET, SECRET_HEADERS, redact_text, redact_url, safe_name, split_userinfo
 from kubescrape.relabel import RelabelConfig
 
 __all__ = [
+    "MIN_DURATION",
+    "MIN_INTERVAL",
     "AgentConfig",
     "GlobalConfig",
     "InstanceConfig",
@@ -24,8 +42,15 @@ __all__ = [
     "Seconds",
     "WriterConfig",
     "WriterOptions",
+    "check_url",
     "parse_go_duration",
 ]
+
+MIN_DURATION = 0.001
+"""Shortest interval, timeout or backoff accepted anywhere (s): Prometheus' duration resolution."""
+
+MIN_INTERVAL = 1.0
+"""Shortest scrape interval a config file may set without ``[global] allow_short_intervals = true`` (s)."""
 
 _GO_DURATION_UNITS = {
     "ns": 1e-9,
@@ -83,6 +108,54 @@ def _to_seconds(value: Any) -> float:
 Seconds = Annotated[float, BeforeValidator(_to_seconds)]
 """A duration in seconds; accepts a number of seconds or a Go duration string."""
 
+
+def _finite(v: float) -> float:
+    if not math.isfinite(v):
+        raise ValueError(f"must be a finite duration such as \"15s\", not {v}")
+    return v
+
+
+def _at_least_min(v: float) -> float:
+    """A positive, finite duration of at least 1 ms (a shorter one is a typo, or spins)."""
+    _finite(v)
+    if v <= 0:
+        raise ValueError("must be greater than 0")
+    if v < MIN_DURATION:
+        raise ValueError(f"{v:g}s is shorter than 1ms, the shortest duration kubescrape (and Prometheus) "
+                         "accepts")
+    return v
+
+
+def check_url(url: str) -> str:
+    """Validate a scrape or remote-write URL: ``http``/``https``, a host, a port in 1-65535, no whitespace
+    or control characters. Returns ``url`` unchanged; raises ValueError whose message shows the URL without
+    its credentials."""
+    # redact_text, not redact_url: an unencoded "/" or "#" in a password hides the userinfo from URL
+    # parsing, and the message must not show it either.
+    shown = redact_text(url)
+    bad = re.search(r"[\s\x00-\x1f\x7f]", url)
+    if bad is not None:
+        what = "a space" if bad.group() == " " else f"the control character {bad.group()!r}"
+        raise ValueError(f"{shown!r} contains {what}: percent-encode it (%20 for a space) or remove it")
+    try:
+        parts = urlsplit(url)
+    except ValueError as exc:
+        raise ValueError(f"{shown!r} is not a valid URL: {exc}") from None
+    if parts.scheme not in ("http", "https"):
+        raise ValueError(f"{shown!r} is not an http:// or https:// URL")
+    if not parts.hostname:
+        raise ValueError(f"{shown!r} has no host (an unset environment variable in the URL?)")
+    try:
+        port = parts.port
+    except ValueError:
+        port_text = parts.netloc.rpartition("@")[2].rpartition(":")[2]
+        port_shown = f" {port_text!r}" if "@" not in url else ""  # it may be a password cut short
+        raise ValueError(f"{shown!r}: port{port_shown} is not a number in 1-65535") from None
+    if port == 0:
+        raise ValueError(f"{shown!r}: port 0 is not a port one can connect to; use 1-65535")
+    return url
+
+
 _LABEL_NAME = re.compile(r"^[a-zA-Z_][a-zA-Z0-9_]*$")
 
 
@@ -111,6 +184,17 @@ Headers = Annotated[dict[str, str], BeforeValidator(_headers_from_categraf)]
 _FROZEN = ConfigDict(frozen=True, extra="forbid")
 
 
+def _redact_fields(section: dict[str, Any], keys: tuple[str, ...]) -> None:
+    for key in keys:
+        if section.get(key):
+            section[key] = SECRET
+    if "url" in section:
+        section["url"] = redact_url(section["url"])
+    headers = section.get("headers")
+    if isinstance(headers, dict):
+        section["headers"] = {k: SECRET if k.lower() in SECRET_HEADERS else v for k, v in headers.items()}
+
+
 class GlobalConfig(BaseModel):
     """Categraf's ``[global]`` table. ``hostname`` holds the already expanded value."""
 
@@ -124,12 +208,15 @@ class GlobalConfig(BaseModel):
     concurrency: int = -1
     precision: str = "ms"
     print_configs: bool = False
+    # kubescrape extra: let config files set intervals under MIN_INTERVAL (tests, demos).
+    allow_short_intervals: bool = False
 
     @field_validator("interval")
     @classmethod
     def _interval_default(cls, v: float) -> float:
         # Categraf: a non-positive global interval means the 15 s default.
-        return v if v > 0 else 15.0
+        _finite(v)
+        return _at_least_min(v) if v > 0 else 15.0
 
     @field_validator("labels")
     @classmethod
@@ -167,23 +254,47 @@ class WriterConfig(BaseModel):
     # kubescrape extras: sharding and retries, as Prometheus' queue_config.
     min_shards: int = Field(default=1, ge=1)
     max_shards: int = Field(default=4, ge=1)
-    max_retries: int = Field(default=-1, ge=-1, description="-1 = retry retryable errors forever")
+    max_retries: int = Field(
+        default=-1, ge=-1,
+        description="retries of a retryable failure (5xx, 429, network) before the batch is dropped and "
+                    "counted (reason retries_exhausted); -1 = retry forever, as Prometheus; 0 = no retry",
+    )
     min_backoff: Seconds = 0.03
     max_backoff: Seconds = 5.0
+
+    @model_validator(mode="before")
+    @classmethod
+    def _credentials_from_url(cls, data: Any) -> Any:
+        """``http://user:pass@host/…``: the credentials become basic auth (unless ``basic_auth_user`` is set,
+        which wins, as in Categraf) and ``url`` keeps only the endpoint, so it is safe to show anywhere."""
+        if not isinstance(data, dict) or not isinstance(data.get("url"), str):
+            return data
+        try:
+            clean, user, password = split_userinfo(data["url"])
+        except ValueError:
+            return data  # the url validator explains what is wrong
+        if user is None:
+            return data
+        out = {**data, "url": clean}
+        if not out.get("basic_auth_user"):
+            out["basic_auth_user"] = user
+            out["basic_auth_pass"] = password or ""
+        return out
 
     @field_validator("url")
     @classmethod
     def _url_http(cls, v: str) -> str:
-        if not re.match(r"^https?://[^/\s]+", v):
-            raise ValueError(f"{v!r} is not an http:// or https:// URL")
-        return v
+        return check_url(v)
 
-    @field_validator("timeout", "dial_timeout", "max_backoff")
+    @field_validator("timeout", "dial_timeout", "min_backoff", "max_backoff")
     @classmethod
     def _positive(cls, v: float) -> float:
-        if v <= 0:
-            raise ValueError("must be greater than 0")
-        return v
+        return _at_least_min(v)
+
+    @property
+    def safe_name(self) -> str:
+        """host[:port]/path of the endpoint, without credentials: the writer's name and spool directory."""
+        return safe_name(self.url)
 
     @model_validator(mode="after")
     def _shards_ordered(self) -> WriterConfig:
@@ -244,6 +355,17 @@ class InstanceConfig(BaseModel):
     # node (the kubelet and kube-proxy over 127.0.0.1 or $HOSTIP): there is no network to save.
     enable_compression: bool = True
     body_size_limit: int = Field(default=64 << 20, ge=0, description="bytes; 0 = unlimited")
+    # Prometheus' scrape limits, same names and meaning: exceeding one fails the whole scrape (up = 0).
+    sample_limit: int = Field(default=0, ge=0, description="samples per scrape after relabeling; 0 = none")
+    label_limit: int = Field(default=0, ge=0, description="labels per series; 0 = none")
+    label_name_length_limit: int = Field(default=0, ge=0, description="bytes per label name; 0 = none")
+    label_value_length_limit: int = Field(default=0, ge=0, description="bytes per label value; 0 = none")
+    target_limit: int = Field(
+        default=0, ge=0,
+        description="targets of this instance after target relabeling; above it every one fails; 0 = none",
+    )
+    # Prometheus 2.48: staleness markers for series exposed with explicit timestamps too.
+    track_timestamps_staleness: bool = False
     metric_relabel_configs: list[RelabelConfig] = Field(default_factory=list)
     target_relabel_configs: list[RelabelConfig] = Field(default_factory=list)
 
@@ -251,14 +373,14 @@ class InstanceConfig(BaseModel):
     @classmethod
     def _timeout_default(cls, v: float) -> float:
         # Categraf: a non-positive timeout means the 3 s default.
-        return v if v > 0 else 3.0
+        _finite(v)
+        return _at_least_min(v) if v > 0 else 3.0
 
     @field_validator("urls")
     @classmethod
     def _urls_http(cls, v: list[str]) -> list[str]:
         for url in v:
-            if not re.match(r"^https?://[^/\s]+", url):
-                raise ValueError(f"{url!r} is not an http:// or https:// URL")
+            check_url(url)
         return v
 
     @field_validator("labels")
@@ -286,13 +408,39 @@ class InstanceConfig(BaseModel):
             raise ValueError(f"unsupported TLS version {v!r}: expected \"1.0\", \"1.1\", \"1.2\" or \"1.3\"")
         return v
 
+    @model_validator(mode="after")
+    def _tls_versions_ordered(self) -> InstanceConfig:
+        lo, hi = self.tls_min_version, self.tls_max_version
+        if lo is not None and hi is not None and float(lo) > float(hi):
+            raise ValueError(f"tls_min_version {lo!r} is higher than tls_max_version {hi!r}: no TLS version "
+                             "is left to negotiate")
+        return self
+
 
 class LogConfig(BaseModel):
-    """Categraf's ``[log]``: only ``file_name`` matters to kubescrape (``stdout``/``stderr``/a path)."""
+    """Categraf's ``[log]``: where the agent logs, and how a log file rotates.
+
+    ``file_name``: ``stdout``, ``stderr`` or a path; a file rotates at ``max_size`` MB keeping
+    ``max_backups`` old files (Categraf's lumberjack options; as there, ``max_size = 0`` means 100 MB and
+    ``max_backups = 0`` keeps all). ``max_age`` and ``compress`` have no equivalent in Python's rotating
+    handler: the loader warns when they are set for a log file. ``local_time`` has nothing to apply to
+    (rotated files are numbered, not dated). :func:`kubescrape.config.logfile.log_handler` builds the
+    handler.
+    """
 
     model_config = ConfigDict(frozen=True, extra="ignore")
 
     file_name: str = "stdout"
+    max_size: int = Field(default=100, ge=0, description="MB before a log file rotates; 0 = 100")
+    max_age: int = Field(default=1, ge=0, description="days (not applied)")
+    max_backups: int = Field(default=1, ge=0, description="rotated files kept; 0 = all (as lumberjack)")
+    local_time: bool = True
+    compress: bool = False
+
+    @field_validator("file_name")
+    @classmethod
+    def _file_name(cls, v: str) -> str:
+        return v.strip() or "stdout"
 
 
 class AgentConfig(BaseModel):
@@ -315,6 +463,26 @@ class AgentConfig(BaseModel):
     log: LogConfig = Field(default_factory=LogConfig)
     warnings: list[str] = Field(default_factory=list)
     files: list[str] = Field(default_factory=list)
+
+    @field_validator("input_interval")
+    @classmethod
+    def _input_interval(cls, v: float | None) -> float | None:
+        # Non-positive: fall back to [global] interval (see scrape_interval), as Categraf.
+        if v is None:
+            return None
+        _finite(v)
+        return _at_least_min(v) if v > 0 else v
+
+    def redacted(self) -> dict[str, Any]:
+        """The configuration as plain data with every secret replaced by ``<secret>`` and every URL without
+        its userinfo: what ``print_configs``, ``--test``, doctor or a status page may show."""
+        data = self.model_dump(mode="json", by_alias=True)
+        for writer in data.get("writers", []):
+            _redact_fields(writer, ("basic_auth_pass",))
+        for inst in data.get("instances", []):
+            inst["urls"] = [redact_url(u) for u in inst.get("urls", [])]
+            _redact_fields(inst, ("password", "bearer_token_string", "tls_key_pwd"))
+        return data
 
     def require_writers(self) -> None:
         """Raise ConfigError when no remote-write endpoint is configured (all but test mode need one)."""

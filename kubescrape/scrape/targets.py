@@ -12,6 +12,11 @@ Label rules (Categraf's ``config/inline.go`` and ``inputs/prometheus``, then Pro
 * Per series, in order: ``ignore_metrics`` (globs on the metric or its histogram/summary family name),
   ``ignore_label_keys`` (globs), ``name_prefix``, ``metrics_drop``/``metrics_pass``, ``metrics_name_prefix``,
   the merge above, then ``metric_relabel_configs`` followed by Categraf's ``relabel_configs``.
+
+Credentials in a URL (``http://alice:PASS@host/metrics``) are used and never shown: :attr:`Target.url` is the
+URL without userinfo (it is what the ``instance`` label, ``__address__``, the self-metrics' ``target`` label
+and every log line see), and the credentials move to :attr:`Target.username`/:attr:`Target.password` unless
+the instance sets ``username`` itself, which wins as in Categraf.
 """
 
 from __future__ import annotations
@@ -19,11 +24,12 @@ from __future__ import annotations
 import logging
 import re
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
 from kubescrape.config.models import AgentConfig, InstanceConfig
 from kubescrape.errors import ConfigError
+from kubescrape.redact import split_userinfo
 from kubescrape.relabel import RelabelConfig, relabel
 
 __all__ = [
@@ -58,6 +64,7 @@ class TLSSettings:
     insecure_skip_verify: bool
     min_version: str | None = None
     key_password: str | None = None
+    max_version: str | None = None
 
 
 @dataclass(frozen=True)
@@ -86,6 +93,16 @@ class Target:
     metrics_pass: tuple[str, ...] = ()
     metrics_name_prefix: str = ""
     enable_compression: bool = True
+    # Prometheus' scrape limits (0 = no limit); exceeding one fails the scrape (up = 0).
+    sample_limit: int = 0
+    label_limit: int = 0
+    label_name_length_limit: int = 0
+    label_value_length_limit: int = 0
+    target_limit: int = 0
+    track_timestamps_staleness: bool = False
+    forced_error: str | None = None
+    """Set when the target must not be scraped: every scrape fails with this message (Prometheus'
+    ``target_limit exceeded …``), ``up`` 0."""
 
     @property
     def label_dict(self) -> dict[str, str]:
@@ -220,6 +237,7 @@ def build_targets(config: AgentConfig) -> list[Target]:
         if not inst.use_tls and (inst.tls_ca or inst.tls_cert or inst.tls_key or inst.insecure_skip_verify):
             logger.warning("[[instances]] #%d sets tls_* options but not use_tls = true; as in Categraf they "
                            "are not applied", index + 1)
+        built: list[Target] = []
         for url in inst.urls:
             target = _build_one(config, inst, index, url)
             if target is None:
@@ -228,13 +246,17 @@ def build_targets(config: AgentConfig) -> list[Target]:
             seen[target.name] = n
             if n > 1:
                 target = _replace_name(target, f"{target.name}#{n}")
-            targets.append(target)
+            built.append(target)
+        if inst.target_limit and len(built) > inst.target_limit:
+            # Prometheus keeps the targets and fails each scrape, so the excess shows as up == 0.
+            message = f"target_limit exceeded (number of targets: {len(built)}, limit: {inst.target_limit})"
+            logger.warning("[[instances]] #%d: %s; none of its targets is scraped", index + 1, message)
+            built = [replace(t, forced_error=message) for t in built]
+        targets.extend(built)
     return targets
 
 
 def _replace_name(target: Target, name: str) -> Target:
-    from dataclasses import replace
-
     return replace(target, name=name)
 
 
@@ -306,7 +328,14 @@ def _apply_target_relabel(
 
 
 def _build_one(config: AgentConfig, inst: InstanceConfig, index: int, raw_url: str) -> Target | None:
-    url = _normalize_url(raw_url)
+    clean_url, url_user, url_password = split_userinfo(raw_url)
+    url = _normalize_url(clean_url)
+    username: str | None
+    password: str | None
+    if inst.username:
+        username, password = inst.username, inst.password or None
+    else:
+        username, password = url_user or None, url_password or None
     labels = _target_labels(config, inst, index, url)
     if inst.target_relabel_configs:
         relabeled = _apply_target_relabel(labels, url, inst.target_relabel_configs, index)
@@ -340,11 +369,12 @@ def _build_one(config: AgentConfig, inst: InstanceConfig, index: int, raw_url: s
             insecure_skip_verify=inst.insecure_skip_verify,
             min_version=inst.tls_min_version,
             key_password=inst.tls_key_pwd or None,
+            max_version=inst.tls_max_version,
         ),
         bearer_token_file=inst.bearer_token_file or None,
         bearer_token_string=inst.bearer_token_string or None,
-        username=inst.username or None,
-        password=inst.password or None,
+        username=username,
+        password=password,
         headers=tuple(inst.headers.items()),
         metric_relabel_configs=(*inst.metric_relabel_configs, *inst.relabel_configs),
         ignore_metrics=tuple(inst.ignore_metrics),
@@ -353,6 +383,12 @@ def _build_one(config: AgentConfig, inst: InstanceConfig, index: int, raw_url: s
         metrics_drop=tuple(inst.metrics_drop),
         metrics_pass=tuple(inst.metrics_pass),
         metrics_name_prefix=inst.metrics_name_prefix,
+        sample_limit=inst.sample_limit,
+        label_limit=inst.label_limit,
+        label_name_length_limit=inst.label_name_length_limit,
+        label_value_length_limit=inst.label_value_length_limit,
+        target_limit=inst.target_limit,
+        track_timestamps_staleness=inst.track_timestamps_staleness,
     )
 
 

@@ -143,7 +143,8 @@ def write_categraf_config(
     main = (SEED_DIR / "config.toml").read_text()
     main = re.sub(r'(?m)^url = ".*"$', f'url = "{writer_url}"', main)
     if interval is not None:
-        main = re.sub(r"(?m)^interval = .*$", f"interval = {interval:g}", main, count=1)
+        short = "\nallow_short_intervals = true" if interval < 1 else ""
+        main = re.sub(r"(?m)^interval = .*$", f"interval = {interval:g}{short}", main, count=1)
     inputs = (SEED_DIR / "input.prometheus" / "prometheus.toml").read_text()
     for old, new in urls.items():
         if f'"{old}"' not in inputs:

@@ -354,3 +354,62 @@ def test_timeout_longer_than_the_interval_is_clamped_with_a_warning(caplog: pyte
     t = one(urls=["http://127.0.0.1:9100/metrics"], timeout=30)
     assert (t.interval, t.timeout) == (15.0, 15.0)
     assert any("exceeds the scrape interval" in r.getMessage() for r in caplog.records)
+
+
+# --- credentials, limits, TLS versions (issue 15) ------------------------------------------------------
+
+
+def test_url_credentials_are_used_for_auth_and_appear_in_no_label() -> None:
+    t = one(urls=["http://alice:PASS@10.0.0.1:9100/metrics"], labels={"job": "node"},
+            url_label_pair={"host": "{{.Host}}"})
+    assert t.url == t.name == "http://10.0.0.1:9100/metrics"
+    assert (t.username, t.password) == ("alice", "PASS")
+    assert t.label_dict["instance"] == "http://10.0.0.1:9100/metrics"
+    assert t.label_dict["host"] == "10.0.0.1:9100"
+    everything = repr(t.labels) + repr(synthetic_labels(t, "up"))
+    assert "PASS" not in everything and "alice" not in everything
+    # The instance's own username/password win over the URL's, as in Categraf.
+    t = one(urls=["http://alice:PASS@10.0.0.1:9100/metrics"], username="bob", password="pw")
+    assert (t.url, t.username, t.password) == ("http://10.0.0.1:9100/metrics", "bob", "pw")
+    # Percent-encoded userinfo is decoded; a user without password sends an empty one.
+    t, u = build_targets(agent({"urls": ["http://a%40b:p%3As@h:1/m", "http://carol@h:2/m"]}))
+    assert (t.username, t.password) == ("a@b", "p:s")
+    assert (u.url, u.username, u.password) == ("http://h:2/m", "carol", None)
+
+
+def test_target_relabel_never_sees_credentials() -> None:
+    t = one(urls=["http://alice:PASS@10.0.0.1:9100/metrics"],
+            target_relabel_configs=[RelabelConfig(source_labels=["__address__"], target_label="addr")])
+    assert t.label_dict["addr"] == "10.0.0.1:9100"
+    assert t.url == "http://10.0.0.1:9100/metrics" and t.username == "alice"
+
+
+def test_scrape_limits_and_staleness_option_reach_the_target() -> None:
+    t = one(urls=["http://a:1/m"], sample_limit=5000, label_limit=30, label_name_length_limit=128,
+            label_value_length_limit=2048, track_timestamps_staleness=True)
+    assert (t.sample_limit, t.label_limit, t.label_name_length_limit, t.label_value_length_limit) == (
+        5000, 30, 128, 2048)
+    assert t.track_timestamps_staleness is True and t.forced_error is None
+    d = one(urls=["http://a:1/m"])
+    assert (d.sample_limit, d.label_limit, d.label_name_length_limit, d.label_value_length_limit,
+            d.target_limit, d.track_timestamps_staleness) == (0, 0, 0, 0, 0, False)
+
+
+def test_target_limit_fails_every_target_of_the_instance_like_prometheus() -> None:
+    cfg = agent({"urls": ["http://a:1/m", "http://b:1/m", "http://c:1/m"], "target_limit": 2},
+                {"urls": ["http://d:1/m"], "target_limit": 1})
+    a, b, c, d = build_targets(cfg)
+    for t in (a, b, c):
+        assert t.forced_error == "target_limit exceeded (number of targets: 3, limit: 2)"
+    assert d.forced_error is None
+    # Counted after target relabeling, as Prometheus does.
+    cfg = agent({"urls": ["http://a:1/m", "http://b:1/m", "http://c:1/m"], "target_limit": 2,
+                 "target_relabel_configs": [{"source_labels": ["__address__"], "regex": "c:1",
+                                             "action": "drop"}]})
+    assert [t.forced_error for t in build_targets(cfg)] == [None, None]
+
+
+def test_tls_max_version_reaches_the_target() -> None:
+    t = one(urls=["https://a:1/m"], use_tls=True, tls_min_version="1.2", tls_max_version="1.2")
+    assert (t.tls.min_version, t.tls.max_version) == ("1.2", "1.2")
+    assert one(urls=["https://a:1/m"]).tls.max_version is None
