@@ -1,17 +1,31 @@
-# The kubescrape node agent. Build: docker build -t kubescrape:0.1.0 .
+# The kubescrape node agent. Build: podman build -t kubescrape:0.1.0 .   (or docker build …)
 # Deploy: kubescrape manifests --image kubescrape:0.1.0 | kubectl apply -f -
+#
+# Any Debian-based image with python3 (3.11+) and its venv module works as the base: scripts/image-test
+# builds over a bookworm made with debootstrap (`podman build --from …`) when no registry can be reached.
+# With a wheelhouse/ directory in the build context (pip wheel -w wheelhouse .), the build installs from it
+# alone and needs no network; without it, pip fetches from PyPI.
 FROM python:3.11-slim
 
 # No .pyc writes (the DaemonSet runs with a read-only root filesystem) and unbuffered logs.
 ENV PYTHONDONTWRITEBYTECODE=1 \
     PYTHONUNBUFFERED=1 \
     PIP_NO_CACHE_DIR=1 \
-    PIP_DISABLE_PIP_VERSION_CHECK=1
+    PIP_DISABLE_PIP_VERSION_CHECK=1 \
+    PATH=/opt/kubescrape/bin:$PATH
 
 WORKDIR /src
-COPY pyproject.toml README.md ./
-COPY kubescrape ./kubescrape
-RUN pip install . && rm -rf /src
+# .dockerignore keeps the context to pyproject.toml, README.md, kubescrape/ and wheelhouse/
+COPY . ./
+# A virtual environment: Debian's own python3 refuses system-wide pip installs (PEP 668).
+RUN python3 -m venv /opt/kubescrape \
+    && if [ -d wheelhouse ]; then \
+           pip install --no-index --find-links wheelhouse kubescrape; \
+       else \
+           pip install .; \
+       fi \
+    && kubescrape --help >/dev/null \
+    && cd / && rm -rf /src
 
 # Same uid/gid as runAsUser in the generated DaemonSet.
 RUN groupadd --system --gid 10001 kubescrape \

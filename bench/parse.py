@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import argparse
 import gc
+import re
 import sys
 import time
 from collections.abc import Callable
@@ -72,7 +73,7 @@ def run(quick: bool = False, pods: int = 120) -> tuple[list[tuple[str, int, floa
     bodies = cadvisor_scrapes(pods, repeat + 2)
     text = bodies[0].decode()
     samples = len(parse(text))
-    ts = 1_764_000_015_000
+    ts = 1_700_000_015_000  # the emulated node's FakeClock time: its own timestamps are in the window
 
     def client() -> None:
         for _ in text_string_to_metric_families(text):
@@ -93,6 +94,15 @@ def run(quick: bool = False, pods: int = 120) -> tuple[list[tuple[str, int, floa
     def warm() -> None:
         warm_cache.process(next(warm_bodies), ts)
 
+    # The same scrapes as OpenMetrics (timestamps in seconds, # EOF): no fast path, a plain cache lookup.
+    om_bodies = [_as_openmetrics(body) for body in bodies]
+    om_cache = SeriesCache(_labeler)
+    om_cache.process(om_bodies[0], ts, content_type=OPENMETRICS)
+    om_warm_bodies = iter(om_bodies[1:])
+
+    def warm_openmetrics() -> None:
+        om_cache.process(next(om_warm_bodies), ts, content_type=OPENMETRICS)
+
     def warm_compress() -> None:
         result = warm_compress_cache.process(next(compress_bodies), ts)
         for chunk in result.chunks:
@@ -104,7 +114,16 @@ def run(quick: bool = False, pods: int = 120) -> tuple[list[tuple[str, int, floa
         ("SeriesCache.process cold (first scrape: parse, labeler, encode)", samples, _best(cold, repeat)),
         ("SeriesCache.process warm (next scrapes, encoded chunks)", samples, _best(warm, repeat)),
         ("SeriesCache.process warm + snappy compress", samples, _best(warm_compress, repeat)),
+        ("SeriesCache.process warm, OpenMetrics body", samples, _best(warm_openmetrics, repeat)),
     ], len(bodies[0])
+
+
+OPENMETRICS = "application/openmetrics-text; version=1.0.0; charset=utf-8"
+
+
+def _as_openmetrics(body: bytes) -> bytes:
+    """The text body as OpenMetrics: millisecond timestamps as seconds, ``# EOF`` at the end."""
+    return re.sub(rb" ([0-9]{10})([0-9]{3})\n", rb" \1.\2\n", body) + b"# EOF\n"
 
 
 def table(rows: list[tuple[str, int, float]]) -> str:

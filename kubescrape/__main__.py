@@ -1,3 +1,6 @@
+"""``python -m kubescrape``: the same command line as the ``kubescrape`` script."""
+
 from kubescrape.cli import main
 
-main()
+if __name__ == "__main__":
+    main()

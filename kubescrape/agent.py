@@ -1,25 +1,33 @@
 """The agent: configuration → targets → one scrape loop per target → remote write, plus the self-metrics
 listener and clean shutdown. ``kubescrape run`` is :func:`run_command`; tests and the demo use
 :class:`Agent` directly.
+
+The agent owns every task it starts, through one :class:`~kubescrape.supervisor.Supervisor`: the scrape
+loops, each writer's dispatcher and spool flusher, the periodic summary. A task that fails is counted
+(``kubescrape_task_failures_total{task}``), logged when its state changes and restarted with backoff.
+:meth:`Agent.healthy` is the ``/healthz`` policy (README, "Health and accounting"): *unhealthy* (503)
+while a writer cannot persist or deliver, *degraded* (200) while targets are down or a scrape task is
+restarting, *ok* (200) otherwise.
 """
 
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
 import sys
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Coroutine, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import TracebackType
-from typing import TextIO
-from urllib.parse import urlsplit
+from typing import Any, TextIO
 
 from aiohttp import web
 
 from kubescrape._signals import stop_on_signals
 from kubescrape.clock import SYSTEM_CLOCK, Clock
 from kubescrape.config.categraf import load_categraf
+from kubescrape.config.logfile import LOG_FORMAT, log_handler
 from kubescrape.config.models import AgentConfig, WriterConfig
 from kubescrape.errors import ConfigError, KubescrapeError
 from kubescrape.remote_write import Chunk, Sink
@@ -29,6 +37,8 @@ from kubescrape.scrape.loop import ScrapeClient, ScrapeLoop, ScrapeReport, Targe
 from kubescrape.scrape.parser import Sample, render
 from kubescrape.scrape.targets import Target, build_targets
 from kubescrape.selfmon import SelfMetrics, make_app
+from kubescrape.status import add_routes
+from kubescrape.supervisor import Supervisor
 
 __all__ = ["Agent", "AgentStats", "render_chunks", "run_command", "writer_settings"]
 
@@ -87,13 +97,14 @@ def writer_settings(config: AgentConfig) -> list[WriterSettings]:
             cert_file=w.tls_cert,
             key_file=w.tls_key,
             insecure_skip_verify=w.insecure_skip_verify,
+            server_name=w.tls_server_name or None,
+            max_retries=w.max_retries,
         ))
     return out
 
 
 def _writer_name(w: WriterConfig) -> str:
-    parts = urlsplit(w.url)
-    return (parts.netloc + parts.path).rstrip("/") or w.url
+    return w.safe_name
 
 
 class Agent:
@@ -101,7 +112,8 @@ class Agent:
 
     Without ``sink`` the agent builds its :class:`RemoteWrite` from ``config.writers`` (``spool_dir=None``
     keeps the queue in memory). ``listen`` ("host:port", port 0 = any free port, "" = off) serves
-    ``/metrics`` and ``/healthz``. Use as ``async with Agent(config) as agent:`` or ``start()``/``stop()``.
+    ``/metrics`` and ``/healthz``. ``summary_interval`` (seconds; None = off) logs a one-line summary that
+    often. Use as ``async with Agent(config) as agent:`` or ``start()``/``stop()``.
     """
 
     def __init__(
@@ -116,6 +128,7 @@ class Agent:
         listen: str = "",
         shutdown_timeout: float = 10.0,
         jitter: bool = True,
+        summary_interval: float | None = None,
     ) -> None:
         self.config = config
         self.metrics = metrics if metrics is not None else SelfMetrics()
@@ -132,11 +145,19 @@ class Agent:
         self._runner: web.AppRunner | None = None
         self.listen_address: tuple[str, int] | None = None
         self._started = False
+        self._summary_interval = summary_interval
+        self.supervisor = Supervisor(metrics=self.metrics, clock=clock)
         self.loops = [
             ScrapeLoop(t, client=self._client, sink=None, metrics=self.metrics, clock=clock,
                        batch=config.writer_opt.batch, offset_seed=hostname_seed(config.global_.hostname))
             for t in self.targets
         ]
+        self._scrape_tasks: list[str] = []
+        for loop in self.loops:
+            name = f"scrape {loop.target.url}"
+            while name in self._scrape_tasks:
+                name += "'"
+            self._scrape_tasks.append(name)
         if config.warnings:
             self.metrics.config_warnings.inc(len(config.warnings))
 
@@ -158,14 +179,16 @@ class Agent:
             self.config.require_writers()
             self._remote_write = RemoteWrite(writer_settings(self.config), metrics=self.metrics,
                                              spool_dir=self._spool_dir, spool_max_bytes=self._spool_max_bytes,
-                                             clock=self.clock)
+                                             clock=self.clock, supervisor=self.supervisor)
             await self._remote_write.start()
             self._sink = self._remote_write
         if self._listen:
             await self._start_listener(self._listen)
-        for loop in self.loops:
+        for name, loop in zip(self._scrape_tasks, self.loops, strict=True):
             loop.sink = self._sink
-            loop.start(jitter=self._jitter)
+            self.supervisor.start(name, _runner_of(loop, self._jitter), progress=_scrapes_of(loop))
+        if self._summary_interval:
+            self.supervisor.start("summary", self._summaries)
         log.info("scraping %d target(s) every %s", len(self.loops),
                  ", ".join(sorted({f"{t.interval:g}s" for t in self.targets})) or "-")
 
@@ -174,10 +197,11 @@ class Agent:
         if not self._started:
             return
         self._started = False
-        await asyncio.gather(*(loop.stop() for loop in self.loops))
+        await self.supervisor.stop([*self._scrape_tasks, "summary"])
         await self._client.close()
         if self._remote_write is not None:
             await self._remote_write.close(self.shutdown_timeout)
+        await self.supervisor.stop()
         if self._runner is not None:
             await self._runner.cleanup()
             self._runner = None
@@ -195,14 +219,47 @@ class Agent:
         return AgentStats(targets=[loop.stats for loop in self.loops], writers=writers)
 
     def healthy(self) -> tuple[bool, str]:
-        """For ``/healthz``: alive while running; the text says how many targets are up."""
+        """For ``/healthz`` (the policy is in the README): ``(False, "unhealthy: …")`` while a writer cannot
+        persist or deliver, ``(True, "degraded: …")`` while targets are down or a scrape task is restarting,
+        ``(True, "ok: …")`` otherwise. The first line sums up; each further line is one reason."""
+        if not self._started:
+            return False, "stopped"
         s = self.stats()
-        state = "ok" if self._started else "stopped"
-        return self._started, f"{state}: {s.targets_up}/{len(s.targets)} targets up"
+        targets = f"{s.targets_up}/{len(s.targets)} targets up"
+        problems = self._remote_write.problems() if self._remote_write is not None else []
+        if problems:
+            return False, "\n".join([f"unhealthy: {targets}; {len(problems)} delivery problem(s)",
+                                      *problems]) + "\n"
+        failing = self.supervisor.failing()
+        notes = [f"task {name!r} failed and is restarting ({failing[name]})"
+                 for name in self._scrape_tasks if name in failing]
+        if notes or s.targets_up < len(s.targets):
+            return True, "\n".join([f"degraded: {targets}", *notes]) + "\n"
+        return True, f"ok: {targets}\n"
+
+    def summary(self) -> str:
+        """One line: targets up, and per writer what was sent, is pending, was dropped or evicted."""
+        s = self.stats()
+        parts = [f"{s.targets_up}/{len(s.targets)} targets up, {s.samples:,} samples per round"]
+        for w in s.writers:
+            line = f"writer {w.name!r}: sent {w.sent:,}, pending {w.pending_samples:,}"
+            if w.dropped:
+                reasons = ", ".join(f"{k} {v:,}" for k, v in sorted(w.dropped_by_reason.items()))
+                line += f", dropped {w.dropped:,} ({reasons})"
+            if w.evicted:
+                line += f", evicted {w.evicted:,}"
+            parts.append(line)
+        return "; ".join(parts)
+
+    async def _summaries(self) -> None:
+        assert self._summary_interval
+        while True:
+            await self.clock.sleep(self._summary_interval)
+            log.info("summary: %s", self.summary())
 
     async def _start_listener(self, listen: str) -> None:
         host, port = parse_listen(listen)
-        runner = web.AppRunner(make_app(self.metrics, self.healthy), access_log=None)
+        runner = web.AppRunner(add_routes(make_app(self.metrics, self.healthy), self), access_log=None)
         await runner.setup()
         site = web.TCPSite(runner, host, port)
         try:
@@ -218,7 +275,16 @@ class Agent:
         if sockets:
             addr = sockets[0].getsockname()
             self.listen_address = (str(addr[0]), int(addr[1]))
-        log.info("self-metrics on http://%s:%d/metrics", *(self.listen_address or (host, port)))
+        log.info("status pages on http://%s:%d/ (self-metrics: /metrics)",
+                 *(self.listen_address or (host, port)))
+
+
+def _runner_of(loop: ScrapeLoop, jitter: bool) -> Callable[[], Coroutine[Any, Any, None]]:
+    return lambda: loop.run(jitter=jitter)
+
+
+def _scrapes_of(loop: ScrapeLoop) -> Callable[[], int]:
+    return lambda: loop.stats.scrapes
 
 
 def parse_listen(listen: str) -> tuple[str, int]:
@@ -257,14 +323,17 @@ def print_summary(reports: Sequence[ScrapeReport], out: TextIO) -> None:
     print(f"{len(reports)} target(s), {len(reports) - failed} up, {failed} failed", file=out)
 
 
-def setup_logging(level: str, stream: TextIO | None = None) -> None:
-    """Log to stderr at ``level`` (debug, info, warning, error). Raises ConfigError on an unknown level."""
+def setup_logging(level: str, stream: TextIO | None = None, handler: logging.Handler | None = None) -> None:
+    """Log at ``level`` (debug, info, warning, error) through ``handler`` (``[log] file_name``, see
+    :func:`kubescrape.config.logfile.log_handler`) or to ``stream`` (default stderr). Replaces the handler
+    an earlier call installed. Raises ConfigError on an unknown level."""
     numeric = logging.getLevelName(level.upper())
     if not isinstance(numeric, int):
         raise ConfigError(f"unknown log level {level!r}", "use one of debug, info, warning, error",
                           key="--log-level")
-    handler = logging.StreamHandler(stream or sys.stderr)
-    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+    if handler is None:
+        handler = logging.StreamHandler(stream or sys.stderr)
+        handler.setFormatter(logging.Formatter(LOG_FORMAT))
     root = logging.getLogger()
     for h in list(root.handlers):
         if getattr(h, "_kubescrape", False):
@@ -295,9 +364,9 @@ async def _test_mode(config: AgentConfig) -> int:
 
 
 async def _serve(config: AgentConfig, *, listen: str, spool_dir: Path | None, spool_max_bytes: int,
-                 shutdown_timeout: float) -> int:
+                 shutdown_timeout: float, summary_interval: float | None) -> int:
     agent = Agent(config, listen=listen, spool_dir=spool_dir, spool_max_bytes=spool_max_bytes,
-                  shutdown_timeout=shutdown_timeout)
+                  shutdown_timeout=shutdown_timeout, summary_interval=summary_interval)
     with stop_on_signals() as stop:
         try:
             await agent.start()
@@ -319,11 +388,29 @@ def run_command(
     spool: bool,
     shutdown_timeout: float,
     log_level: str,
+    config_file: Path | None = None,
+    strict: bool = False,
+    quiet: bool = False,
+    summary_interval: float | None = 60.0,
 ) -> int:
-    """``kubescrape run``: 0 on a clean stop, 1 if a ``--test`` target failed, 2 on configuration errors."""
+    """``kubescrape run``: 0 on a clean stop, 1 if a ``--test`` target failed, 2 on configuration errors.
+
+    ``config_file``: a Prometheus configuration file, read instead of the Categraf directory. The agent
+    logs a one-line summary every ``summary_interval`` seconds (None or 0: never; ``quiet`` turns it off
+    too)."""
     try:
         setup_logging(log_level)
-        config = load_categraf(config_dir, writer_urls=writer_urls)
+        if config_file is not None:
+            # Imported here: it needs PyYAML, which a Categraf configuration never does.
+            from kubescrape.config.prometheus import load_prometheus
+
+            config = load_prometheus(config_file, strict=strict, writer_urls=writer_urls)
+        else:
+            config = load_categraf(config_dir, writer_urls=writer_urls)
+        # --test writes samples to stdout and its report to stderr: the configured log file is for serving.
+        file_handler = None if test else log_handler(config.log)
+        if file_handler is not None:
+            setup_logging(log_level, handler=file_handler)
     except ConfigError as e:
         print(f"error: {e.cause}", file=sys.stderr)
         if e.fix:
@@ -331,12 +418,15 @@ def run_command(
         return 2
     for warning in config.warnings:
         log.warning("config: %s", warning)
+    if config.global_.print_configs:
+        log.info("configuration: %s", json.dumps(config.redacted(), sort_keys=True, default=str))
     with asyncio.Runner(loop_factory=_event_loop_factory()) as runner:
         try:
             if test:
                 return runner.run(_test_mode(config))
             return runner.run(_serve(config, listen=listen, spool_dir=spool_dir if spool else None,
-                                     spool_max_bytes=spool_max_bytes, shutdown_timeout=shutdown_timeout))
+                                     spool_max_bytes=spool_max_bytes, shutdown_timeout=shutdown_timeout,
+                                     summary_interval=None if quiet else summary_interval or None))
         except KubescrapeError as e:
             print(f"error: {e.cause}", file=sys.stderr)
             if e.fix:

@@ -1,4 +1,5 @@
-"""Credentials for scraping: bearer token files that rotate, and client TLS contexts (CA, x509, server name).
+"""Credentials: ServiceAccount paths, bearer token files that rotate, JWT claims, and the checked reading of
+every credential file (token, CA, client certificate and key).
 
 In a pod the kubelet mounts the ServiceAccount credentials at :data:`IN_CLUSTER_TOKEN_FILE` and
 :data:`IN_CLUSTER_CA_FILE`. The token is a projected volume: the kubelet refreshes it (by default every
@@ -9,6 +10,10 @@ Note that ``IN_CLUSTER_CA_FILE`` is the *API server's* CA: it verifies the kubel
 only when the kubelet's certificate is signed by the cluster CA (``serverTLSBootstrap: true``). Kubelets with
 a self-signed serving certificate need ``insecure_skip_verify = true`` (as Categraf's example does) or their
 own CA bundle in ``tls_ca``.
+
+Credential files are read with :func:`read_credential_file`: opened non-blocking and checked to be a regular
+file of bounded size first, so a FIFO or a device named by mistake gives a clear error instead of freezing
+the event loop (a blocking ``read`` of a FIFO with no writer never returns).
 """
 
 from __future__ import annotations
@@ -19,21 +24,24 @@ import datetime as dt
 import json
 import logging
 import os
-import ssl
+import stat
 from pathlib import Path
-from typing import Protocol
+from typing import Any
 
 from kubescrape.clock import SYSTEM_CLOCK, Clock
-from kubescrape.errors import TLSConfigError, TokenError
+from kubescrape.errors import AuthError, TokenError
 from kubescrape.selfmon import SelfMetrics
 
 __all__ = [
     "IN_CLUSTER_CA_FILE",
     "IN_CLUSTER_TOKEN_FILE",
+    "MAX_CREDENTIAL_FILE",
+    "SERVICEACCOUNT_DIR",
     "BearerToken",
-    "TLSOptions",
-    "client_ssl_context",
     "jwt_expiry",
+    "read_credential_file",
+    "service_account_of",
+    "token_claims",
 ]
 
 log = logging.getLogger(__name__)
@@ -50,21 +58,104 @@ _TOKEN_FIX = (
 )
 
 
+MAX_CREDENTIAL_FILE = 1 << 20
+"""Largest credential file read: 1 MiB (a ServiceAccount token is ~1 KiB, a CA bundle ~200 KiB)."""
+
+_FILE_KINDS = (
+    (stat.S_ISFIFO, "a FIFO (named pipe)"),
+    (stat.S_ISCHR, "a character device"),
+    (stat.S_ISBLK, "a block device"),
+    (stat.S_ISSOCK, "a socket"),
+    (stat.S_ISDIR, "a directory"),
+)
+
+
+def read_credential_file(
+    path: str | os.PathLike[str], *, what: str, error: type[AuthError], fix: str,
+    limit: int = MAX_CREDENTIAL_FILE,
+) -> bytes:
+    """Read a small credential file without ever blocking: open non-blocking, require a regular file of at
+    most ``limit`` bytes, then read it. Raises ``error`` (TokenError, TLSConfigError) naming ``what``
+    (e.g. "the tls_ca file").
+
+    ``FileNotFoundError``/``PermissionError`` are raised as ``error`` too, with ``fix`` for a missing file.
+    """
+    name = os.fspath(path)
+    try:
+        fd = os.open(name, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
+    except FileNotFoundError:
+        raise error(f"{what} {name} does not exist", fix) from None
+    except OSError as e:
+        raise error(f"{what} {name} cannot be read: {e.strerror or e}",
+                    "make the file readable by the agent's user (check runAsUser and the volume's "
+                    "defaultMode)") from None
+    try:
+        st = os.fstat(fd)
+        if not stat.S_ISREG(st.st_mode):
+            kind = next((k for test, k in _FILE_KINDS if test(st.st_mode)), "not a regular file")
+            raise error(f"{what} {name} is {kind}, not a regular file",
+                        f"give a regular file (reading {kind} could block the agent)")
+        if st.st_size > limit:
+            raise error(f"{what} {name} is {st.st_size} bytes, more than the {limit} a credential "
+                        "file may hold", "check the path: credential files are small")
+        chunks: list[bytes] = []
+        size = 0
+        while size <= limit:
+            chunk = os.read(fd, 1 << 16)
+            if not chunk:
+                break
+            chunks.append(chunk)
+            size += len(chunk)
+        if size > limit:  # grew while being read
+            raise error(f"{what} {name} is larger than {limit} bytes",
+                        "check the path: credential files are small")
+        return b"".join(chunks)
+    except OSError as e:
+        raise error(f"{what} {name} cannot be read: {e.strerror or e}",
+                    "make it a readable regular file") from None
+    finally:
+        os.close(fd)
+
+
+def token_claims(token: str) -> dict[str, Any] | None:
+    """The claims of a JWT, decoded WITHOUT verifying it (the server decides validity); None if not a JWT."""
+    parts = token.split(".")
+    if len(parts) != 3:
+        return None
+    try:
+        claims = json.loads(base64.urlsafe_b64decode(parts[1] + "=" * (-len(parts[1]) % 4)))
+    except (binascii.Error, ValueError):
+        return None
+    return claims if isinstance(claims, dict) else None
+
+
 def jwt_expiry(token: str) -> float | None:
     """The ``exp`` claim (epoch seconds) of a JWT, read without verifying the signature; None if absent.
 
     Only for warnings: the server decides whether a token is valid.
     """
-    parts = token.split(".")
-    if len(parts) != 3:
-        return None
-    payload = parts[1] + "=" * (-len(parts[1]) % 4)
-    try:
-        claims = json.loads(base64.urlsafe_b64decode(payload))
-    except (binascii.Error, ValueError):
-        return None
-    exp = claims.get("exp") if isinstance(claims, dict) else None
+    claims = token_claims(token)
+    exp = claims.get("exp") if claims is not None else None
     return float(exp) if isinstance(exp, int | float) and not isinstance(exp, bool) else None
+
+
+SA_USER_PREFIX = "system:serviceaccount:"
+
+
+def service_account_of(claims: dict[str, Any]) -> str | None:
+    """``namespace/name`` of the ServiceAccount a token's claims name (bound or legacy token), or None."""
+    k8s = claims.get("kubernetes.io")
+    if isinstance(k8s, dict) and isinstance(k8s.get("serviceaccount"), dict):
+        return f"{k8s.get('namespace')}/{k8s['serviceaccount'].get('name')}"
+    legacy_ns = claims.get("kubernetes.io/serviceaccount/namespace")
+    legacy_name = claims.get("kubernetes.io/serviceaccount/service-account.name")
+    if legacy_ns and legacy_name:
+        return f"{legacy_ns}/{legacy_name}"
+    sub = claims.get("sub")
+    if isinstance(sub, str) and sub.startswith(SA_USER_PREFIX) and sub.count(":") == 3:
+        _, _, ns, name = sub.split(":")
+        return f"{ns}/{name}"
+    return None
 
 
 class BearerToken:
@@ -126,10 +217,7 @@ class BearerToken:
         )
 
     def _load(self, signature: tuple[int, int, int, int], *, counted: bool) -> None:
-        try:
-            raw = self.path.read_bytes()
-        except OSError as e:
-            raise self._unreadable(e) from e
+        raw = read_credential_file(self.path, what="bearer token file", error=TokenError, fix=_TOKEN_FIX)
         try:
             token = raw.decode("utf-8").strip()
         except UnicodeDecodeError as e:
@@ -178,97 +266,3 @@ class BearerToken:
 def _iso(epoch: float) -> str:
     return dt.datetime.fromtimestamp(epoch, dt.UTC).isoformat(timespec="seconds")
 
-
-_TLS_VERSIONS = {
-    "1.0": ssl.TLSVersion.TLSv1,
-    "1.1": ssl.TLSVersion.TLSv1_1,
-    "1.2": ssl.TLSVersion.TLSv1_2,
-    "1.3": ssl.TLSVersion.TLSv1_3,
-}
-
-
-class TLSOptions(Protocol):
-    """The TLS settings of a target (``kubescrape.scrape.targets.TLSSettings`` has this shape; its optional
-    ``min_version`` ("1.2") and ``key_password`` are used when present)."""
-
-    @property
-    def use_tls(self) -> bool: ...
-    @property
-    def ca_file(self) -> str | None: ...
-    @property
-    def cert_file(self) -> str | None: ...
-    @property
-    def key_file(self) -> str | None: ...
-    @property
-    def server_name(self) -> str | None: ...
-    @property
-    def insecure_skip_verify(self) -> bool: ...
-
-
-def client_ssl_context(tls: TLSOptions) -> ssl.SSLContext | None:
-    """The client SSL context for a target, or None without ``use_tls`` (as in Categraf, the ``tls_*``
-    options then do not apply, and https verifies against the system trust store like Go's default).
-
-    Verification is on unless ``insecure_skip_verify``; ``tls_ca`` replaces the system store; ``tls_cert``
-    + ``tls_key`` present a client certificate. ``tls_server_name`` is not part of the context: pass it
-    as ``server_hostname`` to the request. Raises :class:`TLSConfigError` naming the file and the fix.
-    """
-    if not tls.use_tls:
-        return None
-    ctx = ssl.create_default_context(ssl.Purpose.SERVER_AUTH)
-    min_version = getattr(tls, "min_version", None) or "1.2"
-    ctx.minimum_version = _TLS_VERSIONS.get(min_version, ssl.TLSVersion.TLSv1_2)
-    if tls.ca_file:
-        _load_ca(ctx, tls.ca_file)
-    if tls.insecure_skip_verify:
-        ctx.check_hostname = False
-        ctx.verify_mode = ssl.CERT_NONE
-    if tls.cert_file or tls.key_file:
-        if not (tls.cert_file and tls.key_file):
-            missing = "tls_key" if tls.cert_file else "tls_cert"
-            raise TLSConfigError(
-                f"a client certificate needs both tls_cert and tls_key; {missing} is not set",
-                f"set {missing} to the client {'key' if missing == 'tls_key' else 'certificate'} PEM file",
-            )
-        _load_client_cert(ctx, tls.cert_file, tls.key_file, getattr(tls, "key_password", None))
-    return ctx
-
-
-def _load_ca(ctx: ssl.SSLContext, ca_file: str) -> None:
-    path = Path(ca_file)
-    try:
-        data = path.read_text("ascii")
-    except FileNotFoundError as e:
-        raise TLSConfigError(
-            f"tls_ca file {ca_file} does not exist",
-            "point tls_ca at the CA bundle that signed the server's certificate "
-            f"(in a pod: {IN_CLUSTER_CA_FILE})",
-        ) from e
-    except (OSError, UnicodeDecodeError) as e:
-        raise TLSConfigError(f"tls_ca file {ca_file} cannot be read: {e}",
-                             "make it a readable PEM file") from e
-    if "-----BEGIN CERTIFICATE-----" not in data:
-        raise TLSConfigError(f"tls_ca file {ca_file} holds no PEM certificate",
-                             "tls_ca must be a PEM bundle (-----BEGIN CERTIFICATE-----)")
-    try:
-        ctx.load_verify_locations(cadata=data)
-    except ssl.SSLError as e:
-        raise TLSConfigError(f"tls_ca file {ca_file} does not parse: {e.reason or e}",
-                             "tls_ca must be a valid PEM certificate bundle") from e
-
-
-def _load_client_cert(ctx: ssl.SSLContext, cert_file: str, key_file: str, password: str | None) -> None:
-    for option, name in (("tls_cert", cert_file), ("tls_key", key_file)):
-        if not Path(name).is_file():
-            raise TLSConfigError(f"{option} file {name} does not exist",
-                                 f"point {option} at the PEM file of the client {option[4:]}")
-    try:
-        ctx.load_cert_chain(cert_file, key_file, password=password or None)
-    except ssl.SSLError as e:
-        raise TLSConfigError(
-            f"client certificate {cert_file} and key {key_file} do not load: {e.reason or e}",
-            "check that both are PEM and that the key belongs to the certificate",
-        ) from e
-    except OSError as e:
-        raise TLSConfigError(f"client certificate {cert_file} / key {key_file} cannot be read: {e}",
-                             "make both files readable by the agent's user") from e

@@ -1,4 +1,9 @@
-"""Command line: argument handling only. Each command hands plain values to the module that does the job."""
+"""Command line: argument handling only. Each command hands plain values to the module that does the job.
+
+Every module a command needs is imported inside that command, so ``kubescrape run`` loads neither the
+emulator, doctor, deploy, the demo nor rich. Help is rendered by typer's plain formatter (no rich): it is
+cheaper to start, shows flags as flags, and leaves ``[[writers]]`` alone instead of reading it as markup.
+"""
 
 from __future__ import annotations
 
@@ -7,53 +12,111 @@ from typing import Annotated
 
 import typer
 
+# Kept equal to kubescrape.receiver.DEFAULT_LISTEN / DEFAULT_WRITE_URL (a test checks) without importing
+# the receiver, which pulls in aiohttp, at CLI start-up.
+RECEIVER_LISTEN = "127.0.0.1:9201"
+RECEIVER_WRITE_URL = f"http://{RECEIVER_LISTEN}/api/v1/write"
+
 app = typer.Typer(
     name="kubescrape",
-    help="Scrape the kubelet securely and remote-write to Prometheus-compatible backends.",
+    help="Scrape the kubelet securely and remote-write to Prometheus-compatible backends.\n\n"
+    "A local tour, in three terminals: `kubescrape receive`, `kubescrape emulate --write-config conf`, "
+    "`kubescrape run --config-dir conf`.",
     no_args_is_help=True,
     add_completion=False,
     pretty_exceptions_enable=False,
+    rich_markup_mode=None,
 )
 
 
-@app.command()
+@app.command(short_help="The agent: scrape, remote-write; --test scrapes once.")
 def run(
     config_dir: Annotated[
         Path,
         typer.Option(
             "--config-dir",
             "-c",
-            help="Categraf-layout config dir (config.toml, input.prometheus/prometheus.toml).",
+            metavar="DIR",
+            help="Categraf-layout config directory: config.toml and input.prometheus/*.toml.",
         ),
     ] = Path("conf"),
     writer_url: Annotated[
         list[str] | None,
-        typer.Option("--writer-url", help="Remote-write URL; repeatable; replaces [[writers]]."),
+        typer.Option(
+            "--writer-url",
+            metavar="URL",
+            help="Remote-write URL; repeat for several backends. Replaces the [[writers]] of config.toml.",
+        ),
     ] = None,
     test: Annotated[
-        bool, typer.Option("--test", help="Scrape every target once, print the samples, write nothing.")
+        bool,
+        typer.Option(
+            "--test",
+            help="Scrape every target once, print the samples, write nothing; exit 1 if a target failed.",
+        ),
     ] = False,
     listen: Annotated[
-        str, typer.Option("--listen", help="Self-metrics address host:port ('' = off).")
+        str,
+        typer.Option(
+            "--listen",
+            metavar="HOST:PORT",
+            help="Address of the agent's own /metrics and /healthz; '' turns it off.",
+        ),
     ] = "127.0.0.1:9101",
-    spool_dir: Annotated[Path, typer.Option("--spool-dir", help="Directory of the durable spool.")] = Path(
-        "spool"
-    ),
+    spool_dir: Annotated[
+        Path,
+        typer.Option("--spool-dir", metavar="DIR", help="Directory of the durable on-disk spool."),
+    ] = Path("spool"),
     spool_max_bytes: Annotated[
         int,
         typer.Option(
             "--spool-max-bytes",
-            help="Spool size limit per writer; oldest data is evicted (and counted) beyond it.",
+            metavar="BYTES",
+            help="Spool size limit per writer; beyond it the oldest data is evicted (and counted).",
         ),
     ] = 1 << 30,
-    no_spool: Annotated[bool, typer.Option("--no-spool", help="Keep the queue in memory only.")] = False,
+    spool: Annotated[
+        bool,
+        typer.Option(
+            "--spool/--no-spool",
+            help="Keep unsent samples in the durable spool (--no-spool: in memory only, lost on exit).",
+        ),
+    ] = True,
     shutdown_timeout: Annotated[
         float,
         typer.Option(
-            "--shutdown-timeout", help="Seconds to flush on SIGTERM before leaving the rest in the spool."
+            "--shutdown-timeout",
+            metavar="SECONDS",
+            help="On SIGTERM, flush for this long, then leave the rest in the spool.",
         ),
     ] = 10.0,
-    log_level: Annotated[str, typer.Option("--log-level")] = "info",
+    log_level: Annotated[
+        str,
+        typer.Option("--log-level", metavar="LEVEL", help="debug, info, warning or error."),
+    ] = "info",
+    config_file: Annotated[
+        Path | None,
+        typer.Option(
+            "--config",
+            metavar="FILE",
+            help="Prometheus configuration file (prometheus.yml), read instead of --config-dir.",
+        ),
+    ] = None,
+    strict: Annotated[
+        bool, typer.Option("--strict", help="With --config: an option kubescrape lacks is an error.")
+    ] = False,
+    quiet: Annotated[
+        bool,
+        typer.Option("--quiet", help="No periodic summary line in the log (warnings and errors still are)."),
+    ] = False,
+    summary_interval: Annotated[
+        float,
+        typer.Option(
+            "--summary-interval",
+            metavar="SECONDS",
+            help="Log a one-line summary (targets up, samples sent, pending) this often; 0 = never.",
+        ),
+    ] = 60.0,
 ) -> None:
     """Run the agent (or, with --test, scrape once and print)."""
     from kubescrape.agent import run_command
@@ -66,58 +129,111 @@ def run(
             listen=listen,
             spool_dir=spool_dir,
             spool_max_bytes=spool_max_bytes,
-            spool=not no_spool,
+            spool=spool,
             shutdown_timeout=shutdown_timeout,
             log_level=log_level,
+            config_file=config_file,
+            strict=strict,
+            quiet=quiet,
+            summary_interval=summary_interval,
         )
     )
 
 
-@app.command()
+@app.command(short_help="A kubelet stand-in: TLS, tokens, RBAC, payloads.")
 def emulate(
     state_dir: Annotated[
         Path,
         typer.Option(
-            "--state-dir", help="PKI, tokens and RBAC state (created if missing, reused if present)."
+            "--state-dir",
+            metavar="DIR",
+            help="PKI, tokens and RBAC state (created if missing, reused if present).",
         ),
     ] = Path("kubelet-emulator"),
-    nodes: Annotated[int, typer.Option("--nodes", help="Nodes to emulate; node k listens on 127.0.1.k.")] = 1,
-    pods: Annotated[int, typer.Option("--pods", help="Pods per node.")] = 30,
-    churn: Annotated[float, typer.Option("--churn", help="Pods replaced per minute per node.")] = 0.0,
+    nodes: Annotated[
+        int, typer.Option("--nodes", metavar="N", help="Nodes to emulate; node k listens on 127.0.1.k.")
+    ] = 1,
+    pods: Annotated[int, typer.Option("--pods", metavar="N", help="Pods per node.")] = 30,
+    churn: Annotated[
+        float, typer.Option("--churn", metavar="N", help="Pods replaced per minute per node.")
+    ] = 0.0,
     address: Annotated[
-        str, typer.Option("--address", help="Listen address of node 1 (with --nodes > 1: 127.0.1.k).")
+        str,
+        typer.Option(
+            "--address", metavar="IP", help="Listen address of node 1 (with --nodes > 1: 127.0.1.k)."
+        ),
     ] = "127.0.0.1",
-    port: Annotated[int, typer.Option("--port", help="Secure (HTTPS) port.")] = 10250,
+    port: Annotated[
+        int, typer.Option("--port", metavar="PORT", help="Secure (HTTPS) port; 0 picks a free one.")
+    ] = 10250,
     healthz_port: Annotated[
-        int, typer.Option("--healthz-port", help="Healthz (HTTP) port; 0 = off.")
+        int, typer.Option("--healthz-port", metavar="PORT", help="Healthz (HTTP) port; 0 = off.")
     ] = 10248,
     proxy_port: Annotated[
-        int, typer.Option("--proxy-port", help="kube-proxy metrics (HTTP) port; 0 = off.")
+        int, typer.Option("--proxy-port", metavar="PORT", help="kube-proxy metrics (HTTP) port; 0 = off.")
     ] = 10249,
     rbac: Annotated[
         list[Path] | None,
         typer.Option(
             "--rbac",
-            help="RBAC YAML files (ClusterRole, ClusterRoleBinding, Role, RoleBinding, ServiceAccount).",
+            metavar="FILE",
+            help="RBAC YAML (ClusterRole, ClusterRoleBinding, Role, RoleBinding, ServiceAccount); "
+            "repeatable.",
         ),
     ] = None,
     kubelet_version: Annotated[
-        str, typer.Option("--kubelet-version", help="Kubelet version whose 403 body format to use.")
+        str,
+        typer.Option(
+            "--kubelet-version", metavar="VERSION", help="Kubelet version whose 403 body format to use."
+        ),
     ] = "1.29.0",
     token_ttl: Annotated[
-        float, typer.Option("--token-ttl", help="Token lifetime in seconds (0 = 1 year).")
+        float,
+        typer.Option("--token-ttl", metavar="SECONDS", help="Token lifetime; 0 = one year."),
     ] = 0.0,
     anonymous: Annotated[
-        bool, typer.Option("--anonymous", help="Allow anonymous requests (user system:anonymous).")
+        bool,
+        typer.Option(
+            "--anonymous", help="Allow anonymous requests (user system:anonymous)."
+        ),
     ] = False,
+    write_config: Annotated[
+        Path | None,
+        typer.Option(
+            "--write-config",
+            metavar="DIR",
+            help="Write a complete Categraf config directory (config.toml + "
+            "input.prometheus/prometheus.toml) for `kubescrape run --config-dir DIR`, then serve.",
+        ),
+    ] = None,
+    writer_url: Annotated[
+        str,
+        typer.Option(
+            "--writer-url",
+            metavar="URL",
+            help="Remote-write URL written into config.toml by --write-config; the default is where "
+            "`kubescrape receive` listens.",
+        ),
+    ] = RECEIVER_WRITE_URL,
+    interval: Annotated[
+        int,
+        typer.Option(
+            "--interval",
+            metavar="SECONDS",
+            help="Scrape interval written into config.toml by --write-config.",
+        ),
+    ] = 15,
     print_config: Annotated[
         bool,
         typer.Option(
-            "--print-config", help="Print a Categraf prometheus.toml that scrapes every node, then exit."
+            "--print-config",
+            help="Print only input.prometheus/prometheus.toml for every node, then exit "
+            "(--write-config writes the whole directory).",
         ),
     ] = False,
     duration: Annotated[
-        float, typer.Option("--duration", help="Stop after this many seconds (0 = until Ctrl-C).")
+        float,
+        typer.Option("--duration", metavar="SECONDS", help="Stop after this long; 0 = until Ctrl-C."),
     ] = 0.0,
 ) -> None:
     """Run a kubelet emulator: TLS, x509/token authn, RBAC authz, realistic payloads."""
@@ -139,25 +255,113 @@ def emulate(
             anonymous=anonymous,
             print_config=print_config,
             duration=duration,
+            write_config=write_config,
+            writer_url=writer_url,
+            interval=interval,
         )
     )
 
 
-@app.command()
+@app.command(short_help="A remote-write receiver for a local tour.")
+def receive(
+    listen: Annotated[
+        str,
+        typer.Option(
+            "--listen", metavar="HOST:PORT", help="Address to receive remote write on; port 0 picks one."
+        ),
+    ] = RECEIVER_LISTEN,
+    print_samples: Annotated[
+        bool,
+        typer.Option(
+            "--print",
+            help="Print every received sample to stdout as 'name{labels} value timestamp_ms' "
+            "(other messages go to stderr).",
+        ),
+    ] = False,
+    summary_interval: Annotated[
+        float,
+        typer.Option(
+            "--summary-interval",
+            metavar="SECONDS",
+            help="Print a one-line summary this often while samples arrive; 0 = never.",
+        ),
+    ] = 5.0,
+    max_series: Annotated[
+        int,
+        typer.Option(
+            "--max-series", metavar="N", help="Series kept in memory; samples of further series are counted."
+        ),
+    ] = 100_000,
+    duration: Annotated[
+        float,
+        typer.Option("--duration", metavar="SECONDS", help="Stop after this long; 0 = until Ctrl-C."),
+    ] = 0.0,
+) -> None:
+    """A Prometheus remote-write receiver on this machine: the agent's destination for a local tour."""
+    from kubescrape.receiver import run_command
+
+    raise typer.Exit(
+        run_command(
+            listen=listen,
+            print_samples=print_samples,
+            summary_interval=summary_interval,
+            max_series=max_series,
+            duration=duration,
+        )
+    )
+
+
+@app.command(short_help="Check a target step by step and print the fix.")
 def doctor(
-    url: Annotated[str | None, typer.Argument(help="URL to check (instead of --config-dir).")] = None,
+    url: Annotated[
+        str | None, typer.Argument(metavar="URL", help="URL to check (instead of --config-dir).")
+    ] = None,
     config_dir: Annotated[
         Path | None,
-        typer.Option("--config-dir", "-c", help="Check every target of this Categraf-layout config."),
+        typer.Option(
+            "--config-dir", "-c", metavar="DIR", help="Check every target of this Categraf-layout config."
+        ),
     ] = None,
-    token_file: Annotated[Path | None, typer.Option("--token-file")] = None,
-    ca: Annotated[Path | None, typer.Option("--ca")] = None,
-    cert: Annotated[Path | None, typer.Option("--cert")] = None,
-    key: Annotated[Path | None, typer.Option("--key")] = None,
-    server_name: Annotated[str | None, typer.Option("--server-name")] = None,
-    insecure_skip_verify: Annotated[bool, typer.Option("--insecure-skip-verify")] = False,
-    timeout: Annotated[float, typer.Option("--timeout")] = 5.0,
-    json_output: Annotated[bool, typer.Option("--json", help="Machine-readable output.")] = False,
+    token_file: Annotated[
+        Path | None,
+        typer.Option(
+            "--token-file", metavar="FILE", help="Bearer token file to send (a ServiceAccount token)."
+        ),
+    ] = None,
+    ca: Annotated[
+        Path | None,
+        typer.Option("--ca", metavar="FILE", help="CA bundle (PEM) that signed the target's certificate."),
+    ] = None,
+    cert: Annotated[
+        Path | None,
+        typer.Option("--cert", metavar="FILE", help="Client certificate (PEM) for x509 authentication."),
+    ] = None,
+    key: Annotated[
+        Path | None, typer.Option("--key", metavar="FILE", help="Private key (PEM) of --cert.")
+    ] = None,
+    server_name: Annotated[
+        str | None,
+        typer.Option(
+            "--server-name", metavar="NAME", help="Name to verify the certificate against (and send as SNI)."
+        ),
+    ] = None,
+    insecure_skip_verify: Annotated[
+        bool,
+        typer.Option(
+            "--insecure-skip-verify",
+            help="Do not verify the target's certificate (the check still reports what it is).",
+        ),
+    ] = False,
+    timeout: Annotated[
+        float, typer.Option("--timeout", metavar="SECONDS", help="Timeout of each network step.")
+    ] = 5.0,
+    json_output: Annotated[
+        bool, typer.Option("--json", help="Machine-readable output (one JSON document).")
+    ] = False,
+    config_file: Annotated[
+        Path | None,
+        typer.Option("--config", metavar="FILE", help="Check every target of this Prometheus config file."),
+    ] = None,
 ) -> None:
     """Diagnose scrape targets step by step and print the fix for the first failure."""
     from kubescrape.doctor import run_command
@@ -165,7 +369,7 @@ def doctor(
     raise typer.Exit(
         run_command(
             url=url,
-            config_dir=config_dir,
+            config_dir=config_file or config_dir,
             token_file=token_file,
             ca=ca,
             cert=cert,
@@ -178,16 +382,31 @@ def doctor(
     )
 
 
-@app.command()
+@app.command(short_help="Kubernetes manifests for the DaemonSet.")
 def manifests(
-    namespace: Annotated[str, typer.Option("--namespace")] = "flashcat",
+    namespace: Annotated[
+        str, typer.Option("--namespace", metavar="NAME", help="Namespace of the agent's objects.")
+    ] = "flashcat",
     writer_url: Annotated[
-        str, typer.Option("--writer-url")
+        str,
+        typer.Option("--writer-url", metavar="URL", help="Remote-write URL written into config.toml."),
     ] = "http://prometheus.monitoring:9090/api/v1/write",
-    image: Annotated[str, typer.Option("--image")] = "kubescrape:0.1.0",
+    image: Annotated[
+        str,
+        typer.Option(
+            "--image",
+            metavar="IMAGE",
+            help="Container image of the DaemonSet (build it from the Dockerfile).",
+        ),
+    ] = "kubescrape:0.1.0",
     output_dir: Annotated[
         Path | None,
-        typer.Option("--output-dir", "-o", help="Write one file per manifest here instead of printing."),
+        typer.Option(
+            "--output-dir",
+            "-o",
+            metavar="DIR",
+            help="Write one file per manifest here instead of printing.",
+        ),
     ] = None,
 ) -> None:
     """Print (or write) ServiceAccount, RBAC, ConfigMaps and DaemonSet for a real cluster."""
@@ -198,21 +417,30 @@ def manifests(
     )
 
 
-@app.command()
+@app.command(short_help="Emulator + agent + receiver, live; no cluster needed.")
 def demo(
-    duration: Annotated[float, typer.Option("--duration", help="Seconds to run (0 = until Ctrl-C).")] = 0.0,
-    pods: Annotated[int, typer.Option("--pods")] = 30,
-    nodes: Annotated[int, typer.Option("--nodes")] = 1,
+    duration: Annotated[
+        float,
+        typer.Option("--duration", metavar="SECONDS", help="Seconds to run; 0 = until Ctrl-C."),
+    ] = 0.0,
+    pods: Annotated[int, typer.Option("--pods", metavar="N", help="Pods per emulated node.")] = 30,
+    nodes: Annotated[
+        int, typer.Option("--nodes", metavar="N", help="Emulated nodes (node k on 127.0.1.k).")
+    ] = 1,
     state_dir: Annotated[
         Path | None,
         typer.Option(
-            "--state-dir", help="Keep emulator and spool state here (default: a temporary directory)."
+            "--state-dir",
+            metavar="DIR",
+            help="Keep emulator and spool state here (default: a temporary directory).",
         ),
     ] = None,
     receiver: Annotated[
         str,
         typer.Option(
-            "--receiver", help="auto (a real Prometheus when installed), prometheus, or embedded."
+            "--receiver",
+            metavar="KIND",
+            help="auto (a real Prometheus when installed), prometheus, or embedded.",
         ),
     ] = "auto",
 ) -> None:
@@ -225,7 +453,8 @@ def demo(
 
 
 def main() -> None:
-    app()
+    """Entry point of the ``kubescrape`` console script and ``python -m kubescrape``."""
+    app(prog_name="kubescrape")
 
 
 if __name__ == "__main__":

@@ -3,45 +3,55 @@
 An emulated kubelet (TLS, token authentication, RBAC from the seed's ``auth.yaml``), the agent running the
 seed's Categraf configuration pointed at it, and a remote-write receiver — a real Prometheus when one is
 installed, the embedded receiver otherwise — with a live summary until Ctrl-C or ``--duration``.
+
+On a terminal the summary is a table redrawn in place, laid out to fit 80 columns; otherwise (a pipe, a
+file, CI) it is plain lines, one per scrape interval, never wrapped. The rate is taken over a sliding
+window of several scrape intervals: samples leave in bursts, one per scrape, so a one-second rate would
+read 0 most of the time. The final table and the ``done:`` line come from one snapshot taken after the
+agent has flushed, so their numbers agree.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-import re
 import tempfile
 import time
+from collections import deque
 from dataclasses import dataclass
-from importlib import resources
 from pathlib import Path
 from typing import Protocol
 
 import aiohttp
-from rich.console import Console, Group
+from rich import box
+from rich.console import Console, Group, RenderableType
 from rich.live import Live
 from rich.panel import Panel
 from rich.table import Table
+from rich.text import Text
 
 from kubescrape._signals import stop_on_signals
 from kubescrape.agent import Agent
 from kubescrape.config.categraf import load_categraf
 from kubescrape.config.models import AgentConfig
+from kubescrape.emulator import write_config
 from kubescrape.emulator.fleet import Emulator
 from kubescrape.emulator.pki import client_ssl_context
 from kubescrape.prometheus import Prometheus, prometheus_available
 
-__all__ = ["run_command", "write_demo_config"]
+__all__ = ["RateWindow", "run_command", "run_demo", "write_demo_config"]
 
 DEMO_INTERVAL = 5  # seconds; the seed's 15 s is long for watching a demo
+RATE_WINDOW = 4 * DEMO_INTERVAL
 
 
 class _ReceiverLike(Protocol):
+    name: str
     write_url: str
 
     def series_count(self) -> int: ...
 
-    def samples_received(self) -> int: ...
+    async def refresh(self) -> None: ...
 
     async def stop(self) -> None: ...
 
@@ -63,8 +73,8 @@ class _EmbeddedReceiver:
     def series_count(self) -> int:
         return self._receiver.series_count()
 
-    def samples_received(self) -> int:
-        return int(self._receiver.stats.samples)
+    async def refresh(self) -> None:
+        """Nothing to fetch: the counts are in this process."""
 
     async def stop(self) -> None:
         await self._receiver.stop()
@@ -73,81 +83,74 @@ class _EmbeddedReceiver:
 class _PrometheusReceiver:
     """A real Prometheus server with its remote-write receiver, queried back through its HTTP API."""
 
-    name = "Prometheus (remote-write receiver)"
+    name = "Prometheus"
 
     def __init__(self, workdir: Path) -> None:
         self._prom = Prometheus(workdir)
         self.write_url = self._prom.write_url
         self._series = 0
-        self._samples = 0
 
     async def start(self) -> None:
         await asyncio.to_thread(self._prom.start)
 
     async def refresh(self) -> None:
-        def query() -> tuple[int, int]:
+        def query() -> int:
             series = self._prom.query('count({__name__=~".+"})')
-            samples = self._prom.query("prometheus_tsdb_head_samples_appended_total")
-            s = int(float(series[0]["value"][1])) if series else 0
-            n = int(sum(float(r["value"][1]) for r in samples))
-            return s, n
+            return int(float(series[0]["value"][1])) if series else 0
 
         with contextlib.suppress(Exception):
-            self._series, self._samples = await asyncio.to_thread(query)
+            self._series = await asyncio.to_thread(query)
 
     def series_count(self) -> int:
         return self._series
-
-    def samples_received(self) -> int:
-        return self._samples
 
     async def stop(self) -> None:
         await asyncio.to_thread(self._prom.stop)
 
 
-def _seed_text(name: str) -> str:
-    return resources.files("kubescrape").joinpath("data", "categraf", *name.split("/")).read_text()
+def write_demo_config(config_dir: Path, emu: Emulator, write_url: str, *,
+                      interval: int = DEMO_INTERVAL) -> None:
+    """The Categraf config directory of ``kubescrape emulate --write-config``, at the demo's interval."""
+    write_config(emu, config_dir, write_url, interval=interval)
 
 
-def write_demo_config(
-    config_dir: Path, emu: Emulator, write_url: str, *, interval: int = DEMO_INTERVAL
-) -> None:
-    """Write the seed's Categraf ``config.toml`` and ``input.prometheus/prometheus.toml`` into
-    ``config_dir``, pointed at the emulator and the receiver.
+class RateWindow:
+    """Per-second rate of a growing counter over the last ``window`` seconds."""
 
-    Only what must change is changed: URLs, the token path, the interval, and ``insecure_skip_verify =
-    true`` becomes ``tls_ca = <the emulator's CA>`` — the demo verifies the kubelet's certificate.
-    """
-    config = _seed_text("config.toml")
-    config = re.sub(r'url = "[^"]*"', f'url = "{write_url}"', config, count=1)
-    config = re.sub(r"^interval = \d+", f"interval = {interval}", config, count=1, flags=re.M)
-    inputs = _seed_text("input.prometheus/prometheus.toml")
-    nodes = emu.nodes
+    def __init__(self, window: float) -> None:
+        self.window = window
+        self._points: deque[tuple[float, int]] = deque()
 
-    def urls(fmt: str) -> str:
-        return "[" + ", ".join(f'"{fmt.format(n=n)}"' for n in nodes) + "]"
+    def add(self, now: float, value: int) -> None:
+        """Record the counter's ``value`` at ``now`` (monotonic seconds)."""
+        self._points.append((now, value))
+        # keep the newest point at or before the window's start, so the window is always fully covered
+        while len(self._points) > 2 and self._points[1][0] <= now - self.window:
+            self._points.popleft()
 
-    inputs = inputs.replace('["http://127.0.0.1:10249/metrics"]', urls("http://{n.address}:{n.proxy_port}/metrics"))
-    inputs = inputs.replace('["https://127.0.0.1:10250/metrics"]', urls("{n.url}/metrics"))
-    inputs = inputs.replace('["https://127.0.0.1:10250/metrics/cadvisor"]', urls("{n.url}/metrics/cadvisor"))
-    token = str(emu.scrape_token_path())
-    inputs = inputs.replace("/var/run/secrets/kubernetes.io/serviceaccount/token", token)
-    inputs = inputs.replace("insecure_skip_verify = true", f'tls_ca = "{emu.ca_path}"')
-    (config_dir / "input.prometheus").mkdir(parents=True, exist_ok=True)
-    (config_dir / "config.toml").write_text(config)
-    (config_dir / "input.prometheus" / "prometheus.toml").write_text(inputs)
+    def rate(self) -> float:
+        """Increase per second between the oldest kept point and the newest."""
+        if len(self._points) < 2:
+            return 0.0
+        (t0, v0), (t1, v1) = self._points[0], self._points[-1]
+        return (v1 - v0) / (t1 - t0) if t1 > t0 else 0.0
+
+    def span(self) -> float:
+        """Seconds the rate is taken over (less than ``window`` at start-up)."""
+        return self._points[-1][0] - self._points[0][0] if len(self._points) > 1 else 0.0
 
 
-@dataclass
+@dataclass(frozen=True)
 class _Probe:
     """One request to the kubelet's secure port with a given token, as a user would make with curl."""
 
-    who: str
+    role: str
+    account: str
     status: int
     body: str
 
 
-async def _probe(url: str, token_file: Path, ca: Path, who: str) -> _Probe:
+async def _probe(url: str, token_file: Path, ca: Path, role: str, account: str) -> _Probe:
     headers = {"Authorization": f"Bearer {token_file.read_text().strip()}"}
     async with aiohttp.ClientSession() as session, session.get(
         url, headers=headers, ssl=client_ssl_context(ca.read_bytes())
@@ -155,35 +158,125 @@ async def _probe(url: str, token_file: Path, ca: Path, who: str) -> _Probe:
         body = await resp.text()
     if resp.status == 200:
         lines = [ln for ln in body.splitlines() if ln and not ln.startswith("#")]
-        return _Probe(who, resp.status, f"{len(lines)} samples")
-    return _Probe(who, resp.status, body.strip())
+        return _Probe(role, account, resp.status, f"{len(lines):,} samples")
+    return _Probe(role, account, resp.status, body.strip())
+
+
+@dataclass(frozen=True)
+class _Row:
+    role: str
+    url: str
+    endpoint: str  # host:port/path: the scheme follows from the role, and leaving it out keeps 80 columns
+    up: bool | None
+    samples: int
+    duration_ms: float
+    scrapes: int
+    error: str
+
+
+@dataclass(frozen=True)
+class _Snapshot:
+    elapsed: float
+    rows: list[_Row]
+    sent: int
+    pending: int
+    failed: int
+    rate: float
+    rate_span: float
+    series: int
+
+    @property
+    def up(self) -> int:
+        return sum(1 for r in self.rows if r.up)
+
+    def totals(self) -> str:
+        return (f"targets up {self.up}/{len(self.rows)} · {self.rate:,.0f} samples/s "
+                f"(last {self.rate_span:.0f}s) · sent {self.sent:,}")
+
+    def totals2(self) -> str:
+        return f"pending {self.pending:,} · failed {self.failed:,} · series at receiver {self.series:,}"
+
+
+def _role(labels: tuple[tuple[str, str], ...], url: str) -> str:
+    job = dict(labels).get("job")
+    if job:
+        return job
+    if url.endswith("/cadvisor"):
+        return "cadvisor"
+    return "kubelet" if url.startswith("https") else "kube-proxy"
+
+
+def _snapshot(agent: Agent, roles: dict[str, str], receiver: _ReceiverLike, rate: RateWindow,
+              elapsed: float) -> _Snapshot:
+    stats = agent.stats()
+    rows = [
+        _Row(roles.get(t.url, ""), t.url, t.url.split("://", 1)[-1], t.up, t.samples, t.duration * 1000,
+             t.scrapes, t.last_error or "")
+        for t in stats.targets
+    ]
+    return _Snapshot(
+        elapsed=elapsed, rows=rows, sent=sum(w.sent for w in stats.writers),
+        pending=sum(w.pending_samples for w in stats.writers), failed=sum(w.failed for w in stats.writers),
+        rate=rate.rate(), rate_span=rate.span(), series=receiver.series_count(),
+    )
+
+
+def _table(snap: _Snapshot, receiver_name: str, *, final: bool = False) -> RenderableType:
+    title = f"kubescrape demo · {snap.elapsed:.0f}s · receiver: {receiver_name}"
+    title += " · final" if final else ""
+    table = Table(box=box.SIMPLE_HEAD, show_edge=False, pad_edge=False, title=title, title_justify="left")
+    table.add_column("role", no_wrap=True)
+    table.add_column("endpoint", no_wrap=True)
+    table.add_column("up", no_wrap=True, justify="center")
+    table.add_column("samples", no_wrap=True, justify="right")
+    table.add_column("scrape", no_wrap=True, justify="right")
+    table.add_column("scrapes", no_wrap=True, justify="right")
+    for r in snap.rows:
+        up = "[dim]-[/]" if r.up is None else ("[green]1[/]" if r.up else "[red]0[/]")
+        table.add_row(r.role, r.endpoint, up, f"{r.samples:,}", f"{r.duration_ms:.0f} ms", f"{r.scrapes:,}")
+    parts: list[RenderableType] = [table]
+    # errors in full, below the table, wrapped at word boundaries rather than cut to fit a column
+    parts += [Text(f"{r.role} {r.endpoint}: {r.error}", style="red") for r in snap.rows if r.error]
+    parts += [Text(snap.totals()), Text(snap.totals2())]
+    return Group(*parts)
+
+
+def _lines(snap: _Snapshot, *, final: bool = False) -> list[str]:
+    """The plain, line-oriented form (stdout is not a terminal)."""
+    head = "final" if final else f"{snap.elapsed:.0f}s"
+    lines = [f"{head}: {snap.totals()} · {snap.totals2()}"]
+    if final or any(r.error for r in snap.rows):
+        for r in snap.rows:
+            up = "?" if r.up is None else int(r.up)
+            line = (f"{head}: target {r.role} {r.url} up={up} samples={r.samples} "
+                    f"scrape={r.duration_ms:.0f}ms scrapes={r.scrapes}")
+            lines.append(line + (f" error: {r.error}" if r.error else ""))
+    return lines
 
 
 def _probe_panel(url: str, probes: list[_Probe]) -> Panel:
-    table = Table.grid(padding=(0, 2))
+    grid = Table.grid(padding=(0, 2))
+    grid.add_column(no_wrap=True)
+    grid.add_column()
     for p in probes:
         style = "green" if p.status == 200 else "red"
-        table.add_row(p.who, f"[{style}]{p.status}[/]", p.body)
-    return Panel(table, title=f"GET {url}", border_style="dim")
+        grid.add_row(f"[{style}]{p.status}[/]", Text(f"{p.role} {p.account}\n", style="bold") + Text(p.body))
+    return Panel(grid, title=f"GET {url}", title_align="left", border_style="dim")
 
 
-def _summary(agent: Agent, receiver: _ReceiverLike, receiver_name: str, rate: float, elapsed: float) -> Table:
-    stats = agent.stats()
-    table = Table(title=f"kubescrape demo — {elapsed:.0f}s — receiver: {receiver_name}", expand=False)
-    for col in ("target", "up", "samples", "duration", "scrapes", "last error"):
-        table.add_column(col, overflow="fold")
-    for t in stats.targets:
-        up = "[dim]…[/]" if t.up is None else ("[green]1[/]" if t.up else "[red]0[/]")
-        table.add_row(t.url, up, str(t.samples), f"{t.duration * 1000:.0f} ms", str(t.scrapes),
-                      (t.last_error or "")[:120])
-    sent = sum(w.sent for w in stats.writers)
-    pending = sum(w.pending_samples for w in stats.writers)
-    failed = sum(w.failed for w in stats.writers)
-    table.caption = (
-        f"targets up {stats.targets_up}/{len(stats.targets)}  ·  samples/s {rate:,.0f}  ·  sent {sent:,}  ·  "
-        f"pending {pending:,}  ·  failed {failed:,}  ·  series at receiver {receiver.series_count():,}"
-    )
-    return table
+class _Output:
+    """Where the demo writes: rich on a terminal, plain unwrapped lines elsewhere."""
+
+    def __init__(self, console: Console) -> None:
+        self.console = console
+        self.tty = console.is_terminal
+
+    def line(self, text: str) -> None:
+        # soft_wrap: a line longer than the console is left to the terminal (or the file) as one line
+        if self.tty:
+            self.console.print(text, highlight=False)
+        else:
+            self.console.print(text, soft_wrap=True, markup=False, highlight=False)
 
 
 async def run_demo(
@@ -194,11 +287,13 @@ async def run_demo(
     ``receiver_kind``: ``prometheus`` (a real Prometheus), ``embedded`` (in-process receiver) or ``auto``
     (Prometheus when installed).
     """
+    out = _Output(console)
     if receiver_kind not in ("auto", "prometheus", "embedded"):
-        raise ValueError(f"unknown receiver {receiver_kind!r}: use auto, prometheus or embedded")
+        out.line(f"error: unknown receiver {receiver_kind!r}: use auto, prometheus or embedded")
+        return 2
     if receiver_kind == "prometheus" and not prometheus_available():
-        console.print("[red]prometheus is not installed[/]: "
-                      "apt-get install prometheus, or use --receiver embedded")
+        out.line("error: prometheus is not installed; "
+                 "fix: apt-get install prometheus, or use --receiver embedded")
         return 2
     emu = Emulator(state_dir / "kubelet", nodes=nodes, pods=pods, port=0, healthz_port=0, proxy_port=0)
     receiver: _EmbeddedReceiver | _PrometheusReceiver
@@ -212,61 +307,77 @@ async def run_demo(
         try:
             config_dir = state_dir / "conf"
             write_demo_config(config_dir, emu, receiver.write_url)
-            console.print(f"[bold]kubelet emulator[/]: {len(emu.nodes)} node(s) × {pods} pods, "
-                          f"first at {emu.nodes[0].url} (CA {emu.ca_path})")
-            console.print(f"[bold]receiver[/]: {receiver.name} at {receiver.write_url}")
-            console.print(f"[bold]agent config[/]: {config_dir}/config.toml, "
-                          f"{config_dir}/input.prometheus/prometheus.toml (the seed's, pointed here)")
+            count = f"{len(emu.nodes)} node" + ("s" if len(emu.nodes) > 1 else "")
+            out.line(f"kubelet emulator: {count} × {pods} pods, first at {emu.nodes[0].url}")
+            out.line(f"  CA {emu.ca_path}")
+            out.line(f"receiver: {receiver.name} at {receiver.write_url}")
+            out.line(f"agent config: {config_dir}")
+            out.line("  config.toml and input.prometheus/prometheus.toml, the seed's pointed here")
             url = f"{emu.nodes[0].url}/metrics"
             probes = [
                 await _probe(url, emu.token_path("default", "unbound"), emu.ca_path,
-                             "ServiceAccount default/unbound (no RBAC binding)"),
+                             "unbound ServiceAccount", "default/unbound (no RBAC binding)"),
                 await _probe(url, emu.scrape_token_path(), emu.ca_path,
-                             "ServiceAccount flashcat/categraf-daemonset (auth.yaml)"),
+                             "bound ServiceAccount", "flashcat/categraf-daemonset (auth.yaml)"),
             ]
-            console.print(_probe_panel(url, probes))
+            if out.tty:
+                console.print(_probe_panel(url, probes))
+            else:
+                for p in probes:
+                    out.line(f"GET {url} as {p.role} {p.account}: {p.status} {p.body}")
 
             config = load_categraf(config_dir)
             for w in config.warnings:
-                console.print(f"[yellow]config warning[/]: {w}")
-            ok = await _watch(config, receiver, duration, console, state_dir)
+                out.line(f"config warning: {w}")
+            ok = await _watch(config, receiver, duration, out, state_dir / "spool")
         finally:
             await receiver.stop()
     return 0 if ok else 1
 
 
 async def _watch(config: AgentConfig, receiver: _EmbeddedReceiver | _PrometheusReceiver, duration: float,
-                 console: Console, state_dir: Path) -> bool:
+                 out: _Output, spool_dir: Path) -> bool:
     started = time.monotonic()
-    async with Agent(config, spool_dir=state_dir / "spool", listen="") as agent:
-        last_sent, last_t, rate = 0, started, 0.0
-        with stop_on_signals() as stop, Live(console=console, refresh_per_second=2, transient=False) as live:
+    rate = RateWindow(RATE_WINDOW)
+    agent = Agent(config, spool_dir=spool_dir, listen="127.0.0.1:0")
+    async with agent:
+        roles = {loop.target.url: _role(loop.target.labels, loop.target.url) for loop in agent.loops}
+        if agent.listen_address is not None:
+            host, port = agent.listen_address
+            out.line(f"agent status: http://{host}:{port}/targets")
+        last_line = 0.0
+        with stop_on_signals() as stop, contextlib.ExitStack() as stack:
+            live = stack.enter_context(Live(console=out.console, auto_refresh=False, transient=True)) \
+                if out.tty else None
             while not stop.is_set():
                 now = time.monotonic()
                 if duration and now - started >= duration:
                     break
-                if isinstance(receiver, _PrometheusReceiver):
-                    await receiver.refresh()
-                sent = sum(w.sent for w in agent.stats().writers)
-                if now > last_t:
-                    rate = (sent - last_sent) / (now - last_t) if now - last_t >= 1 else rate
-                if now - last_t >= 1:
-                    last_sent, last_t = sent, now
-                live.update(Group(_summary(agent, receiver, receiver.name, rate, now - started)))
+                await receiver.refresh()
+                rate.add(now, sum(w.sent for w in agent.stats().writers))
+                snap = _snapshot(agent, roles, receiver, rate, now - started)
+                if live is not None:
+                    live.update(_table(snap, receiver.name), refresh=True)
+                elif now - last_line >= DEMO_INTERVAL:
+                    last_line = now
+                    for line in _lines(snap):
+                        out.line(line)
+                wait = 1.0 if not duration else max(0.0, min(1.0, started + duration - now))
                 with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(stop.wait(), 1.0)
-            stats = agent.stats()
-    # after stop(): the agent flushed what the receiver accepts
-    if isinstance(receiver, _PrometheusReceiver):
-        await receiver.refresh()
-    every_target_up = bool(stats.targets) and all(t.up for t in stats.targets)
-    console.print()
-    console.print(
-        f"done: {stats.targets_up}/{len(stats.targets)} targets up, "
-        f"{sum(w.sent for w in agent.stats().writers):,} samples sent, "
-        f"{receiver.series_count():,} series at the receiver"
-    )
-    return every_target_up and receiver.series_count() > 0
+                    await asyncio.wait_for(stop.wait(), wait)
+    # after stop(): the agent flushed what the receiver accepts; one snapshot for the table and the done line
+    await receiver.refresh()
+    end = time.monotonic()
+    rate.add(end, sum(w.sent for w in agent.stats().writers))
+    final = _snapshot(agent, roles, receiver, rate, end - started)
+    if out.tty:
+        out.console.print(_table(final, receiver.name, final=True))
+    else:
+        for line in _lines(final, final=True):
+            out.line(line)
+    out.line(f"done: {final.up}/{len(final.rows)} targets up, {final.sent:,} samples sent, "
+             f"{final.series:,} series at the receiver")
+    return bool(final.rows) and final.up == len(final.rows) and final.series > 0
 
 
 def run_command(*, duration: float, pods: int, nodes: int, state_dir: Path | None, receiver: str) -> int:

@@ -15,6 +15,8 @@ from typing import Any
 
 import yaml
 
+from kubescrape.auth import IN_CLUSTER_CA_FILE, IN_CLUSTER_TOKEN_FILE, SERVICEACCOUNT_DIR
+
 __all__ = [
     "AGENT_SUBRESOURCES",
     "SA_CA_FILE",
@@ -29,9 +31,9 @@ __all__ = [
 Manifest = dict[str, Any]
 
 NAME = "kubescrape"
-SA_DIR = "/var/run/secrets/kubernetes.io/serviceaccount"
-SA_TOKEN_FILE = f"{SA_DIR}/token"
-SA_CA_FILE = f"{SA_DIR}/ca.crt"
+SA_DIR = str(SERVICEACCOUNT_DIR)
+SA_TOKEN_FILE = str(IN_CLUSTER_TOKEN_FILE)
+SA_CA_FILE = str(IN_CLUSTER_CA_FILE)
 #: The kubelet authorizes every path the agent scrapes as ``get`` on one of these ``nodes`` subresources.
 AGENT_SUBRESOURCES = ("metrics", "stats", "proxy")
 
@@ -127,6 +129,8 @@ def _daemonset(namespace: str, image: str) -> Manifest:
         {"name": "HOSTIP", "valueFrom": {"fieldRef": {"apiVersion": "v1", "fieldPath": "status.hostIP"}}},
     ]
     probe_get = {"path": "/healthz", "port": "self-metrics"}
+    # /healthz is 503 while a backend is down; restarting the pod cannot fix that, so liveness asks /livez.
+    live_get = {"path": "/livez", "port": "self-metrics"}
     agent = {
         "name": "agent",
         "image": image,
@@ -148,7 +152,7 @@ def _daemonset(namespace: str, image: str) -> Manifest:
             "limits": {"cpu": "500m", "memory": "384Mi"},
         },
         "livenessProbe": {
-            "httpGet": probe_get, "initialDelaySeconds": 10, "periodSeconds": 20, "timeoutSeconds": 5,
+            "httpGet": live_get, "initialDelaySeconds": 10, "periodSeconds": 20, "timeoutSeconds": 5,
             "failureThreshold": 3,
         },
         "readinessProbe": {

@@ -120,6 +120,19 @@ class BodyTooLargeError(ScrapeError):
     reason = "body_size"
 
 
+class SampleLimitError(ScrapeError):
+    """More samples after relabeling than ``sample_limit``: the whole scrape fails, as in Prometheus."""
+
+    reason = "sample_limit"
+
+
+class LabelLimitError(ScrapeError):
+    """A series breaks ``label_limit``, ``label_name_length_limit`` or ``label_value_length_limit``
+    (``reason`` names which): the whole scrape fails, as in Prometheus."""
+
+    reason = "label_limit"
+
+
 class ParseError(ScrapeError):
     """The exposition text is malformed. ``line_no`` is 1-based; ``line`` is the offending line."""
 

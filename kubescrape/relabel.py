@@ -12,12 +12,15 @@ from __future__ import annotations
 import hashlib
 import re
 from collections.abc import Sequence
+from dataclasses import dataclass
 from functools import lru_cache
 from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, PrivateAttr, field_validator, model_validator
 
-__all__ = ["Action", "RelabelConfig", "compile_go_regex", "go_expand", "relabel"]
+__all__ = [
+    "Action", "RelabelConfig", "RelabelStep", "compile_go_regex", "go_expand", "relabel", "relabel_steps",
+]
 
 Action = Literal[
     "replace",
@@ -236,6 +239,35 @@ def relabel(labels: dict[str, str], configs: Sequence[RelabelConfig]) -> dict[st
         if not _apply(cfg, lb):
             return None
     return lb
+
+
+@dataclass(frozen=True)
+class RelabelStep:
+    """One rule of a :func:`relabel_steps` trace: the labels after ``rule``, or None if it dropped them."""
+
+    index: int
+    rule: RelabelConfig
+    labels: dict[str, str] | None
+
+    @property
+    def dropped(self) -> bool:
+        return self.labels is None
+
+
+def relabel_steps(labels: dict[str, str], configs: Sequence[RelabelConfig]) -> list[RelabelStep]:
+    """Apply ``configs`` like :func:`relabel`, recording the labels after every rule, for people debugging
+    a configuration (the status pages). The trace ends at the rule that dropped the labels, if one did;
+    otherwise the last step's labels equal what :func:`relabel` returns. Not for the hot path: it copies
+    the labels once per rule.
+    """
+    lb = {k: v for k, v in labels.items() if v != ""}
+    steps: list[RelabelStep] = []
+    for index, cfg in enumerate(configs):
+        if not _apply(cfg, lb):
+            steps.append(RelabelStep(index, cfg, None))
+            break
+        steps.append(RelabelStep(index, cfg, dict(lb)))
+    return steps
 
 
 def _set(lb: dict[str, str], name: str, value: str) -> None:

@@ -1,7 +1,9 @@
 """The agent's own metrics (prometheus_client, one registry per agent) and its /metrics + /healthz listener.
 
-Every sample the agent touches is counted once where it happens: scraped, appended (durable in the
-spool or queue), sent (acknowledged by a writer), retried, failed, dropped (with a reason), evicted.
+Every sample the agent touches is counted once where it happens: scraped, appended (entered a writer's
+queue or spool), sent (acknowledged by a writer), retried, failed, dropped (with a reason), evicted. Per
+writer and per process ``appended = sent + dropped + evicted + pending`` holds at every moment (see
+:mod:`kubescrape.remote_write.ledger`).
 """
 
 from __future__ import annotations
@@ -38,6 +40,12 @@ class SelfMetrics:
             ["target"],
             registry=r,
         )
+        self.scrape_samples_dropped = Counter(
+            "kubescrape_scrape_samples_dropped_total",
+            "Samples of successful scrapes left out, by target and reason (duplicate, out of bounds …).",
+            ["target", "reason"],
+            registry=r,
+        )
         self.target_up = Gauge(
             "kubescrape_target_up", "1 if the last scrape of the target succeeded.", ["target"], registry=r
         )
@@ -60,7 +68,21 @@ class SelfMetrics:
         # delivery
         self.samples_appended = Counter(
             "kubescrape_samples_appended_total",
-            "Samples accepted into a writer's queue/spool (durable when spooled).",
+            "Samples handed to a writer in this process (incl. replayed from its spool at start, and "
+            "appends that failed, which are also counted as dropped): appended = sent + dropped + evicted "
+            "+ pending.",
+            ["writer"],
+            registry=r,
+        )
+        self.samples_replayed = Counter(
+            "kubescrape_spool_samples_replayed_total",
+            "Samples found unacknowledged in the spool at start (part of appended).",
+            ["writer"],
+            registry=r,
+        )
+        self.samples_pending = Gauge(
+            "kubescrape_samples_pending",
+            "Samples appended but not yet sent, dropped or evicted (queued, spooled or in flight).",
             ["writer"],
             registry=r,
         )
@@ -117,12 +139,22 @@ class SelfMetrics:
             registry=r,
         )
 
+        # supervision
+        self.task_failures = Counter(
+            "kubescrape_task_failures_total",
+            "Failures of supervised tasks (each is restarted with backoff), by task.",
+            ["task"],
+            registry=r,
+        )
+
     def exposition(self) -> bytes:
         return generate_latest(self.registry)
 
 
 def make_app(metrics: SelfMetrics, healthy: Callable[[], tuple[bool, str]] | None = None) -> web.Application:
-    """The self-metrics web app: ``/metrics`` and ``/healthz``."""
+    """The self-metrics web app: ``/metrics``, ``/healthz`` (503 while ``healthy`` says so: for readiness
+    and humans) and ``/livez`` (200 while the event loop answers: for a liveness probe, since restarting
+    the agent does not bring a backend back)."""
 
     async def handle_metrics(_: web.Request) -> web.Response:
         return web.Response(body=metrics.exposition(), headers={"Content-Type": CONTENT_TYPE_LATEST})
@@ -131,7 +163,11 @@ def make_app(metrics: SelfMetrics, healthy: Callable[[], tuple[bool, str]] | Non
         ok, text = healthy() if healthy is not None else (True, "ok")
         return web.Response(text=text, status=200 if ok else 503)
 
+    async def handle_livez(_: web.Request) -> web.Response:
+        return web.Response(text="alive\n")
+
     app = web.Application()
     app.router.add_get("/metrics", handle_metrics)
     app.router.add_get("/healthz", handle_healthz)
+    app.router.add_get("/livez", handle_livez)
     return app

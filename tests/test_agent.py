@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import asyncio
+import logging
 import time
 import urllib.request
 from collections.abc import Sequence
@@ -96,9 +97,11 @@ async def test_self_metrics_listener() -> None:
             host, port = agent.listen_address
             body = await asyncio.to_thread(_get, f"http://{host}:{port}/metrics")
             health = await asyncio.to_thread(_get, f"http://{host}:{port}/healthz")
+            live = await asyncio.to_thread(_get, f"http://{host}:{port}/livez")
     assert "kubescrape_scrapes_total" in body
     assert f'target="{server.url("/metrics")}"' in body
     assert health.startswith("ok: 1/1 targets up")
+    assert live == "alive\n"
 
 
 async def test_listener_on_a_busy_port_is_a_config_error() -> None:
@@ -127,7 +130,8 @@ def test_writer_settings_from_config() -> None:
         writer_opt=WriterOptions(batch=500, chan_size=7000),
         writers=[
             WriterConfig(url="http://10.0.0.1:19000/prometheus/v1/write", basic_auth_user="u",
-                         basic_auth_pass="p", headers={"X-A": "1"}, timeout=3),
+                         basic_auth_pass="p", headers={"X-A": "1"}, timeout=3, max_retries=4,
+                         tls_server_name="rw.example"),
             WriterConfig(url="http://10.0.0.1:19000/prometheus/v1/write"),
         ],
     )
@@ -137,6 +141,8 @@ def test_writer_settings_from_config() -> None:
     assert first.basic_auth == ("u", "p") and second.basic_auth is None
     assert first.headers == (("X-A", "1"),)
     assert first.batch == 500 and first.queue_capacity == 7000 and first.timeout == 3
+    assert first.max_retries == 4 and second.max_retries == -1
+    assert first.server_name == "rw.example" and second.server_name is None
 
 
 @pytest.mark.parametrize(
@@ -191,3 +197,48 @@ def test_run_test_mode_with_unreachable_targets_exits_1(
         float(line.split()[-1]) == 0 for line in out.out.splitlines() if line.startswith("up{"))
     assert out.err.count("DOWN") == 3
     assert "refused" in out.err and "fix:" in out.err
+
+
+async def test_first_delivery_and_periodic_summary_are_logged(caplog: pytest.LogCaptureFixture) -> None:
+    from tests.remote_write.receiver import running_receiver
+
+    async with metrics_server({"/metrics": EXPOSITION}) as server, running_receiver() as rec:
+        config = AgentConfig(
+            global_=GlobalConfig(hostname="node-1", interval=0.2),
+            instances=[InstanceConfig(urls=[server.url("/metrics")], labels={"job": "j"}, timeout=0.2)],
+            writers=[WriterConfig(url=rec.url)],
+        )
+        with caplog.at_level(logging.INFO):
+            async with Agent(config, jitter=False, summary_interval=0.3) as agent:
+                await wait_until(lambda: "summary:" in caplog.text and "sent" in caplog.text
+                                 and agent.stats().writers[0].sent > 0)
+                summary = agent.summary()
+    firsts = [r for r in caplog.records if "first delivery succeeded" in r.getMessage()]
+    assert len(firsts) == 1, "logged once per writer"
+    assert "1/1 targets up" in summary and f"writer '{agent.stats().writers[0].name}': sent" in summary
+
+
+async def test_healthz_policy_degraded_when_targets_are_down() -> None:
+    dead = f"http://127.0.0.1:{free_port()}/metrics"
+    agent = Agent(config_for(dead), sink=ListSink(), jitter=False)
+    assert agent.healthy() == (False, "stopped")
+    async with agent:
+        await wait_until(lambda: agent.stats().scrapes >= 1)
+        ok, text = agent.healthy()
+    assert ok and text.startswith("degraded: 0/1 targets up")
+
+
+def test_run_command_quiet_turns_the_summary_off(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    seen: dict[str, object] = {}
+
+    async def fake_serve(config: AgentConfig, **kw: object) -> int:
+        seen.update(kw)
+        return 0
+
+    monkeypatch.setattr("kubescrape.agent._serve", fake_serve)
+    write_categraf_config(tmp_path, writer_url="http://127.0.0.1:9/api/v1/write",
+                          urls={"http://127.0.0.1:10249/metrics": "http://127.0.0.1:9/metrics"})
+    assert _run(tmp_path, test=False, quiet=True, summary_interval=5.0) == 0
+    assert seen["summary_interval"] is None
+    assert _run(tmp_path, test=False, summary_interval=5.0) == 0
+    assert seen["summary_interval"] == 5.0

@@ -10,7 +10,8 @@ from pathlib import Path
 
 import pytest
 
-from kubescrape.auth import BearerToken, client_ssl_context, jwt_expiry
+from kubescrape.auth import BearerToken, jwt_expiry, read_credential_file, service_account_of, token_claims
+from kubescrape.client import client_ssl_context
 from kubescrape.emulator.pki import CertificateAuthority
 from kubescrape.errors import TLSConfigError, TokenError
 from kubescrape.selfmon import SelfMetrics
@@ -244,4 +245,29 @@ def test_tls_file_errors_translate_to_tls_config_error(tmp_path: Path, setup: st
     }[setup]
     with pytest.raises(TLSConfigError, match=match) as info:
         client_ssl_context(options)
+    assert info.value.fix
+
+
+def test_service_account_of_bound_legacy_and_subject_claims() -> None:
+    bound: dict[str, object] = {
+        "kubernetes.io": {"namespace": "flashcat", "serviceaccount": {"name": "categraf"}},
+    }
+    legacy = {"kubernetes.io/serviceaccount/namespace": "kube-system",
+              "kubernetes.io/serviceaccount/service-account.name": "old"}
+    assert service_account_of(bound) == "flashcat/categraf"
+    assert service_account_of(legacy) == "kube-system/old"
+    assert service_account_of({"sub": "system:serviceaccount:a:b"}) == "a/b"
+    assert service_account_of({"sub": "alice"}) is None
+    assert token_claims(make_jwt(bound)) == bound
+
+
+@pytest.mark.parametrize(("kind", "match"), [("dir", "a directory"), ("big", "more than the 16")])
+def test_credential_files_must_be_small_regular_files(tmp_path: Path, kind: str, match: str) -> None:
+    path = tmp_path / "f"
+    if kind == "dir":
+        path.mkdir()
+    else:
+        path.write_bytes(b"x" * 17)
+    with pytest.raises(TokenError, match=match) as info:
+        read_credential_file(path, what="bearer token file", error=TokenError, fix="x", limit=16)
     assert info.value.fix

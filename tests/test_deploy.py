@@ -109,8 +109,8 @@ def test_daemonset_probes_spool_shutdown_and_security() -> None:
     listen = args[args.index("--listen") + 1]
     port = int(listen.rsplit(":", 1)[1])
     (named,) = [p for p in agent["ports"] if p["containerPort"] == port]
-    for probe in ("livenessProbe", "readinessProbe"):
-        assert agent[probe]["httpGet"]["path"] == "/healthz"
+    for probe, path in (("livenessProbe", "/livez"), ("readinessProbe", "/healthz")):
+        assert agent[probe]["httpGet"]["path"] == path
         assert agent[probe]["httpGet"]["port"] in (port, named["name"])
     # The spool survives a pod restart: it lives on the node.
     spool_dir = args[args.index("--spool-dir") + 1]

@@ -23,8 +23,7 @@ from kubescrape.doctor import (
     SA_CA_FILE,
     Diagnosis,
     Forbidden,
-    TargetSpec,
-    diagnose,
+    diagnose_url,
     parse_forbidden,
     rbac_fix_yaml,
     render_json,
@@ -163,7 +162,7 @@ def test_token_claims_decodes_without_verifying() -> None:
 
 async def test_nothing_listening_is_connection_refused_with_hostnetwork_hint() -> None:
     port = free_port()
-    d = await diagnose(TargetSpec(url=f"https://127.0.0.1:{port}/metrics"), timeout=2)
+    d = await diagnose_url(f"https://127.0.0.1:{port}/metrics", timeout=2)
     assert failed_step(d) == "connect"
     assert d.finding is not None
     assert "connection refused" in d.finding.cause
@@ -171,14 +170,14 @@ async def test_nothing_listening_is_connection_refused_with_hostnetwork_hint() -
 
 
 async def test_unresolvable_name() -> None:
-    d = await diagnose(TargetSpec(url="https://no-such-node.invalid:10250/metrics"), timeout=2)
+    d = await diagnose_url("https://no-such-node.invalid:10250/metrics", timeout=2)
     assert failed_step(d) == "resolve"
 
 
 async def test_bad_url_scheme_and_an_unset_host_variable() -> None:
-    d = await diagnose(TargetSpec(url="ftp://127.0.0.1/metrics"), timeout=1)
+    d = await diagnose_url("ftp://127.0.0.1/metrics", timeout=1)
     assert failed_step(d) == "url"
-    d = await diagnose(TargetSpec(url="https://:10250/metrics"), timeout=1)
+    d = await diagnose_url("https://:10250/metrics", timeout=1)
     assert failed_step(d) == "url"
     assert d.finding is not None and "HOSTIP" in d.finding.fix
 
@@ -186,7 +185,7 @@ async def test_bad_url_scheme_and_an_unset_host_variable() -> None:
 async def test_http_to_a_go_https_port_suggests_https() -> None:
     # What Go's net/http answers to plain HTTP on a TLS port.
     async with serve(text("Client sent an HTTP request to an HTTPS server.\n", status=400)) as port:
-        d = await diagnose(TargetSpec(url=f"http://127.0.0.1:{port}/metrics"), timeout=2)
+        d = await diagnose_url(f"http://127.0.0.1:{port}/metrics", timeout=2)
     assert failed_step(d) == "http"
     assert d.finding is not None
     assert "speaks HTTPS" in d.finding.cause
@@ -198,14 +197,14 @@ async def test_http_to_a_tls_port_without_the_go_answer_is_detected_by_a_handsha
 ) -> None:
     pair = ca.issue_server("node", ips=["127.0.0.1"])
     async with serve(text(METRICS), tls_context(pair)) as port:
-        d = await diagnose(TargetSpec(url=f"http://127.0.0.1:{port}/metrics"), timeout=2)
+        d = await diagnose_url(f"http://127.0.0.1:{port}/metrics", timeout=2)
     assert failed_step(d) == "http"
     assert d.finding is not None and "speaks HTTPS" in d.finding.cause
 
 
 async def test_tls_to_a_plain_http_port_suggests_http() -> None:
     async with serve(text(METRICS)) as port:
-        d = await diagnose(TargetSpec(url=f"https://127.0.0.1:{port}/metrics"), timeout=2)
+        d = await diagnose_url(f"https://127.0.0.1:{port}/metrics", timeout=2)
     assert failed_step(d) == "tls"
     assert d.finding is not None
     assert "plain HTTP" in d.finding.cause
@@ -219,7 +218,7 @@ async def test_unknown_authority_prints_issuer_and_how_to_pass_the_ca(ca: Certif
     other = CertificateAuthority.create("node-a-ca@1700000000")
     pair = other.issue_server("node-a", ips=["127.0.0.1"])
     async with serve(text(METRICS), tls_context(pair)) as port:
-        d = await diagnose(TargetSpec(url=f"https://127.0.0.1:{port}/metrics"), timeout=2)
+        d = await diagnose_url(f"https://127.0.0.1:{port}/metrics", timeout=2)
     assert failed_step(d) == "tls"
     assert d.finding is not None
     assert "node-a-ca@1700000000" in d.finding.cause
@@ -233,8 +232,8 @@ async def test_unknown_authority_with_a_configured_ca_names_that_file(
 ) -> None:
     pair = CertificateAuthority.create("other").issue_server("node-a", ips=["127.0.0.1"])
     async with serve(text(METRICS), tls_context(pair)) as port:
-        d = await diagnose(
-            TargetSpec(url=f"https://127.0.0.1:{port}/metrics", ca_file=str(ca_file)), timeout=2
+        d = await diagnose_url(
+            f"https://127.0.0.1:{port}/metrics", ca_file=str(ca_file), timeout=2
         )
     assert d.finding is not None and str(ca_file) in d.finding.cause
 
@@ -242,8 +241,8 @@ async def test_unknown_authority_with_a_configured_ca_names_that_file(
 async def test_insecure_skip_verify_passes_with_a_warning() -> None:
     pair = CertificateAuthority.create("other").issue_server("node-a", ips=["127.0.0.1"])
     async with serve(text(METRICS), tls_context(pair)) as port:
-        d = await diagnose(
-            TargetSpec(url=f"https://127.0.0.1:{port}/metrics", insecure_skip_verify=True), timeout=2
+        d = await diagnose_url(
+            f"https://127.0.0.1:{port}/metrics", insecure_skip_verify=True, timeout=2
         )
     assert d.ok, d.finding
     (tls,) = [s for s in d.steps if s.name == "tls"]
@@ -254,14 +253,14 @@ async def test_name_mismatch_prints_sans_and_tls_server_name(ca: CertificateAuth
     pair = ca.issue_server("node-a", dns_names=["node-a.cluster.local"], ips=["10.9.8.7"])
     async with serve(text(METRICS), tls_context(pair)) as port:
         url = f"https://127.0.0.1:{port}/metrics"
-        d = await diagnose(TargetSpec(url=url, ca_file=str(ca_file)), timeout=2)
+        d = await diagnose_url(url, ca_file=str(ca_file), timeout=2)
         assert failed_step(d) == "tls"
         assert d.finding is not None
         assert "DNS:node-a.cluster.local" in d.finding.cause and "IP:10.9.8.7" in d.finding.cause
         assert 'tls_server_name = "node-a.cluster.local"' in d.finding.fix
         # Following the advice works.
-        fixed = await diagnose(
-            TargetSpec(url=url, ca_file=str(ca_file), server_name="node-a.cluster.local"), timeout=2
+        fixed = await diagnose_url(
+            url, ca_file=str(ca_file), server_name="node-a.cluster.local", timeout=2
         )
     assert fixed.ok, fixed.finding
 
@@ -271,8 +270,8 @@ async def test_expired_certificate_prints_dates(ca: CertificateAuthority, ca_fil
     pair = ca.issue_server("node-a", ips=["127.0.0.1"], not_before=now - dt.timedelta(days=30),
                            not_after=now - dt.timedelta(days=2))
     async with serve(text(METRICS), tls_context(pair)) as port:
-        d = await diagnose(
-            TargetSpec(url=f"https://127.0.0.1:{port}/metrics", ca_file=str(ca_file)), timeout=2
+        d = await diagnose_url(
+            f"https://127.0.0.1:{port}/metrics", ca_file=str(ca_file), timeout=2
         )
     assert failed_step(d) == "tls"
     assert d.finding is not None
@@ -285,16 +284,16 @@ async def test_not_yet_valid_certificate_points_at_the_clock(ca: CertificateAuth
     pair = ca.issue_server("node-a", ips=["127.0.0.1"], not_before=now + dt.timedelta(days=1),
                            not_after=now + dt.timedelta(days=30))
     async with serve(text(METRICS), tls_context(pair)) as port:
-        d = await diagnose(
-            TargetSpec(url=f"https://127.0.0.1:{port}/metrics", ca_file=str(ca_file)), timeout=2
+        d = await diagnose_url(
+            f"https://127.0.0.1:{port}/metrics", ca_file=str(ca_file), timeout=2
         )
     assert d.finding is not None and "not valid before" in d.finding.cause and "NTP" in d.finding.fix
 
 
 async def test_missing_ca_file(tmp_path: Path) -> None:
     async with serve(text(METRICS)) as port:
-        d = await diagnose(
-            TargetSpec(url=f"https://127.0.0.1:{port}/metrics", ca_file=str(tmp_path / "nope.crt")), timeout=2
+        d = await diagnose_url(
+            f"https://127.0.0.1:{port}/metrics", ca_file=str(tmp_path / "nope.crt"), timeout=2
         )
     assert failed_step(d) == "tls config"
     assert d.finding is not None and "nope.crt" in d.finding.cause
@@ -306,26 +305,28 @@ async def test_missing_ca_file(tmp_path: Path) -> None:
 async def test_token_file_missing_empty_expired_and_expiring(tmp_path: Path) -> None:
     async with serve(text(METRICS)) as port:
         url = f"http://127.0.0.1:{port}/metrics"
-        missing = await diagnose(TargetSpec(url=url, token_file=str(tmp_path / "token")), timeout=2)
+        missing = await diagnose_url(url, token_file=str(tmp_path / "token"), timeout=2)
         assert failed_step(missing) == "token"
         assert missing.finding is not None
         assert "does not exist" in missing.finding.cause and "serviceAccountName" in missing.finding.fix
 
         empty = tmp_path / "empty"
         empty.write_text("\n")
-        d = await diagnose(TargetSpec(url=url, token_file=str(empty)), timeout=2)
+        d = await diagnose_url(url, token_file=str(empty), timeout=2)
         assert d.finding is not None and "is empty" in d.finding.cause
 
+        # An expired token is the server's to refuse: doctor warns, and agrees with the agent's verdict.
         expired = tmp_path / "expired"
         expired.write_text(jwt(sa_claims(time.time() - 3600)))
-        d = await diagnose(TargetSpec(url=url, token_file=str(expired)), timeout=2)
-        assert failed_step(d) == "token"
-        assert d.finding is not None
-        assert "expired" in d.finding.cause and "flashcat/categraf-daemonset" in d.finding.cause
+        d = await diagnose_url(url, token_file=str(expired), timeout=2)
+        assert d.ok
+        (token_step,) = [s for s in d.steps if s.name == "token"]
+        assert token_step.warning is not None and "expired" in token_step.warning
+        assert "flashcat/categraf-daemonset" in token_step.warning
 
         soon = tmp_path / "soon"
         soon.write_text(jwt(sa_claims(time.time() + 120)))
-        d = await diagnose(TargetSpec(url=url, token_file=str(soon)), timeout=2)
+        d = await diagnose_url(url, token_file=str(soon), timeout=2)
         assert d.ok
         (token,) = [s for s in d.steps if s.name == "token"]
         assert "ServiceAccount flashcat/categraf-daemonset" in token.detail
@@ -346,14 +347,14 @@ async def test_401_without_credentials_and_with_a_rejected_token(tmp_path: Path)
     token_file.write_text(jwt(sa_claims(time.time() + 86400)))
     async with serve(bearer_required("the-right-one")) as port:
         url = f"http://127.0.0.1:{port}/metrics"
-        anonymous = await diagnose(TargetSpec(url=url), timeout=2)
-        rejected = await diagnose(TargetSpec(url=url, token_file=str(token_file)), timeout=2)
+        anonymous = await diagnose_url(url, timeout=2)
+        rejected = await diagnose_url(url, token_file=str(token_file), timeout=2)
     assert failed_step(anonymous) == "http" and anonymous.finding is not None
-    assert "no credentials were sent" in anonymous.finding.cause
+    assert "none was sent" in anonymous.finding.cause
     assert "bearer_token_file" in anonymous.finding.fix
     assert failed_step(rejected) == "http" and rejected.finding is not None
-    assert "did not accept the bearer token" in rejected.finding.cause
-    assert "authentication.webhook.enabled" in rejected.finding.fix
+    assert f"the bearer token in bearer_token_file ({token_file}) was rejected" in rejected.finding.cause
+    assert "authentication.webhook.enabled" in rejected.finding.fix and "THIS cluster" in rejected.finding.fix
 
 
 @pytest.mark.parametrize("body", [
@@ -364,7 +365,7 @@ async def test_401_without_credentials_and_with_a_rejected_token(tmp_path: Path)
 ])
 async def test_403_prints_the_rbac_that_grants_it(body: str) -> None:
     async with serve(text(body, status=403)) as port:
-        d = await diagnose(TargetSpec(url=f"http://127.0.0.1:{port}/metrics", token="opaque"), timeout=2)
+        d = await diagnose_url(f"http://127.0.0.1:{port}/metrics", bearer_token="opaque", timeout=2)
     assert failed_step(d) == "http" and d.finding is not None and d.finding.yaml is not None
     assert "system:serviceaccount:flashcat:categraf-daemonset" in d.finding.cause
     assert "nodes/metrics" in d.finding.cause
@@ -376,17 +377,17 @@ async def test_403_prints_the_rbac_that_grants_it(body: str) -> None:
 async def test_403_for_anonymous_asks_for_credentials_not_rbac() -> None:
     body = "Forbidden (user=system:anonymous, verb=get, resource=nodes, subresource=metrics)"
     async with serve(text(body, status=403)) as port:
-        d = await diagnose(TargetSpec(url=f"http://127.0.0.1:{port}/metrics"), timeout=2)
+        d = await diagnose_url(f"http://127.0.0.1:{port}/metrics", timeout=2)
     assert d.finding is not None and d.finding.yaml is None
     assert "anonymous" in d.finding.cause and "bearer_token_file" in d.finding.fix
 
 
 async def test_other_statuses() -> None:
     async with serve(text("404 page not found", status=404)) as port:
-        d = await diagnose(TargetSpec(url=f"http://127.0.0.1:{port}/metricz"), timeout=2)
+        d = await diagnose_url(f"http://127.0.0.1:{port}/metricz", timeout=2)
     assert d.finding is not None and "404" in d.finding.cause and "/metrics/cadvisor" in d.finding.fix
     async with serve(text("boom", status=500)) as port:
-        d = await diagnose(TargetSpec(url=f"http://127.0.0.1:{port}/metrics"), timeout=2)
+        d = await diagnose_url(f"http://127.0.0.1:{port}/metrics", timeout=2)
     assert d.finding is not None and "500" in d.finding.cause
 
 
@@ -396,14 +397,14 @@ async def test_other_statuses() -> None:
 async def test_html_body() -> None:
     page = "<!DOCTYPE html><html><head><title>Sign in</title></head><body>login</body></html>"
     async with serve(text(page, content_type="text/html")) as port:
-        d = await diagnose(TargetSpec(url=f"http://127.0.0.1:{port}/metrics"), timeout=2)
+        d = await diagnose_url(f"http://127.0.0.1:{port}/metrics", timeout=2)
     assert failed_step(d) == "body" and d.finding is not None
     assert "HTML" in d.finding.cause and "'Sign in'" in d.steps[-1].detail
 
 
 async def test_json_body_names_the_kubelet_json_apis() -> None:
     async with serve(text('{"node": {}}', content_type="application/json")) as port:
-        d = await diagnose(TargetSpec(url=f"http://127.0.0.1:{port}/stats/summary"), timeout=2)
+        d = await diagnose_url(f"http://127.0.0.1:{port}/stats/summary", timeout=2)
     assert failed_step(d) == "body" and d.finding is not None
     assert "JSON" in d.finding.cause and "/stats/summary" in d.finding.fix
 
@@ -411,15 +412,14 @@ async def test_json_body_names_the_kubelet_json_apis() -> None:
 async def test_parse_error_reports_the_first_bad_line_number() -> None:
     body = "# TYPE a counter\na 1\nb{x=\"1\" 2\nc 3\n"
     async with serve(text(body)) as port:
-        d = await diagnose(TargetSpec(url=f"http://127.0.0.1:{port}/metrics"), timeout=2)
+        d = await diagnose_url(f"http://127.0.0.1:{port}/metrics", timeout=2)
     assert failed_step(d) == "body" and d.finding is not None
     assert "line 3" in d.finding.cause and 'b{x="1" 2' in d.finding.cause
 
 
 async def test_working_target_counts_series_and_bytes() -> None:
     async with serve(text(METRICS)) as port:
-        spec = TargetSpec(url=f"http://127.0.0.1:{port}/metrics", timeout=3, interval=15)
-        d = await diagnose(spec, timeout=2)
+        d = await diagnose_url(f"http://127.0.0.1:{port}/metrics", timeout=3, interval=15)
     assert d.ok and d.finding is None
     assert d.stats is not None and d.stats.series == 3 and d.stats.bytes == len(METRICS)
     assert [s.name for s in d.steps] == ["url", "resolve", "connect", "credentials", "http", "body", "timing"]
@@ -433,12 +433,14 @@ async def test_slow_scrape_warns_near_the_timeout_and_fails_beyond_it() -> None:
 
     async with serve(slow) as port:
         url = f"http://127.0.0.1:{port}/metrics"
-        near = await diagnose(TargetSpec(url=url, timeout=0.5, interval=0.5), timeout=2)
-        beyond = await diagnose(TargetSpec(url=url, timeout=0.2), timeout=2)
+        near = await diagnose_url(url, scrape_timeout=0.5, interval=0.5, timeout=2)
+        beyond = await diagnose_url(url, scrape_timeout=0.2, timeout=2)
     assert near.ok
     (warning,) = near.warnings
     assert "over half its timeout" in warning and "over half its interval" in warning
-    assert failed_step(beyond) == "timing"
+    # Beyond its timeout the agent's own fetch gives up, so doctor does too.
+    assert failed_step(beyond) == "http"
+    assert beyond.finding is not None and "did not answer within 0.2s" in beyond.finding.cause
 
 
 # --- rendering and the command line -----------------------------------------------------------------------
@@ -446,7 +448,7 @@ async def test_slow_scrape_warns_near_the_timeout_and_fails_beyond_it() -> None:
 
 async def test_json_rendering_shape() -> None:
     async with serve(text("nope", status=403)) as port:
-        d = await diagnose(TargetSpec(url=f"http://127.0.0.1:{port}/metrics"), timeout=2)
+        d = await diagnose_url(f"http://127.0.0.1:{port}/metrics", timeout=2)
     (item,) = json.loads(render_json([d]))
     assert set(item) == {"url", "ok", "steps", "diagnosis", "stats", "warnings"}
     assert item["ok"] is False and item["stats"] is None

@@ -145,3 +145,30 @@ async def test_stop_releases_the_port() -> None:
 
 async def test_wait_for_samples_times_out(receiver: Receiver) -> None:
     assert not await receiver.wait_for_samples(1, timeout=0.05)
+
+
+async def _get_json(url: str) -> tuple[int, object]:
+    async with aiohttp.ClientSession() as session, session.get(url) as response:
+        return response.status, await response.json()
+
+
+async def test_series_endpoint_reads_back_what_arrived() -> None:
+    written: list[list[tuple[dict[str, str], list[tuple[float, int]]]]] = []
+    async with Receiver(on_write=written.append) as running:
+        base = running.url.removesuffix("/api/v1/write")
+        labels = [("__name__", "up"), ("job", "kubelet")]
+        other = [("__name__", "m"), ("job", "cadvisor")]
+        assert (await _post(running.url, _body((labels, 1.0, NOW), (other, math.nan, NOW))))[0] == 204
+        status, data = await _get_json(f"{base}/series?name=up")
+        assert status == 200
+        row = {"labels": {"__name__": "up", "job": "kubelet"}, "samples": 1, "value": 1.0,
+               "timestamp_ms": NOW}
+        assert data == {"series": [row], "total_series": 2}
+        status, data = await _get_json(f"{base}/series")
+        assert isinstance(data, dict) and len(data["series"]) == 2
+        (nan_row,) = [row for row in data["series"] if row["labels"]["__name__"] == "m"]
+        assert nan_row["value"] == "nan"  # JSON has no NaN
+        async with aiohttp.ClientSession() as session, session.get(base + "/") as response:
+            assert (await response.text()).startswith("2 samples in 1 requests, 2 series, 0 rejected")
+    # the --print hook saw the decoded series of the request
+    assert len(written) == 1 and {ls["__name__"] for ls, _ in written[0]} == {"up", "m"}

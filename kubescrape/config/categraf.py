@@ -75,7 +75,11 @@ _WRITER_KEYS = set(WriterConfig.model_fields)
 # Categraf writer keys kubescrape accepts without using: the URL scheme decides TLS.
 _WRITER_IGNORED = {"use_tls"}
 _WRITER_UNSUPPORTED = {"tls_key_pwd", "tls_min_version", "tls_max_version", "tls_cipher_suites"}
-_INSTANCE_KEYS = set(InstanceConfig.model_fields)
+# Prometheus scrape_config fields of InstanceConfig: set only by the Prometheus loader.
+_INSTANCE_KEYS = set(InstanceConfig.model_fields) - {
+    "job_name", "static_configs", "scheme", "metrics_path", "params", "scrape_interval", "scrape_timeout",
+    "kubernetes_sd_configs", "write_relabel_configs",
+}
 _INSTANCE_UNSUPPORTED = {
     "consul": "Consul service discovery is not supported; list the URLs in urls",
     "processor_enum": "value mapping (processor_enum) is not supported",
@@ -169,10 +173,10 @@ def load_categraf(
     main_file = config_dir / "config.toml"
     if not main_file.is_file():
         raise ConfigError(
-            f"{main_file} not found",
-            f"create {main_file} with at least a [global] table (hostname, interval), or point --config-dir "
-            "at the directory that holds it",
-            file=str(main_file),
+            f"config.toml not found in {config_dir}",
+            "create it with at least a [global] table (hostname, interval) — `kubescrape emulate "
+            "--write-config DIR` writes a complete directory — or point --config-dir at the directory that "
+            "holds it",
         )
     extra = sorted(p for p in config_dir.glob("*.toml") if p.name != "config.toml" and p.is_file())
     main_sources = [_parse(p) for p in [main_file, *extra]]
@@ -183,10 +187,17 @@ def load_categraf(
         ctx.warn(f"no {INPUT_DIR}/*.toml under {config_dir}: there is nothing to scrape")
 
     merged, origin = _merge(main_sources)
+    bridge_file: Path | None = None
     for key in merged:
         if key in ("global", "writer_opt", "writers", "log"):
             continue
         src = origin[key]
+        if key == "prometheus" and isinstance(merged[key], dict) and merged[key].get("enable"):
+            bridge_file = _bridge_file(merged[key], src, config_dir)
+            for option in merged[key]:
+                if option not in _BRIDGE_KEYS:
+                    ctx.warn(f"{src.path}: unknown option {option!r} in [prometheus] ignored")
+            continue
         if key in _OPTIONAL_SECTIONS:
             section = merged[key]
             if isinstance(section, dict) and section.get("enable", section.get("enabled", False)):
@@ -242,6 +253,21 @@ def load_categraf(
 
     global_labels = {k: expander.expand(v) for k, v in global_cfg.labels.items()}
     global_cfg = global_cfg.model_copy(update={"labels": global_labels})
+    files = [str(s.path) for s in [*main_sources, *input_sources]]
+    if bridge_file is not None:
+        from kubescrape.config.prometheus import load_scrape_config_file  # PyYAML only when used
+
+        jobs, file_writers, file_warnings, external = load_scrape_config_file(bridge_file)
+        instances.extend(jobs)
+        ctx.warnings.extend(file_warnings)
+        files.append(str(bridge_file))
+        if not writer_urls:
+            known_urls = {w.url for w in writers}
+            writers.extend(w for w in file_writers if w.url not in known_urls)
+        if external and external != global_labels:
+            ctx.warn(f"{bridge_file}: global.external_labels are not applied to a [prometheus] "
+                     "scrape_config_file; set them in config.toml [global] labels (added to every series of "
+                     "its jobs the same way)")
     return AgentConfig(
         global_=global_cfg,
         writer_opt=writer_opt,
@@ -250,8 +276,36 @@ def load_categraf(
         input_interval=input_interval,
         log=log_cfg,
         warnings=ctx.warnings,
-        files=[str(s.path) for s in [*main_sources, *input_sources]],
+        files=files,
     )
+
+
+_BRIDGE_KEYS = {"enable", "scrape_config_file", "log_level", "wal_storage_path", "wal_min_duration"}
+
+
+def _bridge_file(section: dict[str, Any], src: _Source, config_dir: Path) -> Path:
+    """Categraf's ``[prometheus] enable = true, scrape_config_file = "…"``: the Prometheus configuration
+    file whose scrape_configs (and remote_write) run alongside input.prometheus. A relative path is taken
+    from the working directory, as Categraf does, else from the config directory."""
+    value = section.get("scrape_config_file")
+    if not isinstance(value, str) or not value.strip():
+        raise ConfigError(
+            "[prometheus] enable = true needs scrape_config_file, the path of a Prometheus configuration "
+            "file", "add scrape_config_file = \"/etc/categraf/conf/in_cluster_scrape.yaml\" or set "
+            "enable = false", file=str(src.path), key="prometheus.scrape_config_file",
+            line=_find_line(src.text, "enable", "[prometheus]"),
+        )
+    path = Path(value)
+    if not path.is_absolute() and not path.exists() and (config_dir / path).exists():
+        path = config_dir / path
+    if not path.is_file():
+        raise ConfigError(
+            f"[prometheus] scrape_config_file {value!r} not found", "give the path of an existing Prometheus "
+            "configuration file (absolute, or relative to the working directory or the config directory)",
+            file=str(src.path), key="prometheus.scrape_config_file",
+            line=_find_line(src.text, "scrape_config_file", "[prometheus]"),
+        )
+    return path
 
 
 # --- parsing and merging -------------------------------------------------------------------------

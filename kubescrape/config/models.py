@@ -40,10 +40,13 @@ __all__ = [
     "InstanceConfig",
     "LogConfig",
     "Seconds",
+    "StaticConfig",
     "WriterConfig",
     "WriterOptions",
     "check_url",
+    "format_prometheus_duration",
     "parse_go_duration",
+    "parse_prometheus_duration",
 ]
 
 MIN_DURATION = 0.001
@@ -90,6 +93,46 @@ def parse_go_duration(text: str) -> float:
         total += float(m.group(1)) * _GO_DURATION_UNITS[m.group(2)]
         pos = m.end()
     return sign * total
+
+
+_PROM_DURATION = re.compile(
+    r"^(?:(\d+)y)?(?:(\d+)w)?(?:(\d+)d)?(?:(\d+)h)?(?:(\d+)m)?(?:(\d+)s)?(?:(\d+)ms)?$"
+)
+_PROM_UNITS_MS = (365 * 86400_000, 7 * 86400_000, 86400_000, 3600_000, 60_000, 1000, 1)
+
+
+def parse_prometheus_duration(text: str) -> float:
+    """Parse a Prometheus duration (``model.ParseDuration``: ``"1m30s"``, ``"1d"``, ``"500ms"``, ``"0"``;
+    integers with the units y, w, d, h, m, s, ms in that order) into seconds. Raises ValueError otherwise."""
+    if text == "0":
+        return 0.0
+    if text == "":
+        raise ValueError("empty duration string")
+    m = _PROM_DURATION.match(text)
+    if m is None:
+        raise ValueError(f"not a valid duration string: {text!r} (expected integers with the units y, w, "
+                         "d, h, m, s, ms in that order, such as \"15s\" or \"1m30s\")")
+    ms = sum(int(g) * unit for g, unit in zip(m.groups(), _PROM_UNITS_MS, strict=True) if g is not None)
+    return ms / 1000.0
+
+
+def format_prometheus_duration(seconds: float) -> str:
+    """Prometheus' ``model.Duration.String``: ``90`` → ``"1m30s"``, ``0`` → ``"0s"`` (the value of the
+    ``__scrape_interval__``/``__scrape_timeout__`` target labels)."""
+    ms = round(seconds * 1000)
+    if ms == 0:
+        return "0s"
+    out = ""
+    for unit, mult, exact in (("y", _PROM_UNITS_MS[0], True), ("w", _PROM_UNITS_MS[1], True),
+                              ("d", _PROM_UNITS_MS[2], False), ("h", _PROM_UNITS_MS[3], False),
+                              ("m", _PROM_UNITS_MS[4], False), ("s", 1000, False), ("ms", 1, False)):
+        if exact and ms % mult:
+            continue
+        value = ms // mult
+        if value > 0:
+            out += f"{value}{unit}"
+            ms -= value * mult
+    return out
 
 
 def _to_seconds(value: Any) -> float:
@@ -193,6 +236,20 @@ def _redact_fields(section: dict[str, Any], keys: tuple[str, ...]) -> None:
     headers = section.get("headers")
     if isinstance(headers, dict):
         section["headers"] = {k: SECRET if k.lower() in SECRET_HEADERS else v for k, v in headers.items()}
+
+
+_SECRET_OPTIONS = {"password", "bearer_token", "credentials", "client_secret"}
+
+
+def _redact_nested(value: Any) -> Any:
+    """Prometheus-style options as written (a discovery's HTTP client settings): secrets hidden."""
+    if isinstance(value, dict):
+        return {k: SECRET if k in _SECRET_OPTIONS and v else _redact_nested(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_redact_nested(v) for v in value]
+    if isinstance(value, str) and "://" in value:
+        return redact_url(value)
+    return value
 
 
 class GlobalConfig(BaseModel):
@@ -307,6 +364,22 @@ class WriterConfig(BaseModel):
         return self
 
 
+class StaticConfig(BaseModel):
+    """Prometheus' ``static_configs`` entry: targets (``__address__`` values, usually ``host:port``) and
+    the labels they share. As in Prometheus an address is checked after relabeling, so a blackbox-style
+    ``https://example.org`` target is fine as long as relabeling moves it out of ``__address__``."""
+
+    model_config = _FROZEN
+
+    targets: list[str] = Field(default_factory=list)
+    labels: dict[str, str] = Field(default_factory=dict)
+
+    @field_validator("labels")
+    @classmethod
+    def _labels_valid(cls, v: dict[str, str]) -> dict[str, str]:
+        return _check_label_names(v)
+
+
 class InstanceConfig(BaseModel):
     """One ``[[instances]]`` entry of ``input.prometheus``: Categraf's options plus Prometheus scrape extras.
 
@@ -314,6 +387,13 @@ class InstanceConfig(BaseModel):
     the target labels are merged, like Prometheus' ``metric_relabel_configs`` (which run first).
     ``target_relabel_configs`` are Prometheus' ``relabel_configs``: they run once on the target labels with
     ``__address__``, ``__scheme__`` and ``__metrics_path__``.
+
+    With ``job_name`` set the instance is one Prometheus ``scrape_config``
+    (:mod:`kubescrape.config.prometheus`): its targets are the ``static_configs`` (``urls`` is unused) and
+    they get Prometheus' target labels exactly — ``job``, ``instance`` defaulting to ``__address__`` after
+    ``target_relabel_configs``, ``__scheme__``/``__metrics_path__``/``__param_*`` from ``scheme``,
+    ``metrics_path`` and ``params``, ``__scrape_interval__``/``__scrape_timeout__`` from
+    ``scrape_interval``/``scrape_timeout`` — and no Categraf URL label.
     """
 
     model_config = _FROZEN
@@ -368,6 +448,30 @@ class InstanceConfig(BaseModel):
     track_timestamps_staleness: bool = False
     metric_relabel_configs: list[RelabelConfig] = Field(default_factory=list)
     target_relabel_configs: list[RelabelConfig] = Field(default_factory=list)
+    # Prometheus scrape_config (set by the Prometheus loader; job_name switches to its target semantics).
+    job_name: str | None = None
+    static_configs: list[StaticConfig] = Field(default_factory=list)
+    scheme: str = "http"
+    metrics_path: str = "/metrics"
+    params: dict[str, list[str]] = Field(default_factory=dict)
+    scrape_interval: Seconds | None = None
+    scrape_timeout: Seconds | None = None
+    # The job's kubernetes_sd_configs as written (mappings), kept for the discovery module to consume.
+    kubernetes_sd_configs: list[dict[str, Any]] = Field(default_factory=list)
+    # remote_write's write_relabel_configs, shared by every writer (see config/prometheus.py).
+    write_relabel_configs: list[RelabelConfig] = Field(default_factory=list)
+
+    @field_validator("scheme")
+    @classmethod
+    def _scheme(cls, v: str) -> str:
+        if v not in ("http", "https"):
+            raise ValueError(f"scheme {v!r} is not supported: expected \"http\" or \"https\"")
+        return v
+
+    @field_validator("scrape_interval", "scrape_timeout")
+    @classmethod
+    def _job_durations(cls, v: float | None) -> float | None:
+        return None if v is None else _at_least_min(v)
 
     @field_validator("timeout")
     @classmethod
@@ -482,6 +586,7 @@ class AgentConfig(BaseModel):
         for inst in data.get("instances", []):
             inst["urls"] = [redact_url(u) for u in inst.get("urls", [])]
             _redact_fields(inst, ("password", "bearer_token_string", "tls_key_pwd"))
+            inst["kubernetes_sd_configs"] = _redact_nested(inst.get("kubernetes_sd_configs", []))
         return data
 
     def require_writers(self) -> None:

@@ -1,23 +1,46 @@
 """A kubelet emulator: the secure port with x509/token authentication, RBAC authorization and payloads.
 
 ``Emulator`` (in :mod:`kubescrape.emulator.fleet`) is the programmatic API; :func:`run_command` is
-``kubescrape emulate``.
+``kubescrape emulate``; :func:`write_config` writes the Categraf config directory that scrapes it.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import re
 import sys
+from importlib import resources
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 from kubescrape._signals import stop_on_signals
+from kubescrape.errors import EmulatorError
 
 if TYPE_CHECKING:
     from kubescrape.emulator.fleet import Emulator
 
-__all__ = ["run_command"]
+__all__ = ["run_command", "write_config"]
+
+
+def write_config(emu: Emulator, config_dir: Path, writer_url: str, *, interval: int = 15) -> Path:
+    """Write a complete Categraf config directory for ``kubescrape run --config-dir``: the seed's
+    ``config.toml`` sending to ``writer_url`` every ``interval`` seconds, and
+    ``input.prometheus/prometheus.toml`` scraping every node of ``emu`` (its CA in ``tls_ca``, the bound
+    ServiceAccount's token in ``bearer_token_file``). Call it once the nodes are bound: ports chosen by
+    the system (``--port 0``) are only known then. Returns the path of ``config.toml``.
+    """
+    seed = resources.files("kubescrape").joinpath("data", "categraf", "config.toml").read_text()
+    main = re.sub(r'(?m)^url = "[^"]*"', f'url = "{writer_url}"', seed, count=1)
+    main = re.sub(r"(?m)^interval = \d+", f"interval = {interval}", main, count=1)
+    header = ("# Categraf config.toml written by `kubescrape emulate --write-config`:\n"
+              "# the agent sends every sample to the [[writers]] url below.\n")
+    inputs = config_dir / "input.prometheus"
+    inputs.mkdir(parents=True, exist_ok=True)
+    (inputs / "prometheus.toml").write_text(emu.prometheus_toml())
+    main_file = config_dir / "config.toml"
+    main_file.write_text(header + main)
+    return main_file
 
 
 def _describe(emu: Emulator) -> str:
@@ -44,10 +67,21 @@ def _describe(emu: Emulator) -> str:
     return "\n".join(lines)
 
 
-async def _serve(emu: Emulator, duration: float) -> None:
+async def _serve(emu: Emulator, duration: float, config: tuple[Path, str, int] | None = None) -> None:
     with stop_on_signals() as stop:
         async with emu:
             print(_describe(emu), file=sys.stderr, flush=True)
+            if config is not None:
+                config_dir, writer_url, interval = config
+                try:
+                    write_config(emu, config_dir, writer_url, interval=interval)
+                except OSError as e:
+                    raise EmulatorError(f"cannot write the config directory {config_dir}: {e.strerror or e}",
+                                        "pass a writable directory to --write-config") from e
+                print(f"wrote {config_dir}/config.toml (writer {writer_url}) and "
+                      f"{config_dir}/input.prometheus/prometheus.toml\n"
+                      f"next: kubescrape run --config-dir {config_dir}  (and a receiver at that URL: "
+                      "kubescrape receive)", file=sys.stderr, flush=True)
             if duration > 0:
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(stop.wait(), duration)
@@ -73,6 +107,9 @@ def run_command(
     anonymous: bool,
     print_config: bool,
     duration: float,
+    write_config: Path | None = None,
+    writer_url: str = "http://127.0.0.1:9201/api/v1/write",
+    interval: int = 15,
 ) -> int:
     """``kubescrape emulate``: returns the process exit code."""
     from kubescrape.emulator.fleet import Emulator
@@ -88,7 +125,10 @@ def run_command(
             emu.prepare_state()
             print(emu.prometheus_toml())
             return 0
-        asyncio.run(_serve(emu, duration))
+        if write_config is not None and interval < 1:
+            raise EmulatorError(f"--interval {interval} is not a scrape interval", "use --interval 1 or more")
+        config = (write_config, writer_url, interval) if write_config is not None else None
+        asyncio.run(_serve(emu, duration, config))
     except KubescrapeError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2

@@ -6,7 +6,8 @@ The secure port answers like the kubelet's Go server:
 * plain HTTP gets Go's ``HTTP/1.0 400 Bad Request`` / ``Client sent an HTTP request to an HTTPS
   server.`` (net/http does this when the first 5 bytes look like ``GET /``, ``HEAD ``, ``POST ``,
   ``PUT /`` or ``OPTIO``); anything else is dropped, like Go's "first record does not look like a
-  TLS handshake";
+  TLS handshake"; like Go, the first 512 bytes are read before answering, so a small request gets
+  the 400 and a clean close, not a reset;
 * every request under the kubelet's API roots is authenticated (401 ``Unauthorized``), authorized
   (403 ``Forbidden (…)`` for the emulated version) and only then routed (404 for unknown paths).
 
@@ -51,6 +52,8 @@ KUBELET_ROOTS = (
     "/portForward", "/containerLogs", "/runningpods", "/debug", "/configz", "/checkpoint", "/cri",
 )
 _SNIFF_TIMEOUT = 10.0
+# crypto/tls reads the record header through a bytes.Buffer, whose ReadFrom reads at least 512 bytes.
+_GO_FIRST_READ = 512
 
 __all__ = [
     "GO_PLAIN_HTTP_RESPONSE",
@@ -194,9 +197,13 @@ class SniffingTLSListener:
                 log.debug("TLS handshake from a client failed: %s", e)
                 conn.close()
             return
-        if head in _GO_HTTP_PREFIXES:
-            self.stats.plain_http_rejected += 1
-            with contextlib.suppress(OSError):
+        with contextlib.suppress(OSError):
+            # Go's TLS record reader has already consumed one read() of up to 512 bytes — the whole of
+            # a small request — when it answers. Read it too: closing a socket with unread data makes
+            # Linux send RST, and the client would see "Connection reset by peer" instead of the 400.
+            conn.recv(_GO_FIRST_READ)
+            if head in _GO_HTTP_PREFIXES:
+                self.stats.plain_http_rejected += 1
                 conn.send(GO_PLAIN_HTTP_RESPONSE)
         conn.close()
 

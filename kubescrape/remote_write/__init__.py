@@ -1,4 +1,8 @@
-"""Remote write 1.0: encode (protobuf + snappy), queue (shards), spool (durable), sender (HTTP, retries).
+"""Remote write 1.0: encode (protobuf + snappy), queue (the sink), dispatcher (rounds, shards), sender (HTTP,
+retries), and the backlogs — memory, spool (durable) — which share one set of books (ledger).
+
+Imports run one way: ``ledger`` ← ``memory``, ``spool``; ``settings`` ← ``sender`` ← ``dispatcher`` ←
+``queue``. This module holds only the types every one of them uses.
 
 The unit that flows from a scrape into delivery is a *chunk*: the bytes of one or more
 ``WriteRequest.timeseries`` fields (tag 1, length-delimited ``TimeSeries``) concatenated, with the number

@@ -48,8 +48,18 @@ Guarantees:
   lost to a power cut means re-sending one round, which receivers accept (identical samples are not
   errors).
 - **Bounded**: when the files exceed ``max_bytes``, the oldest segment is deleted; each not-yet-sent
-  sample in it is counted exactly through ``on_evict`` (records already in flight are not counted: they
-  are delivered or counted as dropped by the sender).
+  sample in it is counted exactly as evicted (records already in flight are not counted then: they are
+  delivered or dropped by the dispatcher — or, if their round fails and they cannot be read again,
+  counted as evicted at that moment).
+- **Write errors are counted, not only logged**: when a group commit fails (disk full, I/O error), its
+  puts raise :class:`SpoolError` and their samples are counted as appended and dropped with
+  ``reason="spool_full"`` (ENOSPC, EDQUOT) or ``"spool_write_error"``; ``counters.persist_error`` says
+  why until a write succeeds again (``/healthz`` reports it). Any other exception in the flusher fails
+  its waiting puts (``reason="spool_error"``) and then ends the flusher, which its supervisor restarts:
+  no ``put`` waits forever.
+- **Books**: unread and in-flight records are kept in the shared
+  :class:`~kubescrape.remote_write.ledger.Fifo`; records replayed at open count as appended (and
+  replayed) in this process, so ``appended = sent + dropped + evicted + pending`` holds per process.
 - **Corruption**: a truncated or checksum-failing record (``kill -9`` mid-write, a flipped bit) is
   found at open; the log resynchronises at the next record that verifies, the skipped records are
   counted through ``on_corrupt`` (by the gap in sequence numbers), a warning is logged, the segment is
@@ -60,12 +70,13 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import errno
 import logging
 import os
 import struct
 import zlib
 from collections import deque
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import NamedTuple
@@ -73,7 +84,7 @@ from typing import NamedTuple
 from kubescrape.clock import SYSTEM_CLOCK, Clock
 from kubescrape.errors import SpoolError
 from kubescrape.remote_write import Chunk
-from kubescrape.remote_write.queue import Record
+from kubescrape.remote_write.ledger import Fifo, Record, WriterCounters
 
 log = logging.getLogger("kubescrape.spool")
 
@@ -107,6 +118,7 @@ class _Segment:
     size: int = 0
     last_seq: int = 0
     fd: int | None = field(default=None, repr=False)
+    deleted: bool = False
 
     def read(self, offset: int, length: int) -> bytes:
         if self.fd is None:
@@ -256,28 +268,25 @@ class Spool:
     """
 
     def __init__(self, directory: Path, *, max_bytes: int = 1 << 30, clock: Clock = SYSTEM_CLOCK,
-                 on_evict: Callable[[int], None] | None = None,
+                 counters: WriterCounters | None = None,
                  on_corrupt: Callable[[int], None] | None = None,
                  segment_bytes: int | None = None, fsync: bool = True,
                  cache_bytes: int | None = None) -> None:
         self.directory = directory
         self.max_bytes = max_bytes
         self.clock = clock
-        self.on_evict = on_evict or (lambda n: None)
+        self.counters = counters or WriterCounters(directory.name)
+        self.fifo: Fifo[_Meta] = Fifo(self.counters)
         self.on_corrupt = on_corrupt or (lambda n: None)
         self.segment_bytes = segment_bytes or max(64 << 10, min(64 << 20, max_bytes // 8))
         self.fsync = fsync
         # See "The cheap round trip" in the module docstring; 0 turns the cache off.
         self.cache_bytes = min(64 << 20, max_bytes // 4) if cache_bytes is None else max(0, cache_bytes)
         self.data_ready = asyncio.Event()
-        self.evicted_samples = 0
         self.corrupt_records = 0
         self.corrupt_bytes = 0
+        self.progress = 0  # group commits handled by the flusher: its supervisor's sign of recovery
         self._segments: deque[_Segment] = deque()
-        self._unread: deque[_Meta] = deque()
-        self._inflight: deque[_Meta] = deque()
-        self._unread_samples = 0
-        self._inflight_samples = 0
         self._bytes = 0
         self._cached = 0  # chunk bytes held by unread records' ``chunks`` (at most ``cache_bytes``)
         self._ack_seq = 0
@@ -288,6 +297,13 @@ class Spool:
         self._force_rotate = False
         self._pending: list[tuple[tuple[Chunk, ...], int, float, asyncio.Future[None]]] = []
         self._flusher: asyncio.Task[None] | None = None
+        self._wake = asyncio.Event()
+        self._stopped = asyncio.Event()
+        self._attached = False
+        self._running = False
+        self._flushing = False
+        self._ack_failing = False
+        self._closing = False
         self._closed = False
         try:
             directory.mkdir(parents=True, exist_ok=True)
@@ -299,13 +315,13 @@ class Spool:
 
     @classmethod
     async def open(cls, directory: Path, *, max_bytes: int = 1 << 30, clock: Clock = SYSTEM_CLOCK,
-                   on_evict: Callable[[int], None] | None = None,
+                   counters: WriterCounters | None = None,
                    on_corrupt: Callable[[int], None] | None = None,
                    segment_bytes: int | None = None, fsync: bool = True,
                    cache_bytes: int | None = None) -> Spool:
         """Open (scan, repair, replay) without blocking the event loop."""
         return await asyncio.to_thread(
-            lambda: cls(directory, max_bytes=max_bytes, clock=clock, on_evict=on_evict, on_corrupt=on_corrupt,
+            lambda: cls(directory, max_bytes=max_bytes, clock=clock, counters=counters, on_corrupt=on_corrupt,
                         segment_bytes=segment_bytes, fsync=fsync, cache_bytes=cache_bytes))
 
     # --- opening ------------------------------------------------------------------------------
@@ -339,17 +355,16 @@ class Spool:
                 prev = max(prev, seq)
                 if seq > self._ack_seq:
                     keep = True
-                    self._unread.append(_Meta(seq, offset + HEADER.size, length, samples, ts, seg))
-                    self._unread_samples += samples
+                    self.fifo.push(_Meta(seq, offset + HEADER.size, length, samples, ts, seg), replayed=True)
             if not keep:
                 path.unlink()
                 continue
             self._segments.append(seg)
             self._bytes += seg.size
         self._next_seq = max(prev, self._ack_seq) + 1
-        if self._unread:
-            log.info("spool %s: %d samples in %d records to replay", self.directory, self._unread_samples,
-                     len(self._unread))
+        if self.fifo.unread:
+            log.info("spool %s: %d samples in %d records to replay", self.directory, self.fifo.unread_samples,
+                     len(self.fifo.unread))
 
     def _rewrite(self, path: Path, data: bytes, records: list[tuple[int, int, int, int, float]]) -> bytes:
         good = b"".join(data[off:off + HEADER.size + length] for off, length, *_ in records)
@@ -387,22 +402,63 @@ class Spool:
 
     # --- writing ------------------------------------------------------------------------------
 
+    def attach(self) -> None:
+        """Someone (the writer's supervisor) runs :meth:`run`; without that, ``put`` flushes by itself."""
+        self._attached = True
+
     async def put(self, chunks: Sequence[Chunk]) -> None:
-        """Append one record; return once it is on disk (fsync'd unless ``fsync=False``)."""
-        if self._closed:
+        """Append one record; return once it is on disk (fsync'd unless ``fsync=False``).
+
+        Raises :class:`SpoolError` when the record could not be written; its samples are counted
+        (appended and dropped with a reason) before that.
+        """
+        if self._closed or self._closing:
+            self.fifo.reject(sum(c.samples for c in chunks), "shutdown")
             raise SpoolError(f"spool {self.directory} is closed", "append before closing the spool")
         fut: asyncio.Future[None] = asyncio.get_running_loop().create_future()
         # The chunks are kept as they are (for the cache and for writev); anything but plain ``bytes``
         # is copied once here, so a caller reusing a buffer cannot change what was accepted.
         kept = tuple(c if type(c.data) is bytes else Chunk(bytes(c.data), c.samples, c.key) for c in chunks)
         self._pending.append((kept, sum(c.samples for c in kept), self.clock.time(), fut))
-        if self._flusher is None or self._flusher.done():
-            self._flusher = asyncio.create_task(self._flush())
+        if self._attached:
+            self._wake.set()
+        elif self._flusher is None or self._flusher.done():
+            self._flusher = asyncio.create_task(self._flush_pending(), name=f"spool-flush {self.directory}")
+            # Its failures reach the callers through their futures (settled in _flush_batch's finally).
+            self._flusher.add_done_callback(lambda t: t.cancelled() or t.exception())
         await asyncio.shield(fut)
 
-    async def _flush(self) -> None:
+    async def run(self) -> None:
+        """The flusher: write what ``put`` queued, one group commit at a time, until :meth:`close`."""
+        self._running = True
+        self._stopped.clear()
+        try:
+            while True:
+                if self._pending:
+                    await self._flush_pending()
+                    continue
+                if self._closing:
+                    return
+                self._wake.clear()
+                await self._wake.wait()
+        finally:
+            self._running = False
+            self._stopped.set()
+
+    async def _flush_pending(self) -> None:
         while self._pending:
             batch, self._pending = self._pending, []
+            await self._flush_batch(batch)
+            self.progress += 1
+
+    async def _flush_batch(self, batch: list[tuple[tuple[Chunk, ...], int, float, asyncio.Future[None]]],
+                           ) -> None:
+        """Write one group commit. Every future of ``batch`` is settled when this returns or raises."""
+        samples = sum(n for _, n, _, _ in batch)
+        error: SpoolError | None = None
+        accepted = False
+        self._flushing = True
+        try:
             try:
                 self._maybe_rotate()
                 cur = self._cur
@@ -410,22 +466,38 @@ class Spool:
                 metas: list[_Meta] = []
                 parts: list[bytes] = []
                 offset = cur.size
-                for chunks, samples, ts, _ in batch:
+                for chunks, n, ts, _ in batch:
                     seq = self._next_seq
                     self._next_seq += 1
-                    rec_parts, length = record_parts(seq, samples, ts, chunks)
-                    metas.append(_Meta(seq, offset + HEADER.size, length, samples, ts, cur, chunks))
+                    rec_parts, length = record_parts(seq, n, ts, chunks)
+                    metas.append(_Meta(seq, offset + HEADER.size, length, n, ts, cur, chunks))
                     parts.extend(rec_parts)
                     offset += HEADER.size + length
                 await asyncio.to_thread(self._write, parts, cur.size, self._new_segment)
             except OSError as e:
-                err = SpoolError(f"cannot write to the spool at {self.directory}: {e}",
-                                 "free disk space or lower --spool-max-bytes; check the directory is "
-                                 "writable")
-                for *_, fut in batch:
-                    if not fut.done():
-                        fut.set_exception(err)
-                continue
+                full = e.errno in (errno.ENOSPC, errno.EDQUOT)
+                error = SpoolError(
+                    f"cannot write to the spool at {self.directory}: {e.strerror or e}",
+                    "free disk space or lower --spool-max-bytes below the free space; check the directory "
+                    "is writable" if full else "check the disk and that the directory is writable")
+                self.fifo.reject(samples, "spool_full" if full else "spool_write_error")
+                self.counters.persist_failed(f"cannot persist: {error}")
+                # The failed records' sequence numbers stay unused (a gap is harmless at replay): a new
+                # segment must never take the name of one that is still open. The next records go to a
+                # new file, so that this one is deleted once its records are acknowledged: that is
+                # what frees the space on a full disk.
+                self._force_rotate = True
+                return
+            except BaseException as e:
+                cancelled = isinstance(e, asyncio.CancelledError)
+                error = SpoolError(
+                    f"the spool at {self.directory} stopped while writing ({e!r})",
+                    "the agent is shutting down" if cancelled else "this is a bug in kubescrape; the "
+                    "spool writer is restarted, please report the error logged with it")
+                self.fifo.reject(samples, "shutdown" if cancelled else "spool_error")
+                if not cancelled:
+                    self.counters.persist_failed(f"cannot persist: {error}")
+                raise
             self._new_segment = False
             cur.last_seq = metas[-1].seq
             self._bytes += offset - cur.size
@@ -439,13 +511,25 @@ class Spool:
                     # Cache full (the sender is behind): this record is read back from disk when taken.
                     # Refusing the newest rather than dropping the oldest keeps the next takes cheap.
                     m = m._replace(chunks=None)
-                self._unread.append(m)
-                self._unread_samples += m.samples
-            self._evict()
+                self.fifo.push(m)
+            accepted = True
+            self.counters.persist_succeeded()
             self.data_ready.set()
+            self._evict()
+        finally:
+            self._flushing = False
+            if not accepted and error is None:
+                # Failed after the write, before the records entered the books: count them here.
+                error = SpoolError(f"spool {self.directory}: the write was abandoned",
+                                   "this is a bug in kubescrape; please report the error logged with it")
+                self.fifo.reject(samples, "spool_error")
             for *_, fut in batch:
-                if not fut.done():
+                if fut.done():
+                    continue
+                if accepted or error is None:
                     fut.set_result(None)
+                else:
+                    fut.set_exception(error)
 
     def _maybe_rotate(self) -> None:
         if self._cur is not None and self._cur.size < self.segment_bytes and not self._force_rotate:
@@ -482,45 +566,68 @@ class Spool:
     # --- reading and acknowledging --------------------------------------------------------------
 
     def take(self, max_samples: int) -> list[Record]:
-        """The oldest unread records (at least one if any), up to ``max_samples`` samples, in order."""
+        """The oldest unread records (at least one if any), up to ``max_samples`` samples, in order.
+
+        All or nothing: if reading one of them fails, nothing is taken and the error propagates (the
+        dispatcher is restarted and tries again) — unless the record can never be read (its file was
+        truncated or removed behind the agent's back): then it is dropped, counted as
+        ``reason="spool_read_error"``, and the next ones are taken.
+        """
+        taken: list[_Meta] = []
         out: list[Record] = []
-        total = 0
-        while self._unread and (not out or total + self._unread[0].samples <= max_samples):
-            m = self._unread.popleft()
-            if m.chunks is not None:
-                out.append(Record(m.seq, m.samples, m.ts, m.chunks))
+        for m in self.fifo.peek(max_samples):
+            try:
+                chunks = m.chunks if m.chunks is not None else unframe_chunks(m.seg.read(m.offset, m.length))
+            except (SpoolError, FileNotFoundError) as e:
+                if taken:
+                    break  # send the readable ones first; this one is at the head next time
+                self.fifo.drop_oldest("spool_read_error")
                 self._cached -= m.cached_bytes
-                m = m._replace(chunks=None, cached_bytes=0)  # the round owns the chunks now
-            else:
-                out.append(Record(m.seq, m.samples, m.ts, unframe_chunks(m.seg.read(m.offset, m.length))))
-            total += m.samples
-            self._inflight.append(m)
-        self._unread_samples -= total
-        self._inflight_samples += total
+                log.error("spool %s: record %d (%d samples) cannot be read and is dropped: %s",
+                          self.directory, m.seq, m.samples, e)
+                continue
+            out.append(Record(m.seq, m.samples, m.ts, chunks))
+            taken.append(m)
+        light: list[_Meta] = []
+        for m in taken:
+            self._cached -= m.cached_bytes
+            light.append(m._replace(chunks=None, cached_bytes=0))  # the round owns the chunks now
+        self.fifo.start_flight(light)
         return out
 
-    def ack(self, records: Sequence[Record]) -> None:
-        """The backend has these records (the oldest taken, in order): advance the cursor, delete files."""
+    def ack(self, records: Sequence[Record], *, sent: int | None = None,
+            dropped: Mapping[str, int] | None = None) -> None:
+        """The backend has these records (the oldest taken, in order; ``sent``/``dropped`` as in
+        :meth:`Fifo.ack`): advance the cursor, delete files."""
         if not records:
             return
-        for rec in records:
-            m = self._inflight.popleft()
-            assert m.seq == rec.seq, "records are acknowledged in the order they were taken"
-            self._inflight_samples -= m.samples
+        self.fifo.ack(records, sent=sent, dropped=dropped)
         self._ack_seq = records[-1].seq
         self._drop_acked_segments()
         try:
             self._write_ack()
         except OSError as e:
-            log.warning("spool %s: cannot write the ack cursor (%s); a restart will re-send some data",
-                        self.directory, e)
+            if not self._ack_failing:  # once per streak: a full disk would otherwise log every round
+                log.warning("spool %s: cannot write the ack cursor (%s); a restart will re-send some data",
+                            self.directory, e)
+            self._ack_failing = True
+        else:
+            self._ack_failing = False
+
+    def release(self) -> None:
+        """In-flight records go back to unread (their round failed); those whose file was evicted in the
+        meantime are counted as evicted."""
+        lost = self.fifo.release(keep=lambda m: not m.seg.deleted)
+        if lost:
+            log.warning("spool %s: %d in-flight samples were evicted before they could be re-sent",
+                        self.directory, sum(m.samples for m in lost))
 
     def _drop_acked_segments(self) -> None:
         while self._segments and self._segments[0] is not self._cur and \
                 self._segments[0].last_seq <= self._ack_seq:
             self._delete(self._segments.popleft())
         cur = self._cur
-        idle = (self._flusher is None or self._flusher.done()) and not self._pending
+        idle = not self._pending and not self._flushing
         if cur is not None and idle and cur.size and list(self._segments) == [cur] and \
                 cur.last_seq <= self._ack_seq:
             # Everything is delivered: leave an empty directory rather than a file of acked records.
@@ -532,6 +639,7 @@ class Spool:
             self._delete(cur)
 
     def _delete(self, seg: _Segment) -> None:
+        seg.deleted = True
         seg.close()
         self._bytes -= seg.size
         with contextlib.suppress(FileNotFoundError):
@@ -548,15 +656,12 @@ class Spool:
                 break
             self._segments.popleft()
             evicted = 0
-            while self._unread and self._unread[0].seg is seg:
-                m = self._unread.popleft()
+            while self.fifo.unread and self.fifo.unread[0].seg is seg:
+                m = self.fifo.evict_oldest()
                 evicted += m.samples
                 self._cached -= m.cached_bytes
-            self._unread_samples -= evicted
             self._delete(seg)
             if evicted:
-                self.evicted_samples += evicted
-                self.on_evict(evicted)
                 log.warning("spool %s over its limit of %d bytes: evicted the oldest %d unsent samples",
                             self.directory, self.max_bytes, evicted)
 
@@ -564,7 +669,11 @@ class Spool:
 
     @property
     def unread_samples(self) -> int:
-        return self._unread_samples
+        return self.fifo.unread_samples
+
+    @property
+    def evicted_samples(self) -> int:
+        return self.counters.evicted
 
     @property
     def blocked(self) -> bool:
@@ -573,7 +682,7 @@ class Spool:
 
     @property
     def pending_samples(self) -> int:
-        return self._unread_samples + self._inflight_samples
+        return self.fifo.pending_samples
 
     @property
     def bytes(self) -> int:
@@ -586,14 +695,23 @@ class Spool:
         return self._cached
 
     def oldest_ts(self) -> float | None:
-        if self._inflight:
-            return self._inflight[0].ts
-        return self._unread[0].ts if self._unread else None
+        return self.fifo.oldest_ts()
 
     async def close(self) -> None:
-        """Finish pending writes, persist the cursor, close files. Unsent records stay for the next open."""
+        """Finish pending writes, persist the cursor, close files. Unsent records stay for the next open.
+
+        The flusher run by :meth:`run` ends by itself once everything queued is written; whatever is
+        still queued when it is gone (stopped by its supervisor) is written here.
+        """
+        self._closing = True
+        self._wake.set()
+        if self._running:
+            await self._stopped.wait()
         if self._flusher is not None:
             await asyncio.gather(self._flusher, return_exceptions=True)
+        if self._pending:
+            with contextlib.suppress(Exception):
+                await self._flush_pending()
         self._closed = True
         with contextlib.suppress(OSError):
             self._write_ack()

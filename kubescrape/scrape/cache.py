@@ -12,7 +12,15 @@ slicing or hashing a ~300-byte key. Then the line costs a ``partition`` of the v
 seen recently), a per-scrape memo of encoded timestamps and three byte strings appended to a list. On a
 misprediction a dict keyed by the series text is used. Lines the fast path is not sure about (comments,
 leading blanks, tabs, unusual whitespace, non-ASCII, odd timestamps) take the full validating parser,
-so the cache accepts exactly what :func:`~kubescrape.scrape.parser.parse` accepts.
+so the cache accepts exactly what :func:`~kubescrape.scrape.parser.parse` accepts. A body served as
+``application/openmetrics-text`` is parsed by :mod:`~kubescrape.scrape.openmetrics` instead (no fast
+path: no kubelet endpoint serves it) and shares the same series cache.
+
+Per-sample validity is decided here, where the scrape still knows which target a sample came from, so
+that one target's bad timestamps can never cost another target's data at the receiver (a remote-write
+backend refuses a whole request for one sample it cannot append). See :data:`MAX_AHEAD_MS` and
+:data:`MAX_AGE_MS`. The scrape limits (:class:`ScrapeLimits`) have Prometheus' semantics: exceeding one
+fails the whole scrape.
 """
 
 from __future__ import annotations
@@ -21,12 +29,13 @@ import struct
 from collections.abc import Callable
 from typing import NamedTuple
 
-from kubescrape.errors import ParseError, ScrapeError
+from kubescrape.errors import LabelLimitError, ParseError, SampleLimitError, ScrapeError
 from kubescrape.remote_write import Chunk
 from kubescrape.remote_write.encode import STALE_NAN_BYTES, encode_labels, sample_head, varint
+from kubescrape.scrape.openmetrics import is_openmetrics, iter_openmetrics, label_pairs
 from kubescrape.scrape.parser import Metadata, parse, parse_float, parse_line
 
-__all__ = ["DROPPED", "Labeler", "ScrapeResult", "SeriesCache"]
+__all__ = ["DROPPED", "MAX_AGE_MS", "MAX_AHEAD_MS", "Labeler", "ScrapeLimits", "ScrapeResult", "SeriesCache"]
 
 Labeler = Callable[[str, list[tuple[str, str]]], list[tuple[str, str]] | None]
 """Metric name + exposed labels -> final labels including ``__name__``, or ``None`` to drop the series."""
@@ -44,6 +53,42 @@ _Entry = tuple[bytes, int, bytes]
 # Tail marker of a sample the fast path hands to the full parser.
 _ODD = b"odd"
 
+MAX_AHEAD_MS = 10 * 60 * 1000
+"""A sample whose own timestamp is more than this ahead of the scrape time is dropped (``too_far_future``).
+
+Prometheus 2.42 drops such samples at scrape time (``scrape.go``: ``timeLimitAppender`` with
+``maxAheadTime = 10 * time.Minute`` returns ``ErrOutOfBounds``, logged as "too old or too far into the
+future"), and Mimir/Cortex refuse them at the receiver with the same 10 min creation grace period. Shipping
+one anyway is worse than losing it: a Prometheus receiver appends it, its head's max time jumps ahead,
+and from then on every request from every target is older than ``max time - 1 h`` and refused with
+``400 out of bounds``.
+"""
+
+MAX_AGE_MS = 55 * 60 * 1000
+"""A sample whose own timestamp is more than this behind the scrape time is dropped (``too_old``).
+
+A Prometheus TSDB (the scraper itself, or a remote-write receiver) appends only at or after
+``max(head min valid time, head max time - chunk range / 2)`` (``tsdb/head_append.go``
+``appendableMinValidTime``): with the default 2 h chunk range and a head kept current by other targets,
+one hour before now. Older samples are ``ErrOutOfBounds``: Prometheus' own scrape drops that sample, a
+receiver refuses the whole request. The five minutes of margin cover the time a sample spends in the
+queue and the receiver's clock running ahead of ours.
+"""
+
+
+class ScrapeLimits(NamedTuple):
+    """Per-target limits with Prometheus' semantics (``scrape_config``); 0 means no limit.
+
+    ``sample_limit`` counts samples after relabeling, duplicates and out-of-window ones included (as
+    Prometheus' ``limitAppender`` does); the label limits apply to each series' final label set
+    (``__name__`` and target labels included; lengths in bytes). Exceeding any fails the whole scrape.
+    """
+
+    sample_limit: int = 0
+    label_limit: int = 0
+    label_name_length_limit: int = 0
+    label_value_length_limit: int = 0
+
 
 class ScrapeResult(NamedTuple):
     """What one scrape produced.
@@ -53,6 +98,10 @@ class ScrapeResult(NamedTuple):
     left out as Prometheus does (a remote-write backend would reject the whole request).
     ``samples_stale`` counts the staleness markers (stale NaN) in ``chunks`` for series of the previous
     scrape that are gone; they are in the chunks' sample counts, not in ``samples_post_relabel``.
+    ``dropped`` counts the scraped samples that are not in ``chunks``, by reason: ``duplicate``,
+    ``too_old``, ``too_far_future`` (see :data:`MAX_AGE_MS`, :data:`MAX_AHEAD_MS`) and ``relabel``
+    (dropped by relabeling or metric filters); so ``samples_scraped = samples_post_relabel +
+    sum(dropped.values())``.
     """
 
     chunks: list[Chunk]
@@ -61,6 +110,7 @@ class ScrapeResult(NamedTuple):
     series_added: int
     samples_duplicate: int = 0
     samples_stale: int = 0
+    dropped: dict[str, int] = {}  # noqa: RUF012  (never mutated; every result gets its own)
 
 
 def _labels_of(head: bytes) -> bytes:
@@ -77,8 +127,9 @@ class SeriesCache:
     Two levels: the series of the previous scrape, in order, predict the series of each line (targets
     expose their series in a stable order, so a ``str.startswith`` at the line's offset replaces
     slicing and hashing a ~300-byte key); on a misprediction a dict keyed by the series text is used.
-    Every ``generation`` scrapes the dict is rebuilt from the series of that scrape, so entries of
-    series that went away (pod churn) are evicted and memory stays bounded.
+    Every ``generation`` scrapes (or as soon as it holds twice the series of the scrape) the dict is
+    rebuilt from the series of that scrape, so entries of series that went away (pod churn) are evicted
+    and memory stays bounded; a failed scrape takes back the entries it added.
     """
 
     def __init__(
@@ -88,10 +139,22 @@ class SeriesCache:
         honor_timestamps: bool = True,
         batch: int = 2000,
         generation: int = 4,
+        limits: ScrapeLimits | None = None,
+        max_ahead_ms: int = MAX_AHEAD_MS,
+        max_age_ms: int = MAX_AGE_MS,
     ) -> None:
         if batch < 1:
             raise ValueError("batch must be at least 1")
         self._labeler = labeler
+        self._limits = limits if limits is not None else ScrapeLimits()
+        self._check_labels = any(self._limits[1:])
+        self._max_ahead = max_ahead_ms
+        self._max_age = max_age_ms
+        # Per scrape: the accepted timestamp window, out-of-window drops by reason, keys added to the
+        # cache (forgotten again if the scrape fails, so failing scrapes cannot grow it).
+        self._lo = self._hi = 0
+        self._window_drops: dict[str, int] = {}
+        self._new_keys: list[bytes] = []
         self._honor = honor_timestamps
         self._batch = batch
         self._generation = max(1, generation)
@@ -123,25 +186,42 @@ class SeriesCache:
         self._values_old = {}
         self._previous = set()
         self._tracked = set()
+        self._new_keys = []
 
-    def process(self, body: bytes | str, scrape_ts_ms: int) -> ScrapeResult:
+    def process(self, body: bytes | str, scrape_ts_ms: int, *, content_type: str = "") -> ScrapeResult:
         """Validate a whole exposition and encode its samples into chunks of ``batch`` samples.
 
-        Samples without a timestamp (or all samples when ``honor_timestamps`` is off) get
-        ``scrape_ts_ms``. A malformed line raises :class:`ParseError` with its line number and nothing
-        of the scrape is returned.
+        ``content_type`` is the response's Content-Type: ``application/openmetrics-text`` selects the
+        OpenMetrics parser, anything else text 0.0.4 (as Prometheus decides). Samples without a
+        timestamp (or all samples when ``honor_timestamps`` is off) get ``scrape_ts_ms``; samples whose
+        own timestamp is outside the window a receiver accepts are dropped and counted in
+        ``dropped``. A malformed line raises :class:`ParseError` with its line number, an exceeded
+        limit :class:`SampleLimitError` or :class:`LabelLimitError`; then nothing of the scrape is
+        returned and nothing of it stays referenced (the exception carries no traceback into the
+        parser's frames, which hold the body).
         """
         data = body if isinstance(body, bytes) else body.encode("utf-8", "surrogatepass")
+        del body
         self._odd_heads = {}
         self._stale_count = 0
+        self._window_drops = {}
+        self._new_keys = []
+        self._lo = scrape_ts_ms - self._max_age
+        self._hi = scrape_ts_ms + self._max_ahead
+        error: ScrapeError | None = None
         try:
-            pieces, scraped, order = self._encode(data, scrape_ts_ms)
-        except ParseError as exc:
-            if exc.line_no:
-                raise
-            # The fast loop does not count lines; the full parser finds the line and says what is wrong.
-            parse(data.decode("utf-8", "surrogateescape"))
-            raise
+            pieces, scraped, order = self._encode_any(data, scrape_ts_ms, content_type)
+        except ScrapeError as exc:
+            error = exc
+        if error is not None:
+            del data
+            for key in self._new_keys:
+                self._entries.pop(key, None)
+            self._new_keys = []
+            raise error.with_traceback(None)
+        self._new_keys = []
+        window_dropped = sum(self._window_drops.values())
+        offered = len(pieces) // 3 + window_dropped
         self._scrapes += 1
         if order is self._order and not self._order_had_duplicates:
             # Same series in the same order as last time: nothing added, no duplicates.
@@ -161,7 +241,11 @@ class SeriesCache:
             self._order_had_duplicates = duplicates > 0
             self._order = order
             pieces = self._mark_stale(pieces, current, scrape_ts_ms)
-        if self._scrapes % self._generation == 0 and len(self._entries) > len(order):
+        # Rebuild every ``generation`` scrapes, or at once when churn has doubled the cache: a target that
+        # exposes a million new series per scrape must not hold ``generation`` million entries.
+        if len(self._entries) > len(order) and (
+            self._scrapes % self._generation == 0 or len(self._entries) > 2 * len(order) + 1024
+        ):
             self._entries = {key: head for key, _, head in order}
         kept = len(pieces) // 3 - self._stale_count
         step = 3 * self._batch
@@ -170,7 +254,99 @@ class SeriesCache:
             Chunk(b"".join(pieces[start : start + step]), min(self._batch, total - start // 3))
             for start in range(0, len(pieces), step)
         ]
-        return ScrapeResult(chunks, scraped, kept, added, duplicates, self._stale_count)
+        dropped = dict(self._window_drops)
+        if duplicates:
+            dropped["duplicate"] = duplicates
+        if scraped > offered:
+            dropped["relabel"] = scraped - offered
+        return ScrapeResult(chunks, scraped, kept, added, duplicates, self._stale_count, dropped)
+
+    def _encode_any(
+        self, data: bytes, scrape_ts_ms: int, content_type: str
+    ) -> tuple[list[bytes], int, list[_Entry]]:
+        """Encode with the parser the content type selects, then apply the sample limit."""
+        if is_openmetrics(content_type):
+            result = self._encode_openmetrics(data, scrape_ts_ms)
+        else:
+            try:
+                result = self._encode(data, scrape_ts_ms)
+            except ParseError as exc:
+                if exc.line_no:
+                    raise
+                # The fast loop does not count lines; the full parser finds the line and says what is wrong.
+                parse(data.decode("utf-8", "surrogateescape"))
+                raise
+        limit = self._limits.sample_limit
+        if limit and len(result[0]) // 3 + sum(self._window_drops.values()) > limit:
+            self._sample_limit_error(len(result[0]) // 3 + sum(self._window_drops.values()))
+        return result
+
+    def _sample_limit_error(self, count: int) -> None:
+        limit = self._limits.sample_limit
+        raise SampleLimitError(
+            f"the target exposes more than sample_limit = {limit} samples after relabeling "
+            f"({count} so far); the whole scrape is discarded, as Prometheus does",
+            "raise sample_limit for this instance, or drop series with metrics_drop / "
+            "metric_relabel_configs (action: drop)",
+        )
+
+    def _label_limit_error(self, final: list[tuple[str, str]]) -> None:
+        """Raise :class:`LabelLimitError` if ``final`` breaks a label limit (Prometheus'
+        ``verifyLabelLimits``)."""
+        limits = self._limits
+        metric = next((value for name, value in final if name == "__name__"), "")[:50]
+        present = [(name, value) for name, value in final if value]
+        if limits.label_limit and len(present) > limits.label_limit:
+            raise LabelLimitError(
+                f"series {metric} has {len(present)} labels, more than label_limit = {limits.label_limit}",
+                "raise label_limit for this instance, or remove labels with metric_relabel_configs "
+                "(action: labeldrop) or ignore_label_keys",
+                reason="label_limit",
+            )
+        for name, value in present:
+            if limits.label_name_length_limit and len(name.encode("utf-8", "surrogateescape")) > (
+                limits.label_name_length_limit
+            ):
+                raise LabelLimitError(
+                    f"series {metric} has label name {name[:50]!r} longer than label_name_length_limit = "
+                    f"{limits.label_name_length_limit} bytes",
+                    "raise label_name_length_limit for this instance, or drop the label with "
+                    "metric_relabel_configs (action: labeldrop)",
+                    reason="label_name_length_limit",
+                )
+            if limits.label_value_length_limit and len(value.encode("utf-8", "surrogateescape")) > (
+                limits.label_value_length_limit
+            ):
+                raise LabelLimitError(
+                    f"series {metric} has a value of label {name[:50]!r} of "
+                    f"{len(value.encode('utf-8', 'surrogateescape'))} bytes, more than "
+                    f"label_value_length_limit = {limits.label_value_length_limit}",
+                    "raise label_value_length_limit for this instance, or shorten or drop the label with "
+                    "metric_relabel_configs",
+                    reason="label_value_length_limit",
+                )
+
+    def _encode_openmetrics(self, data: bytes, scrape_ts_ms: int) -> tuple[list[bytes], int, list[_Entry]]:
+        """Parse an OpenMetrics body (no fast path) into pieces, the sample count and the series order."""
+        pieces: list[bytes] = []
+        order: list[_Entry] = []
+        scraped = 0
+        add = self._add
+        known = self._entries
+        for line_no, line, parsed in iter_openmetrics(data.decode("utf-8", "surrogateescape")):
+            if parsed is None:
+                continue
+            series_text, name, block, value, timestamp = parsed
+            key = series_text.encode("utf-8", "surrogateescape") + b" "
+            # A series seen before was validated then (same text, same labels): skip its label set.
+            try:
+                labels = [] if key in known else label_pairs(block)
+            except ParseError as exc:
+                raise ParseError(exc.message, line_no=line_no, line=line) from None
+            scraped += add(
+                key, True, series_text, name, labels, value, timestamp, scrape_ts_ms, pieces, order
+            )
+        return pieces, scraped, order
 
     def _mark_stale(self, pieces: list[bytes], current: set[bytes], scrape_ts_ms: int) -> list[bytes]:
         """Append a staleness marker (Prometheus' stale NaN) for every tracked series of the previous
@@ -237,6 +413,7 @@ class SeriesCache:
         default_tail = b"\x10" + varint(scrape_ts_ms)
         tails: dict[bytes, bytes] = {}
         tails_get = tails.get
+        lo, hi = self._lo, self._hi
         metadata = Metadata()
         # Python's float() strips \v, \f and \r where Prometheus' lexer keeps them in the value token,
         # and a scrape time outside 1971-2109 does not fit the cached heads: both take the full parser.
@@ -308,7 +485,7 @@ class SeriesCache:
                         if not (number - number) or _special_ok(value):
                             packed = values[value] = pack(number)
             if stamp:
-                tail = tails_get(stamp) or _tail(stamp, tails)
+                tail = tails_get(stamp) or _tail(stamp, tails, lo, hi)
                 if not honor and tail is not _ODD:
                     tail = default_tail
             else:
@@ -359,13 +536,33 @@ class SeriesCache:
         key = series + b" "
         brace = line.rfind(b"}")
         fast_key = line.partition(b" ")[0] if brace < 0 else line[: brace + 1]
-        cacheable = fast_key == series
+        return self._add(
+            key, fast_key == series, series_text, name, labels, value, timestamp, scrape_ts_ms, pieces, order
+        )
+
+    def _add(
+        self,
+        key: bytes,
+        cacheable: bool,
+        series_text: str,
+        name: str,
+        labels: list[tuple[str, str]],
+        value: float,
+        timestamp: int | None,
+        scrape_ts_ms: int,
+        pieces: list[bytes],
+        order: list[_Entry],
+    ) -> int:
+        """Label (once per series), check limits and the timestamp window, and append one sample's
+        pieces; return 1 (one sample scraped)."""
         head = self._entries.get(key) if cacheable else None
         if head is None:
             final = self._labeler(name, labels)
             if final is None:
                 head = DROPPED
             else:
+                if self._check_labels:
+                    self._label_limit_error(final)
                 try:
                     head = sample_head(encode_labels(final), _TAIL_LEN - 1)
                 except ValueError:
@@ -375,12 +572,21 @@ class SeriesCache:
                         "rule that drops or empties __name__ (drop the series with action: drop instead)",
                         reason="relabel",
                     ) from None
-        if cacheable:
-            self._entries[key] = head
+            if cacheable:
+                self._entries[key] = head
+                self._new_keys.append(key)
         # Any validated series text predicts the next scrape's line, cacheable by key or not.
         order.append((key, len(key), head))
         if head:
-            ts = timestamp if self._honor and timestamp is not None else scrape_ts_ms
+            if self._honor and timestamp is not None:
+                ts = timestamp
+                if not self._lo <= ts <= self._hi:
+                    reason = "too_old" if ts < self._lo else "too_far_future"
+                    self._window_drops[reason] = self._window_drops.get(reason, 0) + 1
+                    self._limit_check(pieces)
+                    return 1
+            else:
+                ts = scrape_ts_ms
             tail = b"\x10" + varint(ts)
             if len(tail) != _TAIL_LEN:
                 odd_head = sample_head(_labels_of(head), len(tail) - 1)
@@ -389,19 +595,30 @@ class SeriesCache:
             pieces.append(head)
             pieces.append(_pack_double(value))
             pieces.append(tail)
+            self._limit_check(pieces)
         return 1
 
+    def _limit_check(self, pieces: list[bytes]) -> None:
+        """Fail as soon as the sample limit is exceeded (new series take this path, so a target with a
+        million new series fails after ``sample_limit`` of them, not after parsing them all)."""
+        limit = self._limits.sample_limit
+        if limit:
+            count = len(pieces) // 3 + sum(self._window_drops.values())
+            if count > limit:
+                self._sample_limit_error(count)
 
-def _tail(stamp: bytes, tails: dict[bytes, bytes]) -> bytes:
+
+def _tail(stamp: bytes, tails: dict[bytes, bytes], lo: int, hi: int) -> bytes:
     """Encode an explicit timestamp as ``0x10 + varint``; memoised per scrape.
 
-    Returns ``_ODD`` (hand the line to the full parser) for anything but a plain int64 whose varint fits
-    the cached heads: the full parser decides whether the line is valid and says what is wrong.
+    Returns ``_ODD`` (hand the line to the full parser) for anything but a plain int64 within
+    ``lo..hi`` whose varint fits the cached heads: the full parser decides whether the line is valid,
+    says what is wrong, and drops and counts a sample outside the window.
     """
     if not stamp.isdigit():  # ASCII digits only, for bytes
         return _ODD
     ts = int(stamp)
-    if ts > _INT64_MAX:
+    if ts > _INT64_MAX or not lo <= ts <= hi:
         return _ODD
     tail = b"\x10" + varint(ts)
     if len(tail) != _TAIL_LEN:

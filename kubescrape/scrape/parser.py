@@ -2,7 +2,9 @@
 
 The grammar follows Prometheus' own scrape parser (``model/textparse/promlex.l`` and ``promparse.go``):
 
-* spaces and tabs may separate any two tokens and may start a line;
+* spaces and tabs may separate any two tokens and may start a blank, comment or metadata line, but not a
+  sample line: Prometheus 2.42 takes them into the metric name (``p.series`` starts at the line's first
+  byte), which is then invalid and fails the scrape;
 * ``#`` followed by whitespace and ``HELP``/``TYPE`` plus whitespace starts a metadata line, any other
   ``#`` line is a comment; the metric name of a metadata line must be valid;
 * a sample line is ``name[{labels}] value [timestamp]``; label pairs may be separated by a comma or by
@@ -14,10 +16,11 @@ The grammar follows Prometheus' own scrape parser (``model/textparse/promlex.l``
 * the timestamp is an unsigned decimal int64 in milliseconds.
 
 Anything else is a :class:`~kubescrape.errors.ParseError` naming the line, and, as in Prometheus, one
-bad line fails the whole scrape. Two ``TYPE`` lines for the same name are an error too (as in the
-reference text parser of ``prometheus/common``). Unlike Prometheus, a raw newline inside a quoted label
-value is rejected rather than taken into the value: the format is line based and no client library
-emits one.
+bad line fails the whole scrape. A repeated ``TYPE`` or ``HELP`` line, or a family split into two groups
+that each repeat its ``TYPE``, is accepted as Prometheus' scrape parser accepts it (the stricter reference
+parser of ``prometheus/common`` is not what a scrape uses); the last one wins. Unlike Prometheus, a raw
+newline inside a quoted label value is rejected rather than taken into the value: the format is line
+based and no client library emits one.
 """
 
 from __future__ import annotations
@@ -272,8 +275,6 @@ class Metadata:
                     f"invalid metric type {text!r} for {name}: expected counter, gauge, histogram, "
                     "summary or untyped"
                 )
-            if name in self.types:
-                raise ParseError(f"second TYPE line for metric name {name}")
             self.types[name] = text
         else:
             if "\\" in text:
@@ -310,6 +311,10 @@ def parse_line(
         if check_utf8 and _utf8_problem(line) and _is_help(line):
             raise ParseError("help text is not valid UTF-8")
         return None
+    if first in " \t":
+        raise ParseError(
+            "blank before the metric name: Prometheus reads it as part of the name, which is then invalid"
+        )
     parsed = parse_sample_line(line)
     if check_utf8 and _utf8_problem(line):
         raise ParseError("label value is not valid UTF-8")

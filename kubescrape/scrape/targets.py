@@ -23,11 +23,16 @@ from __future__ import annotations
 
 import logging
 import re
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, replace
-from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
+from urllib.parse import parse_qsl, quote_plus, urlencode, urlsplit, urlunsplit
 
-from kubescrape.config.models import AgentConfig, InstanceConfig
+from kubescrape.config.models import (
+    AgentConfig,
+    InstanceConfig,
+    format_prometheus_duration,
+    parse_prometheus_duration,
+)
 from kubescrape.errors import ConfigError
 from kubescrape.redact import split_userinfo
 from kubescrape.relabel import RelabelConfig, relabel
@@ -39,8 +44,10 @@ __all__ = [
     "build_targets",
     "compile_globs",
     "make_labeler",
+    "populate_labels",
     "render_url_template",
     "synthetic_labels",
+    "target_url",
 ]
 
 logger = logging.getLogger("kubescrape.config")
@@ -100,6 +107,12 @@ class Target:
     label_value_length_limit: int = 0
     target_limit: int = 0
     track_timestamps_staleness: bool = False
+    external_labels: tuple[tuple[str, str], ...] = ()
+    """Prometheus' ``external_labels`` (scrape_config targets only): added to every series, the synthetic
+    ones too, after metric relabeling and only where the series lacks the label, as remote write does."""
+    write_relabel_configs: tuple[RelabelConfig, ...] = ()
+    """remote_write's ``write_relabel_configs`` (scrape_config targets only): applied last, after the
+    external labels."""
     forced_error: str | None = None
     """Set when the target must not be scraped: every scrape fails with this message (Prometheus'
     ``target_limit exceeded …``), ``up`` 0."""
@@ -231,6 +244,15 @@ def build_targets(config: AgentConfig) -> list[Target]:
     targets: list[Target] = []
     seen: dict[str, int] = {}
     for index, inst in enumerate(config.instances):
+        if inst.job_name is not None:
+            job_targets = [t for _, t in _job_targets(config, inst) if t is not None]
+            for i, job_target in enumerate(job_targets):
+                n = seen.get(job_target.name, 0) + 1
+                seen[job_target.name] = n
+                if n > 1:
+                    job_targets[i] = _replace_name(job_target, f"{job_target.name}#{n}")
+            targets.extend(_apply_target_limit(job_targets, inst, f"job {inst.job_name!r}"))
+            continue
         if not inst.urls:
             logger.warning("[[instances]] #%d has no urls; skipped (as Categraf does)", index + 1)
             continue
@@ -247,13 +269,162 @@ def build_targets(config: AgentConfig) -> list[Target]:
             if n > 1:
                 target = _replace_name(target, f"{target.name}#{n}")
             built.append(target)
-        if inst.target_limit and len(built) > inst.target_limit:
-            # Prometheus keeps the targets and fails each scrape, so the excess shows as up == 0.
-            message = f"target_limit exceeded (number of targets: {len(built)}, limit: {inst.target_limit})"
-            logger.warning("[[instances]] #%d: %s; none of its targets is scraped", index + 1, message)
-            built = [replace(t, forced_error=message) for t in built]
-        targets.extend(built)
+        targets.extend(_apply_target_limit(built, inst, f"[[instances]] #{index + 1}"))
     return targets
+
+
+def _apply_target_limit(built: list[Target], inst: InstanceConfig, where: str) -> list[Target]:
+    if inst.target_limit and len(built) > inst.target_limit:
+        # Prometheus keeps the targets and fails each scrape, so the excess shows as up == 0.
+        message = f"target_limit exceeded (number of targets: {len(built)}, limit: {inst.target_limit})"
+        logger.warning("%s: %s; none of its targets is scraped", where, message)
+        return [replace(t, forced_error=message) for t in built]
+    return built
+
+
+# --- Prometheus scrape_config targets (scrape/target.go PopulateLabels, Target.URL) ------------------
+
+DEFAULT_SCRAPE_TIMEOUT = 10.0
+"""Prometheus' global scrape_timeout default (s); a job without one uses min(this, its interval)."""
+
+
+def populate_labels(
+    lset: Mapping[str, str],
+    *,
+    job_name: str,
+    scheme: str,
+    metrics_path: str,
+    params: Mapping[str, Sequence[str]],
+    interval: float,
+    timeout: float,
+    relabel_configs: Sequence[RelabelConfig],
+) -> dict[str, str] | None:
+    """Prometheus' ``PopulateLabels`` (2.42) for one discovered label set: the scrape labels where unset,
+    ``__param_<name>`` from ``params``, ``relabel_configs``, a default port from the scheme, and ``instance``
+    defaulting to ``__address__``. Returns the labels (internal ``__`` labels included, ``__meta_*``
+    removed), None when relabeling dropped the target; raises ValueError for a target Prometheus refuses
+    (no ``__address__``, a bad scheme or ``__scrape_interval__``)."""
+    lb = _pre_relabel(lset, job_name=job_name, scheme=scheme, metrics_path=metrics_path, params=params,
+                      interval=interval, timeout=timeout)
+    result = relabel(lb, relabel_configs)
+    if result is None:
+        return None
+    addr = result.get("__address__", "")
+    if not addr:
+        raise ValueError("no address")
+    if _needs_port(addr):
+        target_scheme = result.get("__scheme__", "")
+        if target_scheme in ("http", ""):
+            addr += ":80"
+        elif target_scheme == "https":
+            addr += ":443"
+        else:
+            raise ValueError(f"invalid scheme: {scheme!r}")
+        result["__address__"] = addr
+    if "/" in addr:
+        raise ValueError(f"{addr!r} is not a valid hostname")
+    interval_text = result.get("__scrape_interval__", "")
+    timeout_text = result.get("__scrape_timeout__", "")
+    target_interval = _label_duration(interval_text, interval, "interval")
+    target_timeout = _label_duration(timeout_text, timeout, "timeout")
+    if target_timeout > target_interval:
+        raise ValueError(f"scrape timeout cannot be greater than scrape interval "
+                         f"({timeout_text!r} > {interval_text!r})")
+    for name in [k for k in result if k.startswith("__meta_")]:
+        del result[name]
+    if not result.get("instance"):
+        result["instance"] = addr
+    return result
+
+
+def _pre_relabel(lset: Mapping[str, str], *, job_name: str, scheme: str, metrics_path: str,
+                 params: Mapping[str, Sequence[str]], interval: float, timeout: float) -> dict[str, str]:
+    """The labels relabel_configs see (Prometheus' ``discoveredLabels``)."""
+    lb = dict(lset)
+    for name, value in (("job", job_name), ("__scrape_interval__", format_prometheus_duration(interval)),
+                        ("__scrape_timeout__", format_prometheus_duration(timeout)),
+                        ("__metrics_path__", metrics_path), ("__scheme__", scheme)):
+        if not lb.get(name):
+            lb[name] = value
+    for key, values in params.items():
+        if values:
+            lb[f"__param_{key}"] = values[0]
+    return {k: v for k, v in lb.items() if v != ""}
+
+
+def _needs_port(addr: str) -> bool:
+    """Go's net.SplitHostPort fails on ``addr`` but succeeds with a port appended."""
+    def splits(s: str) -> bool:
+        if s.startswith("["):
+            end = s.find("]")
+            return end != -1 and s[end + 1:end + 2] == ":" and ":" not in s[end + 2:]
+        return s.count(":") == 1
+    return not splits(addr) and splits(addr + ":1234")
+
+
+def _label_duration(text: str, configured: float, what: str) -> float:
+    if text == format_prometheus_duration(configured):
+        return configured
+    value = parse_prometheus_duration(text) if text else 0.0
+    if value == 0:
+        raise ValueError(f"scrape {what} cannot be 0")
+    return value
+
+
+def target_url(labels: Mapping[str, str], params: Mapping[str, Sequence[str]]) -> str:
+    """Prometheus' ``Target.URL``: ``__scheme__://__address____metrics_path__?query`` where the query is
+    ``params`` with the first value of each overridden by a ``__param_<name>`` label, keys sorted."""
+    query: dict[str, list[str]] = {k: list(v) for k, v in params.items()}
+    for name, value in labels.items():
+        if name.startswith("__param_"):
+            key = name[len("__param_"):]
+            if query.get(key):
+                query[key][0] = value
+            else:
+                query[key] = [value]
+    encoded = "&".join(f"{quote_plus(k)}={quote_plus(v)}" for k in sorted(query) for v in query[k])
+    return urlunsplit((labels.get("__scheme__", ""), labels.get("__address__", ""),
+                       labels.get("__metrics_path__", ""), encoded, ""))
+
+
+def _job_targets(config: AgentConfig, inst: InstanceConfig) -> list[tuple[dict[str, str], Target | None]]:
+    """Every static target of a Prometheus scrape_config: its discovered labels and the target (None when
+    relabeling dropped it or Prometheus would refuse it), deduplicated by (labels, URL) as Prometheus."""
+    interval = inst.scrape_interval or config.global_.interval
+    timeout = inst.scrape_timeout or min(DEFAULT_SCRAPE_TIMEOUT, interval)
+    job = inst.job_name or ""
+    external = tuple(sorted(config.global_.labels.items()))
+    out: list[tuple[dict[str, str], Target | None]] = []
+    seen: set[tuple[tuple[tuple[str, str], ...], str]] = set()
+    for group in inst.static_configs:
+        for address in group.targets:
+            lset = {**group.labels, "__address__": address}
+            discovered = _pre_relabel(lset, job_name=job, scheme=inst.scheme, metrics_path=inst.metrics_path,
+                                      params=inst.params, interval=interval, timeout=timeout)
+            try:
+                full = populate_labels(lset, job_name=job, scheme=inst.scheme, metrics_path=inst.metrics_path,
+                                       params=inst.params, interval=interval, timeout=timeout,
+                                       relabel_configs=inst.target_relabel_configs)
+            except ValueError as exc:
+                logger.warning("job %r: target %s is not scraped: %s", job, address, exc)
+                out.append((discovered, None))
+                continue
+            if full is None:
+                logger.info("job %r: target %s dropped by relabel_configs", job, address)
+                out.append((discovered, None))
+                continue
+            url = target_url(full, inst.params)
+            labels = tuple(sorted((k, v) for k, v in full.items() if not k.startswith("__")))
+            if (labels, url) in seen:
+                continue
+            seen.add((labels, url))
+            t_interval = _label_duration(full.get("__scrape_interval__", ""), interval, "interval")
+            t_timeout = _label_duration(full.get("__scrape_timeout__", ""), timeout, "timeout")
+            target = _make_target(inst, url, labels, t_interval, t_timeout,
+                                  inst.username or None, inst.password or None, ())
+            out.append((discovered, replace(target, external_labels=external,
+                                            write_relabel_configs=tuple(inst.write_relabel_configs))))
+    return out
 
 
 def _replace_name(target: Target, name: str) -> Target:
@@ -350,10 +521,17 @@ def _build_one(config: AgentConfig, inst: InstanceConfig, index: int, raw_url: s
                        index + 1, timeout, interval, interval)
         timeout = interval
     dropped_keys = tuple(k for k, v in inst.labels.items() if v == "-")
+    return _make_target(inst, url, tuple(sorted(labels.items())), interval, timeout, username, password,
+                        dropped_keys)
+
+
+def _make_target(inst: InstanceConfig, url: str, labels: tuple[tuple[str, str], ...], interval: float,
+                 timeout: float, username: str | None, password: str | None,
+                 dropped_keys: tuple[str, ...]) -> Target:
     return Target(
         url=url,
         name=url,
-        labels=tuple(sorted(labels.items())),
+        labels=labels,
         interval=interval,
         timeout=timeout,
         honor_labels=inst.honor_labels,
@@ -410,6 +588,8 @@ def make_labeler(target: Target) -> Labeler:
     honor = target.honor_labels
     name_prefix = target.name_prefix
     metrics_name_prefix = target.metrics_name_prefix
+    external = target.external_labels
+    write_rules = target.write_relabel_configs
 
     def label(name: str, scraped: list[tuple[str, str]]) -> list[tuple[str, str]] | None:
         if ignore_metrics is not None and (
@@ -450,6 +630,14 @@ def make_labeler(target: Target) -> Labeler:
             name = result.pop("__name__", name)
             lset = result
         lset["__name__"] = name
+        for key, value in external:
+            lset.setdefault(key, value)
+        if write_rules:
+            written = relabel(lset, write_rules)
+            if written is None:
+                return None
+            written.setdefault("__name__", name)
+            lset = written
         return sorted(lset.items())
 
     return label
@@ -458,4 +646,61 @@ def make_labeler(target: Target) -> Labeler:
 def synthetic_labels(target: Target, name: str) -> list[tuple[str, str]]:
     """Labels of the series the agent reports about a target (``up``, ``scrape_duration_seconds`` …):
     the target labels plus ``__name__``, sorted; metric relabeling does not apply, as in Prometheus."""
-    return sorted([*target.labels, ("__name__", name)])
+    labels = dict(target.labels)
+    for key, value in target.external_labels:
+        labels.setdefault(key, value)
+    labels["__name__"] = name
+    if target.write_relabel_configs:
+        # A synthetic series is relabeled but never dropped: the scrape loop always reports it.
+        written = relabel(labels, target.write_relabel_configs)
+        if written is not None:
+            labels = {"__name__": name, **written}
+    return sorted(labels.items())
+
+
+# --- discovery, for the status pages ----------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class DiscoveredTarget:
+    """A configured URL as target relabeling sees it, and what became of it (see :func:`discover`)."""
+
+    instance: int
+    """Position of its ``[[instances]]`` entry."""
+    labels: dict[str, str]
+    """Discovered labels: the target labels plus ``__address__``, ``__scheme__``, ``__metrics_path__`` and
+    ``__param_<name>``, before ``target_relabel_configs``."""
+    target: Target | None
+    """The target built from it, named as :func:`build_targets` names it (``target_limit`` is not applied
+    here); None when target relabeling dropped it."""
+
+
+def discover(config: AgentConfig) -> list[DiscoveredTarget]:
+    """Every URL of every ``[[instances]]`` with its discovered labels and resulting target, in
+    :func:`build_targets` order. Why one was dropped: ``relabel_steps(d.labels, rules)``."""
+    out: list[DiscoveredTarget] = []
+    seen: dict[str, int] = {}
+    for index, inst in enumerate(config.instances):
+        if inst.job_name is not None:
+            for labels, job_target in _job_targets(config, inst):
+                if job_target is not None:
+                    n = seen[job_target.name] = seen.get(job_target.name, 0) + 1
+                    if n > 1:
+                        job_target = _replace_name(job_target, f"{job_target.name}#{n}")
+                out.append(DiscoveredTarget(index, labels, job_target))
+            continue
+        for raw_url in inst.urls:
+            parts = urlsplit(_normalize_url(raw_url))
+            parts = parts._replace(netloc=parts.netloc.rpartition("@")[2])  # credentials are never labels
+            url = urlunsplit(parts)
+            labels = _target_labels(config, inst, index, url)
+            labels.update(__address__=parts.netloc, __scheme__=parts.scheme, __metrics_path__=parts.path)
+            for key, value in parse_qsl(parts.query, keep_blank_values=True):
+                labels.setdefault(f"__param_{key}", value)
+            target = _build_one(config, inst, index, raw_url)
+            if target is not None:
+                n = seen[target.name] = seen.get(target.name, 0) + 1
+                if n > 1:
+                    target = _replace_name(target, f"{target.name}#{n}")
+            out.append(DiscoveredTarget(index, labels, target))
+    return out

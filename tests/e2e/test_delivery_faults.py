@@ -7,14 +7,23 @@ from __future__ import annotations
 import asyncio
 import os
 import signal
+import subprocess
 import sys
 import time
+import urllib.error
+import urllib.request
+from collections.abc import Callable
 from pathlib import Path
 
+import pytest
+
+from kubescrape.agent import Agent
+from kubescrape.config.models import AgentConfig, GlobalConfig, InstanceConfig, WriterConfig
 from kubescrape.remote_write import Chunk
 from kubescrape.remote_write.queue import RemoteWrite, WriterSettings
 from kubescrape.selfmon import SelfMetrics
 from tests.e2e.faultproxy import Fault, FaultProxy
+from tests.e2e.helpers import metrics_server
 from tests.e2e.prom import Prometheus
 from tests.remote_write.receiver import chunk_bytes
 
@@ -206,3 +215,119 @@ async def test_truncated_spool_file_starts_and_reports_skip(prometheus: Promethe
     await drain(rw2)
     await rw2.close(5.0)
     assert counts(prometheus, "truncated") == {str(i): 9 for i in range(SERIES)}
+
+
+# --- a spool on a filesystem that fills up, while the backend is down --------------------------------
+
+FILL_SERIES = 3000
+
+
+def _mount_tmpfs(path: Path, size: str) -> str | None:
+    """Mount a tmpfs of ``size`` at ``path``; None on success, else why it could not be done."""
+    if not hasattr(os, "geteuid") or os.geteuid() != 0:
+        return "mounting a small tmpfs needs root (CI runs as root)"
+    path.mkdir(parents=True, exist_ok=True)
+    done = subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={size}", "tmpfs", str(path)],
+                          capture_output=True, text=True, check=False)
+    if done.returncode != 0:
+        return f"cannot mount a tmpfs here: {done.stderr.strip() or done.returncode}"
+    return None
+
+
+def _healthz(agent: Agent) -> tuple[int, str]:
+    assert agent.listen_address is not None
+    try:
+        with urllib.request.urlopen("http://{}:{}/healthz".format(*agent.listen_address), timeout=5) as r:
+            return int(r.status), r.read().decode()
+    except urllib.error.HTTPError as e:
+        return e.code, e.read().decode()
+
+
+async def _until(predicate: Callable[[], bool], what: str, timeout: float = 60.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        assert time.monotonic() < deadline, f"not reached in {timeout}s: {what}"
+        await asyncio.sleep(0.05)
+
+
+async def test_full_spool_filesystem_is_counted_reported_and_recovers(prometheus: Prometheus,
+                                                                      tmp_path: Path) -> None:
+    spool = tmp_path / "spool"
+    why = _mount_tmpfs(spool, "2m")
+    if why is not None:
+        pytest.skip(why)
+    page = "".join(f'kubescrape_fill{{i="{i}"}} {i}\n' for i in range(FILL_SERIES))
+    try:
+        await asyncio.to_thread(prometheus.stop)  # the backend is down from the start
+        async with metrics_server({"/metrics": page}) as target:
+            config = AgentConfig(
+                global_=GlobalConfig(hostname="node-1", interval=0.2),
+                instances=[InstanceConfig(urls=[target.url("/metrics")], labels={"job": "fill"},
+                                          timeout=0.2)],
+                writers=[WriterConfig(url=prometheus.write_url, timeout=2.0, dial_timeout=0.5,
+                                      min_backoff=0.05, max_backoff=0.5)],
+            )
+            agent = Agent(config, spool_dir=spool, listen="127.0.0.1:0", jitter=False, shutdown_timeout=20.0)
+            await agent.start()
+            try:
+                # the disk fills up: appends fail, are counted, and /healthz says why
+                await _until(lambda: agent.stats().writers[0].dropped_by_reason.get("spool_full", 0) > 0,
+                             "appends failing on the full filesystem")
+                status, text = await asyncio.to_thread(_healthz, agent)
+                assert status == 503, text
+                assert "cannot persist" in text and "No space left on device" in text, text
+                assert "cannot deliver" in text, text
+                scrapes = agent.stats().scrapes
+                await _until(lambda: agent.stats().scrapes >= scrapes + 3, "the agent keeps scraping")
+                w = agent.stats().writers[0]
+                assert w.appended == w.sent + w.dropped + w.evicted + w.pending_samples, w
+
+                await asyncio.to_thread(prometheus.start)  # the backend returns
+                await _until(lambda: agent.healthy()[0], "healthy again", timeout=90)
+                await _until(lambda: agent.stats().writers[0].sent > w.pending_samples, "delivering")
+                status, text = await asyncio.to_thread(_healthz, agent)
+                assert status == 200, text
+            finally:
+                await agent.stop()
+        w = agent.stats().writers[0]
+        assert w.appended == w.sent + w.dropped + w.evicted + w.pending_samples, w
+        assert set(w.dropped_by_reason) == {"spool_full"} and w.evicted == 0, w
+        assert w.pending_samples == 0, w
+        names = prometheus.api("label/__name__/values", **{"match[]": '{job="fill"}'})
+        assert "kubescrape_fill" in names and "up" in names
+        stored = sum(int(float(r["value"][1])) for name in names for r in prometheus.query(
+            f'sum(count_over_time({{__name__="{name}",job="fill"}}[15m]))'))
+        assert stored == w.sent, (stored, w)
+        dropped = agent.metrics.registry.get_sample_value(
+            "kubescrape_samples_dropped_total", {"writer": w.name, "reason": "spool_full"})
+        assert dropped == w.dropped
+        pending = agent.metrics.registry.get_sample_value("kubescrape_samples_pending", {"writer": w.name})
+        assert pending == 0
+    finally:
+        subprocess.run(["umount", "-l", str(spool)], check=False)
+
+
+async def test_one_out_of_bounds_sample_costs_no_other_target_its_data(prometheus: Prometheus,
+                                                                        tmp_path: Path) -> None:
+    """Prometheus refuses a whole request (400 out of bounds, nothing stored) for one sample from 1970;
+    the request is split until only that sample is dropped, and counted."""
+    m = SelfMetrics()
+    rw = RemoteWrite([settings(prometheus.write_url, batch=1000, max_shards=1)], metrics=m,
+                     spool_dir=tmp_path)
+    await rw.start()
+    t0 = base_ms()
+    for i in range(5):
+        good = [scrape(f"split{k}", t0 + i * 100)._replace(key=k + 1) for k in range(4)]
+        bad = Chunk(chunk_bytes("kubescrape_e2e", [(1.0, t0 + i * 100)], test="splitbad", i="0")
+                    + chunk_bytes("kubescrape_e2e", [(1.0, 1000 + i)], test="splitbad", i="1")
+                    + chunk_bytes("kubescrape_e2e", [(1.0, t0 + i * 100)], test="splitbad", i="2"), 3, 9)
+        await rw.append([*good[:2], bad, *good[2:]])
+    await drain(rw)
+    await rw.close(5.0)
+    for k in range(4):
+        assert counts(prometheus, f"split{k}") == {str(i): 5 for i in range(SERIES)}
+    assert counts(prometheus, "splitbad") == {"0": 5, "2": 5}
+    st = rw.stats()[0]
+    assert st.dropped_by_reason == {"http_400": 5}
+    assert st.sent == 5 * (4 * SERIES + 2)
+    assert st.appended == st.sent + st.dropped + st.evicted + st.pending_samples

@@ -7,7 +7,6 @@ authn → authz chain and its 401/403 bodies. The command line runs as a subproc
 from __future__ import annotations
 
 import asyncio
-import dataclasses
 import datetime as dt
 import json
 import os
@@ -21,11 +20,12 @@ from typing import Any
 import pytest
 import yaml
 
-from kubescrape.doctor import Diagnosis, TargetSpec, diagnose
+from kubescrape.doctor import Diagnosis, diagnose, diagnose_url, target_from_url
 from kubescrape.emulator.fleet import Emulator
 from kubescrape.emulator.pki import CertificateAuthority
 from kubescrape.emulator.server import NodeSpec
 from kubescrape.emulator.tokens import TokenIssuer
+from kubescrape.scrape.targets import Target
 from kubescrape.testing import FakeClock
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -81,13 +81,12 @@ async def emulator(tmp_path: Path) -> AsyncIterator[Emulator]:
         yield emu
 
 
-def spec(emu: Emulator, path: str = "/metrics", /, **changes: Any) -> TargetSpec:
+def spec(emu: Emulator, path: str = "/metrics", /, **changes: Any) -> Target:
     """The seed's kubelet instance (CA + the categraf-daemonset token) for ``path``, with ``changes``."""
-    base = TargetSpec(
-        url=emu.nodes[0].url + path, ca_file=str(emu.ca_path),
-        token_file=str(emu.token_path("flashcat", "categraf-daemonset")),
-    )
-    return dataclasses.replace(base, **changes)
+    options: dict[str, Any] = {
+        "ca_file": str(emu.ca_path), "token_file": str(emu.token_path("flashcat", "categraf-daemonset")),
+    }
+    return target_from_url(emu.nodes[0].url + path, scrape_timeout=3, **{**options, **changes})
 
 
 def failed(d: Diagnosis, step: str) -> tuple[str, str]:
@@ -118,7 +117,7 @@ async def test_nothing_listening() -> None:
 
 async def test_http_sent_to_the_https_port(emulator: Emulator) -> None:
     node = emulator.nodes[0]
-    d = await diagnose(TargetSpec(url=f"http://{node.address}:{node.port}/metrics"), timeout=3)
+    d = await diagnose_url(f"http://{node.address}:{node.port}/metrics", timeout=3)
     cause, fix = failed(d, "http")
     assert "Client sent an HTTP request to an HTTPS server." in cause
     assert f"use https://{node.address}:{node.port}/metrics with use_tls = true" in fix
@@ -142,20 +141,27 @@ async def test_name_mismatch_and_following_the_fix(emulator: Emulator) -> None:
     assert (await diagnose(spec(emulator, server_name="node-1"), timeout=3)).ok
 
 
-async def test_expired_serving_certificate(tmp_path: Path) -> None:
-    state = tmp_path / "state"
+def expired_node_state(state: Path) -> dt.datetime:
+    """An emulator state directory whose node-1 serving certificate expired 35 days ago; returns when."""
     ca = CertificateAuthority.create()
     ca.save(state / "ca.crt", state / "pki" / "ca.key")
     now = dt.datetime.now(dt.UTC)
+    expired = now - dt.timedelta(days=35)
     ca.issue_server("node-1", ips=["127.0.0.1"], dns_names=["node-1", "localhost"],
-                    not_before=now - dt.timedelta(days=400), not_after=now - dt.timedelta(days=35)).write(
+                    not_before=now - dt.timedelta(days=400), not_after=expired).write(
         state / "pki" / "nodes" / "node-1.crt", state / "pki" / "nodes" / "node-1.key")
+    return expired
+
+
+async def test_expired_serving_certificate(tmp_path: Path) -> None:
+    state = tmp_path / "state"
+    expired = expired_node_state(state)
     async with start_emulator(state) as emu:
         code, out = await cli(emu.nodes[0].url + "/metrics", "--ca", str(emu.ca_path), "--json")
     assert code == 1
     (item,) = json.loads(out)
     assert item["steps"][-1]["name"] == "tls"
-    expected_day = (now - dt.timedelta(days=35)).strftime("%Y-%m-%d")
+    expected_day = expired.strftime("%Y-%m-%d")
     assert f"expired on {expected_day}" in item["diagnosis"]["cause"]
     assert "renew" in item["diagnosis"]["fix"]
 
@@ -175,16 +181,20 @@ async def test_token_file_missing_empty_and_expired(emulator: Emulator, tmp_path
     past = TokenIssuer.load_or_create(key, clock=FakeClock(time.time() - 3600))
     expired = tmp_path / "expired"
     expired.write_text(past.issue("flashcat", "categraf-daemonset", 60))
-    cause, fix = failed(await diagnose(spec(emulator, token_file=str(expired)), timeout=3), "token")
-    assert "ServiceAccount flashcat/categraf-daemonset" in cause and "expired" in cause
-    assert "kubectl create token" in fix
+    # Doctor notices the expiry before sending, and fails where the agent does: on the kubelet's 401.
+    d = await diagnose(spec(emulator, token_file=str(expired)), timeout=3)
+    cause, fix = failed(d, "http")
+    assert "401" in cause and "EXPIRED" in fix and "kubectl create token" in fix
+    (token_step,) = [s for s in d.steps if s.name == "token"]
+    assert token_step.warning is not None
+    assert "ServiceAccount flashcat/categraf-daemonset" in token_step.warning
 
 
 async def test_401_for_a_token_the_kubelet_does_not_accept(emulator: Emulator, tmp_path: Path) -> None:
     seed_style = tmp_path / "token"
     seed_style.write_text("123456\n")  # curl -H "Authorization: Bearer 123456" in the seed
     cause, fix = failed(await diagnose(spec(emulator, token_file=str(seed_style)), timeout=3), "http")
-    assert "401 Unauthorized" in cause and "did not accept the bearer token" in cause
+    assert "401 Unauthorized" in cause and f"bearer_token_file ({seed_style}) was rejected" in cause
     assert "THIS cluster" in fix and "authentication.webhook.enabled" in fix
 
     # A well-formed token from another cluster (another signing key).

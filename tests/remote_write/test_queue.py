@@ -1,13 +1,17 @@
 from __future__ import annotations
 
 import asyncio
+import logging
 from pathlib import Path
 
 import pytest
+from aiohttp import web
 
 from kubescrape.errors import ConfigError, RemoteWriteError
 from kubescrape.remote_write import Chunk
-from kubescrape.remote_write.encode import decode_write_request
+from kubescrape.remote_write.dispatcher import halves
+from kubescrape.remote_write.encode import decode_write_request, decompress
+from kubescrape.remote_write.ledger import WriterCounters
 from kubescrape.remote_write.queue import (
     MemoryBacklog,
     RemoteWrite,
@@ -17,7 +21,7 @@ from kubescrape.remote_write.queue import (
     pack_requests,
     split_by_series,
 )
-from kubescrape.remote_write.sender import Sender
+from kubescrape.remote_write.sender import ACCEPTED, Outcome, Sender
 from kubescrape.selfmon import SelfMetrics
 from kubescrape.testing import FakeClock
 from tests.e2e.prom import free_port
@@ -130,8 +134,8 @@ async def test_one_dead_writer_does_not_stall_another() -> None:
 
 async def test_memory_backlog_back_pressure_then_drops_oldest_counted() -> None:
     clock = FakeClock(autojump=False)
-    dropped: list[tuple[int, str]] = []
-    bl = MemoryBacklog(10, clock=clock, block_timeout=5.0, on_drop=lambda n, r: dropped.append((n, r)))
+    counters = WriterCounters("w")
+    bl = MemoryBacklog(10, clock=clock, block_timeout=5.0, counters=counters)
     await bl.put([Chunk(b"a", 6)])
     put = asyncio.create_task(bl.put([Chunk(b"b", 6)]))
     await asyncio.sleep(0)
@@ -139,7 +143,7 @@ async def test_memory_backlog_back_pressure_then_drops_oldest_counted() -> None:
     # room frees up: the waiter proceeds, nothing dropped
     bl.ack(bl.take(100))
     await asyncio.wait_for(put, 1)
-    assert dropped == [] and bl.pending_samples == 6
+    assert counters.dropped == {} and bl.pending_samples == 6
     # now nothing frees up: after block_timeout the oldest unsent record is dropped and counted
     put = asyncio.create_task(bl.put([Chunk(b"c", 6)]))
     for _ in range(5):
@@ -147,8 +151,10 @@ async def test_memory_backlog_back_pressure_then_drops_oldest_counted() -> None:
     assert not put.done()
     clock.advance(5.0)
     await asyncio.wait_for(put, 1)
-    assert dropped == [(6, "queue_full")]
+    assert counters.dropped == {"queue_full": 6}
     assert [r.chunks[0].data for r in bl.take(100)] == [b"c"]
+    assert counters.appended == 18 and counters.sent == 6 and counters.pending == 6
+    assert counters.unaccounted() == 0
 
 
 class _SlowSender(Sender):
@@ -161,15 +167,14 @@ class _SlowSender(Sender):
         self.concurrent = 0
         self.max_concurrent = 0
 
-    async def deliver(self, raw: bytes, samples: int) -> bool:
+    async def deliver(self, raw: bytes, samples: int) -> Outcome:
         self.concurrent += 1
         self.max_concurrent = max(self.max_concurrent, self.concurrent)
         await asyncio.sleep(0)
         await self.clock.sleep(self.delay)
         self.concurrent -= 1
         self.bodies.append(samples)
-        self.sent += samples
-        return True
+        return ACCEPTED
 
 
 async def test_shards_grow_when_behind_and_shrink_when_idle() -> None:
@@ -177,7 +182,7 @@ async def test_shards_grow_when_behind_and_shrink_when_idle() -> None:
     s = WriterSettings(url="http://unused", name="w", batch=10, min_shards=1, max_shards=3,
                        flush_deadline=0.5)
     m = SelfMetrics()
-    bl = MemoryBacklog(10_000, clock=clock, block_timeout=1.0, on_drop=lambda n, r: None)
+    bl = MemoryBacklog(10_000, clock=clock, block_timeout=1.0)
     sender = _SlowSender(s, clock, delay=0.1)
     q = WriterQueue(s, bl, sender, metrics=m, clock=clock)
     for ts in range(40):  # a large backlog: 40 scrapes x 5 series
@@ -199,13 +204,15 @@ async def test_shards_grow_when_behind_and_shrink_when_idle() -> None:
 async def test_rounds_wait_for_the_flush_deadline_and_close_drains() -> None:
     clock = FakeClock()
     s = WriterSettings(url="http://unused", name="w", batch=100, flush_deadline=2.0)
-    bl = MemoryBacklog(10_000, clock=clock, block_timeout=1.0, on_drop=lambda n, r: None)
+    bl = MemoryBacklog(10_000, clock=clock, block_timeout=1.0)
     sender = _SlowSender(s, clock, delay=0.0)
     q = WriterQueue(s, bl, sender, metrics=SelfMetrics(), clock=clock)
     task = asyncio.create_task(q.run())
     await bl.put([scrape("a", 1)])
     await bl.put([scrape("a", 2)])
-    for _ in range(20):
+    for _ in range(500):
+        if sender.bodies:
+            break
         await asyncio.sleep(0)
     # the two small appends went out together once the flush deadline passed
     assert sender.bodies == [10]
@@ -238,3 +245,68 @@ async def test_stats_report_pending_and_age() -> None:
         assert st.pending_samples == 5 and st.failed >= 5 and "500" in st.last_error
         assert st.oldest_age > 0 and st.spool_bytes > 0
         await rw.close(0.1)
+
+
+class PickyReceiver(Receiver):
+    """Refuses (400, nothing stored — as Prometheus does) any request holding a series labelled bad."""
+
+    async def handle(self, request: web.Request) -> web.Response:
+        self.requests += 1
+        decoded = decode_write_request(decompress(await request.read()))
+        if any(labels.get("bad") for labels, _ in decoded):
+            return web.Response(status=400, text="out of bounds")
+        self.accepted.append(decoded)
+        return web.Response(status=204)
+
+
+@pytest.mark.parametrize("keyed", [True, False])
+async def test_a_refused_request_is_split_so_only_the_bad_series_is_dropped(keyed: bool) -> None:
+    m = SelfMetrics()
+    rec = PickyReceiver()
+    async with running_receiver(rec):
+        rw = RemoteWrite([WriterSettings(url=rec.url, name="w", batch=1000, flush_deadline=0.01)], metrics=m,
+                         spool_dir=None)
+        await rw.start()
+        chunks = [scrape(t, 1)._replace(key=k if keyed else 0) for k, t in enumerate("abcdefg", 1)]
+        bad = Chunk(chunk_bytes("m", [(1.0, 1)], target="h", i="0")
+                    + chunk_bytes("m", [(1.0, 1)], target="h", i="1", bad="1")
+                    + chunk_bytes("m", [(1.0, 1)], target="h", i="2"), 3, 8 if keyed else 0)
+        await rw.append([*chunks[:3], bad, *chunks[3:]])
+        await rw.close(5.0)
+    got = rec.samples()
+    assert len(got) == 7 * 5 + 2, "every valid sample of every target arrived"
+    assert not any("bad=1" in series for series, _, _ in got)
+    st = rw.stats()[0]
+    assert st.sent == 37 and st.dropped_by_reason == {"http_400": 1}
+    assert st.appended == st.sent + st.dropped + st.evicted + st.pending_samples
+    assert value(m, "kubescrape_samples_dropped_total", writer="w", reason="http_400") == 1
+    assert rec.requests <= 2 * 8 + 2 * 3, "bisection, not one request per series"
+
+
+def test_halves_split_by_chunk_then_by_series() -> None:
+    a, b, c = scrape("a", 1), scrape("b", 1), scrape("c", 1)
+    assert halves([a, b, c]) == ([a], [b, c])
+    first, second = halves([a]) or ([], [])
+    assert len(first) == 2 and len(second) == 3 and all(p.samples == 1 for p in first + second)
+    assert b"".join(p.data for p in first + second) == a.data
+    assert halves([Chunk(chunk_bytes("m", [(1.0, 1)]), 1)]) is None, "one series cannot be split"
+    assert halves([Chunk(b"\xff\xff", 2)]) is None
+
+
+async def test_drops_are_logged_once_per_reason_and_always_counted(caplog: pytest.LogCaptureFixture) -> None:
+    rec = PickyReceiver()
+    async with running_receiver(rec):
+        rw = RemoteWrite([WriterSettings(url=rec.url, name="w", flush_deadline=0.0)], metrics=SelfMetrics(),
+                         spool_dir=None)
+        await rw.start()
+        with caplog.at_level(logging.ERROR, logger="kubescrape.remote_write"):
+            for ts in range(1, 6):
+                await rw.append([Chunk(chunk_bytes("m", [(1.0, ts)], bad="1"), 1)])
+                for _ in range(200):
+                    if rw.stats()[0].dropped == ts:
+                        break
+                    await asyncio.sleep(0.01)
+        await rw.close(5.0)
+    assert rw.stats()[0].dropped_by_reason == {"http_400": 5}
+    lines = [r.getMessage() for r in caplog.records if "dropped" in r.getMessage()]
+    assert len(lines) == 1 and "http_400" in lines[0] and "out of bounds" in lines[0]

@@ -1,9 +1,11 @@
 from __future__ import annotations
 
 import asyncio
+import errno
 import logging
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -94,16 +96,15 @@ async def test_ack_deletes_fully_acknowledged_segments(tmp_path: Path) -> None:
 
 
 async def test_eviction_counts_every_evicted_sample_exactly(tmp_path: Path) -> None:
-    evicted: list[int] = []
-    sp = Spool(tmp_path, max_bytes=10_000, segment_bytes=2_000, on_evict=evicted.append)
+    sp = Spool(tmp_path, max_bytes=10_000, segment_bytes=2_000)
     total = 0
     for i in range(100):
         await sp.put([chunk(i, samples=i + 1)])
         total += i + 1
         assert sp.bytes <= 10_000 + 2_000 + 600
     remaining = sp.take(10**9)
-    assert sum(evicted) + sum(r.samples for r in remaining) == total
-    assert sum(evicted) == sp.evicted_samples > 0
+    assert sp.evicted_samples + sum(r.samples for r in remaining) == total
+    assert sp.evicted_samples == sp.counters.evicted > 0
     # the oldest went first: what is left is a contiguous tail ending with the newest record
     seqs = [r.seq for r in remaining]
     assert seqs == list(range(seqs[0], 101))
@@ -111,8 +112,7 @@ async def test_eviction_counts_every_evicted_sample_exactly(tmp_path: Path) -> N
 
 
 async def test_in_flight_records_are_not_counted_as_evicted(tmp_path: Path) -> None:
-    evicted: list[int] = []
-    sp = Spool(tmp_path, max_bytes=3_000, segment_bytes=1_000, on_evict=evicted.append)
+    sp = Spool(tmp_path, max_bytes=3_000, segment_bytes=1_000)
     await sp.put([chunk(0, 5)])
     await sp.put([chunk(1, 5)])
     inflight = sp.take(5)
@@ -120,7 +120,8 @@ async def test_in_flight_records_are_not_counted_as_evicted(tmp_path: Path) -> N
         await sp.put([chunk(i, 5)])
     sp.ack(inflight)  # delivered after its file was evicted: fine, and not double counted
     left = sp.take(10**9)
-    assert sum(evicted) + sum(r.samples for r in left) + 5 == 100
+    assert sp.evicted_samples + sum(r.samples for r in left) + 5 == 100
+    assert sp.counters.sent == 5 and sp.counters.unaccounted() == 0
     await sp.close()
 
 
@@ -306,14 +307,13 @@ async def test_cache_off_reads_everything_from_disk(tmp_path: Path, monkeypatch:
 
 
 async def test_evicted_records_leave_the_cache(tmp_path: Path) -> None:
-    evicted: list[int] = []
-    sp = Spool(tmp_path, max_bytes=6_000, segment_bytes=1_000, cache_bytes=10**6, on_evict=evicted.append)
+    sp = Spool(tmp_path, max_bytes=6_000, segment_bytes=1_000, cache_bytes=10**6)
     for i in range(40):
         await sp.put([chunk(i)])
-    assert sum(evicted) > 0
+    assert sp.evicted_samples > 0
     left = sp.take(10**6)
     assert sp.cached_bytes == 0
-    assert sum(evicted) + sum(r.samples for r in left) == 400
+    assert sp.evicted_samples + sum(r.samples for r in left) == 400
     assert data_of(left) == [chunk(r.seq - 1).data for r in left]
     await sp.close()
 
@@ -336,3 +336,98 @@ async def test_more_chunks_than_one_writev_accepts(tmp_path: Path) -> None:
     sp2 = Spool(tmp_path)
     assert [r.chunks for r in sp2.take(10**6)] == [tuple(chunks), tuple(chunks[:5])]
     await sp2.close()
+
+
+# --- write errors are counted, reported, and never leave a caller waiting ----------------------------
+
+
+async def test_disk_full_is_counted_reported_and_frees_space_once_acknowledged(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    sp = Spool(tmp_path)
+    await sp.put([chunk(0)])
+    await sp.put([chunk(1)])
+    original = Spool._write
+    full = True
+
+    def write(self: Spool, parts: list[bytes], expected_size: int, new_segment: bool) -> None:
+        if full:
+            raise OSError(errno.ENOSPC, "No space left on device")
+        original(self, parts, expected_size, new_segment)
+
+    monkeypatch.setattr(Spool, "_write", write)
+    with pytest.raises(SpoolError, match="No space left on device"):
+        await asyncio.wait_for(sp.put([chunk(2, samples=7)]), 5)
+    c = sp.counters
+    assert c.dropped == {"spool_full": 7} and "cannot persist" in c.persist_error
+    assert c.appended == 27 and c.unaccounted() == 0
+    (old,) = segments(tmp_path)
+    sp.ack(sp.take(100))
+    full = False
+    await sp.put([chunk(3)])
+    assert c.persist_error == "", "a successful write ends the failure"
+    assert old not in segments(tmp_path), "the acknowledged segment is gone: its space is free again"
+    assert data_of(sp.take(100)) == [chunk(3).data]
+    assert c.unaccounted() == 0
+    await sp.close()
+
+
+async def test_any_exception_in_the_flusher_fails_its_puts_counted(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    sp = Spool(tmp_path)
+
+    def broken(self: Spool, *args: object) -> None:
+        raise RuntimeError("bug")
+
+    monkeypatch.setattr(Spool, "_write", broken)
+    results = await asyncio.wait_for(
+        asyncio.gather(*(sp.put([chunk(i, samples=2)]) for i in range(3)), return_exceptions=True), 5)
+    assert all(isinstance(r, SpoolError) and "RuntimeError" in str(r) for r in results)
+    assert sp.counters.dropped == {"spool_error": 6} and sp.counters.unaccounted() == 0
+    await sp.close()
+
+
+async def test_an_attached_flusher_that_fails_leaves_no_put_waiting(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    sp = Spool(tmp_path)
+    sp.attach()
+    calls = 0
+    original = Spool._write
+
+    def flaky(self: Spool, *args: Any) -> None:
+        nonlocal calls
+        calls += 1
+        if calls == 1:
+            raise ValueError("once")
+        original(self, *args)
+
+    monkeypatch.setattr(Spool, "_write", flaky)
+    runner = asyncio.create_task(sp.run())
+    with pytest.raises(SpoolError):
+        await asyncio.wait_for(sp.put([chunk(0)]), 5)
+    with pytest.raises(ValueError):
+        await asyncio.wait_for(runner, 5)  # the flusher ends with the error: its supervisor restarts it
+    runner = asyncio.create_task(sp.run())
+    await asyncio.wait_for(sp.put([chunk(1)]), 5)
+    assert data_of(sp.take(100)) == [chunk(1).data]
+    await asyncio.wait_for(sp.close(), 5)
+    await asyncio.wait_for(runner, 5)
+
+
+async def test_a_record_that_can_never_be_read_is_dropped_counted_not_retried_forever(tmp_path: Path) -> None:
+    sp = Spool(tmp_path, segment_bytes=600, cache_bytes=0)
+    for i in range(6):
+        await sp.put([chunk(i)])
+    files = segments(tmp_path)
+    assert len(files) >= 3
+    lost = files[1]
+    first_seq = int(lost.name[:-4])
+    lost.unlink()  # removed behind the agent's back (or truncated: the read comes up short)
+    taken = sp.take(10**6)
+    assert [r.seq for r in taken] == list(range(1, first_seq)), "the readable ones first"
+    sp.ack(taken)
+    rest = sp.take(10**6)
+    assert rest and rest[0].seq > first_seq
+    assert sp.counters.dropped["spool_read_error"] > 0
+    sp.ack(rest)
+    assert sp.pending_samples == 0 and sp.counters.unaccounted() == 0
+    await sp.close()

@@ -9,9 +9,9 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from kubescrape.errors import ParseError, ScrapeError
+from kubescrape.errors import LabelLimitError, ParseError, SampleLimitError, ScrapeError
 from kubescrape.remote_write.encode import decode_write_request, is_stale_nan
-from kubescrape.scrape.cache import ScrapeResult, SeriesCache
+from kubescrape.scrape.cache import MAX_AGE_MS, MAX_AHEAD_MS, ScrapeLimits, ScrapeResult, SeriesCache
 from kubescrape.scrape.parser import Sample, parse, render
 
 NOW = 1_764_000_000_000  # a realistic scrape time in ms
@@ -36,13 +36,18 @@ def decode(result: ScrapeResult) -> Decoded:
 
 
 def expected(text: str, scrape_ts: int, honor: bool = True) -> Decoded:
-    """What the cache must produce, computed from the full parser: relabeled, deduplicated."""
+    """What the cache must produce, computed from the full parser: relabeled, own timestamps outside
+    the window a receiver accepts dropped, deduplicated."""
     labeler = Labeler()
     out: Decoded = []
     seen: set[tuple[tuple[str, str], ...]] = set()
     for sample in parse(text):
         final = labeler(sample.name, list(sample.labels))
         if final is None:
+            continue
+        if honor and sample.timestamp_ms is not None and not (
+            scrape_ts - MAX_AGE_MS <= sample.timestamp_ms <= scrape_ts + MAX_AHEAD_MS
+        ):
             continue
         labels = {name: value for name, value in final if value}
         identity = tuple(sorted(labels.items()))
@@ -202,10 +207,11 @@ def test_parse_error_fails_whole_scrape_and_keeps_state() -> None:
         ("a 1\nb 1e999\n", 2),
         ("a 1 -5\n", 1),
         ("a 1 2 3\n", 1),
-        ("a 1\n# TYPE a counter\n# TYPE a gauge\n", 3),
+        ("a 1\n# TYPE a counter\n# TYPE a gauges\n", 3),
         ("a ١\n", 1),
         ("a 1\t\x0b\n", 1),
         ("a +nan\t\n", 1),
+        ("a 1\n b 2\n", 2),
         ("a 1e999\t5\n", 1),
     ],
 )
@@ -219,7 +225,7 @@ def test_fast_path_rejects_what_prometheus_rejects(bad: str, line_no: int) -> No
 
 def test_unusual_but_valid_lines_take_the_full_parser() -> None:
     text = (
-        'a\t1\n  b 2\nc{x="ü"}   3   1763999990000  \nd{x="1"}4\ne 5 17\nf NaN\ng -Inf\n'
+        'a\t1\nb  2\nc{x="ü"}   3   1763999990000  \nd{x="1"}4\ne 5 17\nf NaN\ng -Inf\n'
         "h NaN\t\ni +Inf \t1763999990000\nj \t2\t\n"
     )
     cache = SeriesCache(Labeler())
@@ -233,7 +239,9 @@ def test_odd_timestamp_lengths() -> None:
     for ts in (1000, NOW):
         result = cache.process(text, ts)
         assert same(decode(result), expected(text, ts))
-        assert result.samples_duplicate == 1
+    # At NOW the first sample of a (1970) is too old and dropped, so the second is no duplicate.
+    assert result.samples_duplicate == 0
+    assert result.dropped == {"too_old": 1}
 
 
 def test_invalid_utf8_in_label_value_is_a_parse_error() -> None:
@@ -375,3 +383,122 @@ def test_stale_all_after_a_failed_scrape() -> None:
     assert cache.stale_all(NOW + 30_000) == []  # once only
     back = cache.process(b"a 1\n", NOW + 45_000)
     assert back.series_added == 1 and back.samples_stale == 0
+
+
+# --- issue 15: per-sample validity, drops by reason, limits, bounded memory ---------------------------
+
+
+def test_samples_outside_the_receivers_window_are_dropped_and_counted() -> None:
+    # Finding 1: a year-2100 or 1970 sample sent to a Prometheus receiver makes it refuse every later
+    # request of every target; Prometheus' own scrape drops just that sample.
+    text = f"fut 1 4102444800000\npast 1 1000\nok 1\nrecent 2 {NOW - 60_000}\n"
+    cache = SeriesCache(Labeler())
+    for _ in range(2):  # cold, then warm (the fast path hands out-of-window stamps to the full parser)
+        result = cache.process(text, NOW)
+        assert _by_name(result) == {"ok": [(1.0, NOW)], "recent": [(2.0, NOW - 60_000)]}
+        assert result.dropped == {"too_far_future": 1, "too_old": 1}
+        assert (result.samples_scraped, result.samples_post_relabel) == (4, 2)
+
+
+def test_window_bounds_are_inclusive() -> None:
+    text = (
+        f"a 1 {NOW + MAX_AHEAD_MS}\nb 1 {NOW + MAX_AHEAD_MS + 1}\n"
+        f"c 1 {NOW - MAX_AGE_MS}\nd 1 {NOW - MAX_AGE_MS - 1}\n"
+    )
+    cache = SeriesCache(Labeler())
+    for _ in range(2):
+        result = cache.process(text, NOW)
+        assert sorted(_by_name(result)) == ["a", "c"]
+        assert result.dropped == {"too_far_future": 1, "too_old": 1}
+
+
+def test_without_honor_timestamps_nothing_is_out_of_window() -> None:
+    cache = SeriesCache(Labeler(), honor_timestamps=False)
+    result = cache.process("fut 1 4102444800000\npast 1 1000\n", NOW)
+    assert _by_name(result) == {"fut": [(1.0, NOW)], "past": [(1.0, NOW)]}
+    assert result.dropped == {}
+
+
+def test_dropped_accounts_for_every_scraped_sample() -> None:
+    cache = SeriesCache(Labeler())
+    text = "drop_x 1\na 1\na 2\nold 1 1000\nb 3\n"
+    for _ in range(2):
+        result = cache.process(text, NOW)
+        assert result.dropped == {"relabel": 1, "duplicate": 1, "too_old": 1}
+        assert result.samples_scraped == result.samples_post_relabel + sum(result.dropped.values()) == 5
+
+
+def test_sample_limit_fails_the_scrape_as_prometheus_does() -> None:
+    cache = SeriesCache(Labeler(), limits=ScrapeLimits(sample_limit=3))
+    # Relabel-dropped samples do not count; a scrape at the limit passes, cold and warm.
+    for _ in range(2):
+        assert cache.process("a 1\nb 2\nc 3\ndrop_x 4\n", NOW).samples_post_relabel == 3
+    # One over: a fourth series, a duplicate, an out-of-window sample (all count, as in Prometheus).
+    old = NOW - 2 * MAX_AGE_MS
+    for over in ("a 1\nb 2\nc 3\nd 4\n", "a 1\nb 2\nc 3\nc 3\n", f"a 1\nb 2\nc 3\nold 1 {old}\n"):
+        with pytest.raises(SampleLimitError) as info:
+            cache.process(over, NOW)
+        assert info.value.reason == "sample_limit"
+        assert "sample_limit = 3" in str(info.value) and "fix: raise sample_limit" in str(info.value)
+
+
+@pytest.mark.parametrize(
+    ("limits", "text", "reason"),
+    [
+        (ScrapeLimits(label_limit=4), 'a{x="1",y="2"} 1\n', "label_limit"),
+        (ScrapeLimits(label_name_length_limit=8), 'a{abcdefghi="1"} 1\n', "label_name_length_limit"),
+        (ScrapeLimits(label_value_length_limit=7), 'a{x="éééé"} 1\n', "label_value_length_limit"),
+    ],
+)
+def test_label_limits_fail_the_scrape(limits: ScrapeLimits, text: str, reason: str) -> None:
+    # The Labeler adds instance="node-1" and job="kubelet": 'a{x="1"}' is at every limit above (4
+    # labels with __name__, names of up to 8 bytes, values of up to 7); lengths count bytes.
+    cache = SeriesCache(Labeler(), limits=limits)
+    assert cache.process('a{x="1"} 1\n', NOW).samples_post_relabel == 1
+    with pytest.raises(LabelLimitError) as info:
+        cache.process(text, NOW)
+    assert info.value.reason == reason
+    assert f"{reason} = " in str(info.value) and "fix: " in str(info.value)
+
+
+def test_a_failed_scrape_leaves_no_cache_entries_behind() -> None:
+    cache = SeriesCache(Labeler(), limits=ScrapeLimits(sample_limit=2))
+    cache.process("a 1\n", NOW)
+    for i in range(5):  # new series every time: a failing target must not grow the cache
+        with pytest.raises(SampleLimitError):
+            cache.process("".join(f'm{{i="{i}-{j}"}} 1\n' for j in range(10)), NOW)
+        assert len(cache) == 1
+    with pytest.raises(ParseError):
+        cache.process('n{i="1"} 1\nn{i="2"} 1\nbad line here\n', NOW)
+    assert len(cache) == 1
+
+
+def test_sample_limit_fails_fast_on_a_million_series() -> None:
+    labeler = Labeler()
+    cache = SeriesCache(labeler, limits=ScrapeLimits(sample_limit=1000))
+    body = b"".join(b'm{i="%d"} 1\n' % i for i in range(1_000_000))
+    with pytest.raises(SampleLimitError):
+        cache.process(body, NOW)
+    assert len(labeler.calls) == 1001  # stopped at the first sample over the limit
+    assert len(cache) == 0
+
+
+def test_a_failed_scrape_keeps_no_reference_to_the_body() -> None:
+    # Finding 2: an exception whose traceback reaches the parser's frames keeps the body alive until
+    # the cycle collector runs.
+    body = b"a 1\n" * 100_000 + b"bad 1_0\n"
+    with pytest.raises(ParseError) as info:
+        SeriesCache(Labeler()).process(body, NOW)
+    tb = info.value.__traceback__.tb_next  # type: ignore[union-attr]  # past this test's own frame
+    assert tb is not None
+    while tb is not None:
+        for value in tb.tb_frame.f_locals.values():
+            assert not (isinstance(value, bytes | str) and len(value) >= len(body) - 10), tb.tb_frame
+        tb = tb.tb_next
+
+
+def test_heavy_churn_is_evicted_before_the_generation_ends() -> None:
+    cache = SeriesCache(Labeler(), generation=100)
+    for scrape in range(10):
+        cache.process("".join(f'm{{i="{scrape}-{i}"}} 1\n' for i in range(2000)), NOW)
+        assert len(cache) <= 2 * 2000 + 1024

@@ -37,7 +37,7 @@ VALID: list[tuple[str, str, list[Sample]]] = [
     ("no comma between pairs", 'm{a="1" b="2"} 3', [Sample("m", (("a", "1"), ("b", "2")), 3.0, None)]),
     (
         "blanks between every token",
-        ' \t m \t{ a = "1" , b\t=\t"2" , } \t 3 \t 17 \t',
+        'm \t{ a = "1" , b\t=\t"2" , } \t 3 \t 17 \t',
         [Sample("m", (("a", "1"), ("b", "2")), 3.0, 17)],
     ),
     ("value glued to brace", 'm{a="1"}3', [Sample("m", (("a", "1"),), 3.0, None)]),
@@ -87,6 +87,18 @@ VALID: list[tuple[str, str, list[Sample]]] = [
         ],
     ),
     (
+        # Finding 7 of issue 15: Prometheus' scrape parser accepts a repeated TYPE (and HELP) line and a
+        # family split in two groups that repeat it; prometheus/common's stricter parser is not used.
+        "duplicate TYPE and split family",
+        "# HELP m first\n# TYPE m counter\nm{a=\"1\"} 1\n# TYPE m counter\nother 2\n"
+        "# HELP m again\n# TYPE m counter\nm{a=\"2\"} 3\n",
+        [
+            Sample("m", (("a", "1"),), 1.0, None),
+            Sample("other", (), 2.0, None),
+            Sample("m", (("a", "2"),), 3.0, None),
+        ],
+    ),
+    (
         "same name with different TYPE names",
         "# TYPE a counter\n# TYPE b gauge\n# TYPE a_total untyped\na 1\n",
         [Sample("a", (), 1.0, None)],
@@ -119,6 +131,9 @@ INVALID: list[tuple[str, str, int, str]] = [
     ("missing equals", 'm{a"1"} 1', 1, "expected '='"),
     ("double comma", 'm{a="1",,b="2"} 1', 1, "expected label name"),
     ("leading comma", 'm{,a="1"} 1', 1, "expected label name"),
+    # Prometheus 2.42 takes leading blanks into the metric name, which is then invalid (differential test).
+    ("blank before the name", "m 1\n  m2 2\n", 2, "blank before the metric name"),
+    ("tab before the name", "\tm 1\n", 1, "blank before the metric name"),
     ("colon in label name", 'm{a:b="1"} 1', 1, "expected '='"),
     ("label name starts with digit", 'm{1a="1"} 1', 1, "expected label name"),
     ("duplicate label", 'm{a="1",a="2"} 1', 1, "not unique"),
@@ -131,7 +146,6 @@ INVALID: list[tuple[str, str, int, str]] = [
     ("TYPE without type", "# TYPE m\n", 1, "invalid metric type"),
     ("TYPE with two blanks", "# TYPE m  counter\n", 1, "invalid metric type"),
     ("TYPE with trailing blank", "# TYPE m counter \n", 1, "invalid metric type"),
-    ("duplicate TYPE", "# TYPE m counter\nm 1\n# TYPE m counter\n", 3, "second TYPE"),
     ("HELP with bad name", "# HELP 1m text\n", 1, "metric name after HELP"),
     ("TYPE with bad name", "# TYPE -m counter\n", 1, "metric name after TYPE"),
     ("NUL byte", "up\x001\n", 1, "invalid"),
