@@ -37,7 +37,7 @@ from kubescrape.remote_write.encode import clear_label_cache, compress  # noqa: 
 from kubescrape.remote_write.spool import Spool  # noqa: E402
 from kubescrape.scrape.cache import SeriesCache  # noqa: E402
 
-TS_MS = 1_764_000_015_000
+TS_MS = 1_700_000_015_000  # the emulated node's FakeClock time: its own timestamps fall in the window
 # The labels a running agent adds to a cAdvisor series (target labels and the bench's global labels).
 TARGET_LABELS = (
     ("agent_hostname", "bench"),
