@@ -1,7 +1,9 @@
 """Benchmark of the hot path: exposition text -> remote-write bytes, against prometheus_client's parser.
 
 Times the kubelet emulator's /metrics/cadvisor payload (pods x containers x container_* families, explicit
-ms timestamps as the kubelet serves them) and prints a markdown table measured in one run::
+ms timestamps as the kubelet serves them) and prints a markdown table measured in one run. The warm
+rows are measured twice: with the pure-Python loop and with the compiled one (``kubescrape.scrape._fastpath``,
+built at install time; its rows are left out when it is not built)::
 
     python3 -m bench.parse            # full run
     python3 -m bench.parse --quick    # fewer repetitions (CI smoke)
@@ -11,6 +13,7 @@ from __future__ import annotations
 
 import argparse
 import gc
+import os
 import re
 import sys
 import time
@@ -20,7 +23,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from kubescrape.emulator.payloads import NodePayloads
 from kubescrape.remote_write.encode import clear_label_cache, compress
-from kubescrape.scrape.cache import SeriesCache
+from kubescrape.scrape.cache import COMPILED, SeriesCache
 from kubescrape.scrape.parser import parse
 from kubescrape.testing import FakeClock
 
@@ -83,16 +86,19 @@ def run(quick: bool = False, pods: int = 120) -> tuple[list[tuple[str, int, floa
         clear_label_cache()
         SeriesCache(_labeler).process(bodies[0], ts)
 
-    # Steady state: each timed run is the next scrape of the same node (new values and timestamps).
-    warm_cache = SeriesCache(_labeler)
-    warm_cache.process(bodies[0], ts)
-    warm_bodies = iter(bodies[1:])
-    warm_compress_cache = SeriesCache(_labeler)
-    warm_compress_cache.process(bodies[0], ts)
-    compress_bodies = iter(bodies[1:])
+    def warm(compiled: bool, compress_too: bool = False) -> Callable[[], None]:
+        """Steady state: each timed run is the next scrape of the same node (new values and timestamps)."""
+        cache = SeriesCache(_labeler, compiled=compiled)
+        cache.process(bodies[0], ts)
+        following = iter(bodies[1:])
 
-    def warm() -> None:
-        warm_cache.process(next(warm_bodies), ts)
+        def scrape() -> None:
+            result = cache.process(next(following), ts)
+            if compress_too:
+                for chunk in result.chunks:
+                    compress(chunk.data)
+
+        return scrape
 
     # The same scrapes as OpenMetrics (timestamps in seconds, # EOF): no fast path, a plain cache lookup.
     om_bodies = [_as_openmetrics(body) for body in bodies]
@@ -103,19 +109,24 @@ def run(quick: bool = False, pods: int = 120) -> tuple[list[tuple[str, int, floa
     def warm_openmetrics() -> None:
         om_cache.process(next(om_warm_bodies), ts, content_type=OPENMETRICS)
 
-    def warm_compress() -> None:
-        result = warm_compress_cache.process(next(compress_bodies), ts)
-        for chunk in result.chunks:
-            compress(chunk.data)
-
-    return [
+    rows = [
         ("prometheus_client text_string_to_metric_families", samples, _best(client, max(1, repeat // 3))),
         ("kubescrape parse() (validating, to Sample tuples)", samples, _best(lambda: parse(text), repeat)),
         ("SeriesCache.process cold (first scrape: parse, labeler, encode)", samples, _best(cold, repeat)),
-        ("SeriesCache.process warm (next scrapes, encoded chunks)", samples, _best(warm, repeat)),
-        ("SeriesCache.process warm + snappy compress", samples, _best(warm_compress, repeat)),
-        ("SeriesCache.process warm, OpenMetrics body", samples, _best(warm_openmetrics, repeat)),
-    ], len(bodies[0])
+        (
+            "SeriesCache.process warm, pure Python (next scrapes, encoded chunks)",
+            samples,
+            _best(warm(False), repeat),
+        ),
+        ("SeriesCache.process warm + snappy, pure Python", samples, _best(warm(False, True), repeat)),
+    ]
+    if COMPILED:
+        rows += [
+            ("SeriesCache.process warm, compiled", samples, _best(warm(True), repeat)),
+            ("SeriesCache.process warm + snappy, compiled", samples, _best(warm(True, True), repeat)),
+        ]
+    rows.append(("SeriesCache.process warm, OpenMetrics body", samples, _best(warm_openmetrics, repeat)))
+    return rows, len(bodies[0])
 
 
 OPENMETRICS = "application/openmetrics-text; version=1.0.0; charset=utf-8"
@@ -152,7 +163,9 @@ def main(argv: list[str] | None = None) -> int:
     rows, size = run(quick=args.quick, pods=args.pods)
     print(
         f"emulated /metrics/cadvisor: {args.pods} pods, {rows[0][1]} samples, {size >> 10} KiB; "
-        f"Python {sys.version.split()[0]}; best CPU time of one thread\n"
+        f"Python {sys.version.split()[0]}; best CPU time of one thread; compiled warm loop "
+        f"{'built' if COMPILED else 'not built (or KUBESCRAPE_PURE_PYTHON set)'}; load average "
+        f"{', '.join(f'{load:.2f}' for load in os.getloadavg())}\n"
     )
     print(table(rows))
     return 0
