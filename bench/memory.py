@@ -35,6 +35,7 @@ from bench.parse import cadvisor_scrapes  # noqa: E402
 from kubescrape.remote_write import Chunk  # noqa: E402
 from kubescrape.remote_write.encode import clear_label_cache, compress  # noqa: E402
 from kubescrape.remote_write.spool import Spool  # noqa: E402
+from kubescrape.scrape import cache as cache_module  # noqa: E402
 from kubescrape.scrape.cache import SeriesCache  # noqa: E402
 
 TS_MS = 1_700_000_015_000  # the emulated node's FakeClock time: its own timestamps fall in the window
@@ -212,7 +213,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--scrapes", type=int, default=20, help="scrapes spooled per case (default 20)")
     ns = parser.parse_args(argv)
     pods = ns.pods or [100, 250]
-    print(f"## kubescrape memory per series and spool bytes per sample (Python {sys.version.split()[0]})\n")
+    build = "compiled" if getattr(cache_module, "COMPILED", False) else "pure Python"
+    print(f"## kubescrape memory per series and spool bytes per sample (Python {sys.version.split()[0]}, "
+          f"scrape cache warm loop: {build})\n")
     print("### Series cache (tracemalloc)\n")
     print(render_cache([cache_memory(p) for p in pods]))
     print("### Spool\n")

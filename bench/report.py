@@ -7,13 +7,14 @@ import math
 import os
 import platform
 import subprocess
+import sys
 from collections import Counter
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from bench.agents import AGENTS, KUBESCRAPE, PROMETHEUS, VMAGENT, VMAGENT_BIN
-from bench.processes import ROOT
+from bench.processes import ROOT, child_env
 from bench.procstat import RssSummary
 from bench.targets import Scenario
 from kubescrape.prometheus import PROMETHEUS_BIN
@@ -206,6 +207,17 @@ def vmagent_version() -> str:
     return _first_line([VMAGENT_BIN, "-version"])
 
 
+def kubescrape_build() -> str:
+    """Whether this checkout's scrape cache runs its compiled warm loop (the optional C extension)."""
+    probe = "import kubescrape.scrape.cache as c; print(getattr(c, 'COMPILED', 'n/a'))"
+    with contextlib.suppress(OSError, subprocess.SubprocessError):
+        out = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, timeout=60,
+                             env=child_env())
+        if out.returncode == 0:
+            return {"True": "compiled", "False": "pure Python"}.get(out.stdout.strip(), out.stdout.strip())
+    return "unknown"
+
+
 def machine_header() -> str:
     """CPU model, cores, kernel, Python and peer versions, kubescrape commit, load average."""
     model = "unknown"
@@ -221,7 +233,8 @@ def machine_header() -> str:
         f"- CPU: {model}, {cores} cores ({usable} usable)\n"
         f"- kernel: {platform.release()}; Python {platform.python_version()}; "
         f"{_first_line([PROMETHEUS_BIN, '--version'])}; {vmagent_version()}\n"
-        f"- kubescrape commit: {commit}; load average at start: {load_average()}\n"
+        f"- kubescrape commit: {commit} (scrape cache warm loop: {kubescrape_build()}); "
+        f"load average at start: {load_average()}\n"
     )
 
 
