@@ -29,10 +29,12 @@ from kubescrape.clock import SYSTEM_CLOCK, Clock
 from kubescrape.config.categraf import load_categraf
 from kubescrape.config.logfile import LOG_FORMAT, log_handler
 from kubescrape.config.models import AgentConfig, WriterConfig
+from kubescrape.discovery.shard import Sharder, sharder_from_options
 from kubescrape.errors import ConfigError, KubescrapeError
 from kubescrape.remote_write import Chunk, Sink
 from kubescrape.remote_write.encode import decode_write_request
 from kubescrape.remote_write.queue import RemoteWrite, WriterSettings, WriterStats
+from kubescrape.scrape.discovered import DiscoveredScraping, has_discovery
 from kubescrape.scrape.loop import ScrapeClient, ScrapeLoop, ScrapeReport, TargetStats, hostname_seed
 from kubescrape.scrape.parser import Sample, render
 from kubescrape.scrape.targets import Target, build_targets
@@ -129,6 +131,7 @@ class Agent:
         shutdown_timeout: float = 10.0,
         jitter: bool = True,
         summary_interval: float | None = None,
+        sharder: Sharder | None = None,
     ) -> None:
         self.config = config
         self.metrics = metrics if metrics is not None else SelfMetrics()
@@ -158,6 +161,11 @@ class Agent:
             while name in self._scrape_tasks:
                 name += "'"
             self._scrape_tasks.append(name)
+        # Jobs with kubernetes_sd_configs: their loops come and go with discovery (scrape/discovered.py).
+        self.discovered = DiscoveredScraping(
+            config, metrics=self.metrics, clock=clock, sharder=sharder, jitter=jitter,
+            offset_seed=hostname_seed(config.global_.hostname), client=self._client,
+            supervisor=self.supervisor) if has_discovery(config) else None
         if config.warnings:
             self.metrics.config_warnings.inc(len(config.warnings))
 
@@ -187,6 +195,8 @@ class Agent:
         for name, loop in zip(self._scrape_tasks, self.loops, strict=True):
             loop.sink = self._sink
             self.supervisor.start(name, _runner_of(loop, self._jitter), progress=_scrapes_of(loop))
+        if self.discovered is not None:
+            await self.discovered.start(self._sink)
         if self._summary_interval:
             self.supervisor.start("summary", self._summaries)
         log.info("scraping %d target(s) every %s", len(self.loops),
@@ -197,6 +207,8 @@ class Agent:
         if not self._started:
             return
         self._started = False
+        if self.discovered is not None:
+            await self.discovered.stop()
         await self.supervisor.stop([*self._scrape_tasks, "summary"])
         await self._client.close()
         if self._remote_write is not None:
@@ -216,7 +228,8 @@ class Agent:
     def stats(self) -> AgentStats:
         """Per target: up, last error, samples, duration; per writer: delivery numbers."""
         writers = self._remote_write.stats() if self._remote_write is not None else []
-        return AgentStats(targets=[loop.stats for loop in self.loops], writers=writers)
+        loops = [*self.loops, *(self.discovered.loops if self.discovered is not None else [])]
+        return AgentStats(targets=[loop.stats for loop in loops], writers=writers)
 
     def healthy(self) -> tuple[bool, str]:
         """For ``/healthz`` (the policy is in the README): ``(False, "unhealthy: …")`` while a writer cannot
@@ -364,9 +377,9 @@ async def _test_mode(config: AgentConfig) -> int:
 
 
 async def _serve(config: AgentConfig, *, listen: str, spool_dir: Path | None, spool_max_bytes: int,
-                 shutdown_timeout: float, summary_interval: float | None) -> int:
+                 shutdown_timeout: float, summary_interval: float | None, sharder: Sharder | None) -> int:
     agent = Agent(config, listen=listen, spool_dir=spool_dir, spool_max_bytes=spool_max_bytes,
-                  shutdown_timeout=shutdown_timeout, summary_interval=summary_interval)
+                  shutdown_timeout=shutdown_timeout, summary_interval=summary_interval, sharder=sharder)
     with stop_on_signals() as stop:
         try:
             await agent.start()
@@ -392,6 +405,9 @@ def run_command(
     strict: bool = False,
     quiet: bool = False,
     summary_interval: float | None = 60.0,
+    shard_count: int = 1,
+    shard_index: str | None = None,
+    shard_replication: int = 1,
 ) -> int:
     """``kubescrape run``: 0 on a clean stop, 1 if a ``--test`` target failed, 2 on configuration errors.
 
@@ -407,6 +423,9 @@ def run_command(
             config = load_prometheus(config_file, strict=strict, writer_urls=writer_urls)
         else:
             config = load_categraf(config_dir, writer_urls=writer_urls)
+        sharder = None
+        if shard_count > 1:
+            sharder = sharder_from_options(shard_count, shard_index, shard_replication)
         # --test writes samples to stdout and its report to stderr: the configured log file is for serving.
         file_handler = None if test else log_handler(config.log)
         if file_handler is not None:
@@ -426,7 +445,8 @@ def run_command(
                 return runner.run(_test_mode(config))
             return runner.run(_serve(config, listen=listen, spool_dir=spool_dir if spool else None,
                                      spool_max_bytes=spool_max_bytes, shutdown_timeout=shutdown_timeout,
-                                     summary_interval=None if quiet else summary_interval or None))
+                                     summary_interval=None if quiet else summary_interval or None,
+                                     sharder=sharder))
         except KubescrapeError as e:
             print(f"error: {e.cause}", file=sys.stderr)
             if e.fix:

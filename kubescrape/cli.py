@@ -117,6 +117,33 @@ def run(
             help="Log a one-line summary (targets up, samples sent, pending) this often; 0 = never.",
         ),
     ] = 60.0,
+    shard_count: Annotated[
+        int,
+        typer.Option(
+            "--shard-count",
+            metavar="M",
+            min=1,
+            help="Agents sharing the targets; each keeps the targets whose label-set hash falls to it.",
+        ),
+    ] = 1,
+    shard_index: Annotated[
+        str | None,
+        typer.Option(
+            "--shard-index",
+            metavar="N|POD",
+            help="This agent's shard, 0..M-1, or a StatefulSet pod name (kubescrape-2); default: the "
+            "ordinal of $POD_NAME or $HOSTNAME.",
+        ),
+    ] = None,
+    shard_replication: Annotated[
+        int,
+        typer.Option(
+            "--shard-replication",
+            metavar="R",
+            min=1,
+            help="Scrape every target by R of the M shards (replication factor).",
+        ),
+    ] = 1,
 ) -> None:
     """Run the agent (or, with --test, scrape once and print)."""
     from kubescrape.agent import run_command
@@ -136,6 +163,9 @@ def run(
             strict=strict,
             quiet=quiet,
             summary_interval=summary_interval,
+            shard_count=shard_count,
+            shard_index=shard_index,
+            shard_replication=shard_replication,
         )
     )
 
@@ -235,6 +265,23 @@ def emulate(
         float,
         typer.Option("--duration", metavar="SECONDS", help="Stop after this long; 0 = until Ctrl-C."),
     ] = 0.0,
+    apiserver_port: Annotated[
+        int | None,
+        typer.Option(
+            "--apiserver-port",
+            metavar="PORT",
+            help="Also serve a stand-in kube-apiserver for the fleet on this port (6443 is usual; 0 picks "
+            "one); writes a kubeconfig into the state directory.",
+        ),
+    ] = None,
+    node_churn: Annotated[
+        float,
+        typer.Option(
+            "--node-churn",
+            metavar="SECONDS",
+            help="With --apiserver-port: remove a node and add it back this often (watch events); 0 = never.",
+        ),
+    ] = 0.0,
 ) -> None:
     """Run a kubelet emulator: TLS, x509/token authn, RBAC authz, realistic payloads."""
     from kubescrape.emulator import run_command
@@ -258,6 +305,8 @@ def emulate(
             write_config=write_config,
             writer_url=writer_url,
             interval=interval,
+            apiserver_port=apiserver_port,
+            node_churn=node_churn,
         )
     )
 

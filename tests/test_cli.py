@@ -116,3 +116,19 @@ def test_a_missing_config_toml_names_the_directory_once(tmp_path: Path) -> None:
     assert f"config.toml not found in {tmp_path}" in result.output
     assert result.output.count(str(tmp_path)) == 1, result.output
     assert "emulate --write-config" in result.output
+
+
+@pytest.mark.parametrize(
+    ("index", "message"),
+    [("7", "--shard-index 7 is outside 0..2"), ("agent", "does not end in -<number>")],
+)
+def test_a_bad_shard_index_is_a_configuration_error(tmp_path: Path, index: str, message: str) -> None:
+    (tmp_path / "input.prometheus").mkdir()
+    (tmp_path / "config.toml").write_text('[global]\nhostname = "n"\n')
+    (tmp_path / "input.prometheus" / "prometheus.toml").write_text(
+        '[[instances]]\nurls = ["http://127.0.0.1:9/metrics"]\n'
+    )
+    result = CliRunner().invoke(app, ["run", "--config-dir", str(tmp_path), "--listen", "", "--test",
+                                      "--shard-count", "3", "--shard-index", index])
+    assert result.exit_code == 2, result.output
+    assert message in result.output

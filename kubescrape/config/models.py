@@ -458,6 +458,8 @@ class InstanceConfig(BaseModel):
     scrape_timeout: Seconds | None = None
     # The job's kubernetes_sd_configs as written (mappings), kept for the discovery module to consume.
     kubernetes_sd_configs: list[dict[str, Any]] = Field(default_factory=list)
+    # kubelet_sd_configs (this node's pods from the kubelet's /pods), likewise read by kubescrape.discovery.
+    kubelet_sd_configs: list[dict[str, Any]] = Field(default_factory=list)
     # remote_write's write_relabel_configs, shared by every writer (see config/prometheus.py).
     write_relabel_configs: list[RelabelConfig] = Field(default_factory=list)
 
@@ -587,6 +589,7 @@ class AgentConfig(BaseModel):
             inst["urls"] = [redact_url(u) for u in inst.get("urls", [])]
             _redact_fields(inst, ("password", "bearer_token_string", "tls_key_pwd"))
             inst["kubernetes_sd_configs"] = _redact_nested(inst.get("kubernetes_sd_configs", []))
+            inst["kubelet_sd_configs"] = _redact_nested(inst.get("kubelet_sd_configs", []))
         return data
 
     def require_writers(self) -> None:

@@ -104,7 +104,8 @@ _SCRAPE_IMPLEMENTED = {"job_name", "honor_labels", "honor_timestamps", "params",
                        "scrape_timeout", "metrics_path", "scheme", "body_size_limit", *_LIMITS,
                        "relabel_configs", "metric_relabel_configs", "static_configs", "tls_config",
                        "authorization", "bearer_token", "bearer_token_file", "basic_auth",
-                       "enable_compression", "track_timestamps_staleness"}
+                       "enable_compression", "track_timestamps_staleness", "kubernetes_sd_configs",
+                       "kubelet_sd_configs"}
 _SCRAPE_UNSUPPORTED = {"scrape_classic_histograms", "native_histogram_bucket_limit",
                        "native_histogram_min_bucket_factor", "scrape_protocols", "keep_dropped_targets",
                        "always_scrape_classic_histograms", "convert_classic_histograms_to_nhcb",
@@ -406,10 +407,8 @@ def _check_keys(ctx: _Ctx, at: Path_, raw: dict[str, Any], implemented: set[str]
             if key == "metadata_config" and isinstance(value, dict) and value.get("send") is False:
                 continue  # kubescrape sends no metadata
             what = ""
-            if key == "kubernetes_sd_configs":
-                what = "; this job scrapes only its static_configs"
-            elif key.endswith("_sd_configs"):
-                what = "; only static_configs are discovered"
+            if key.endswith("_sd_configs"):
+                what = "; only static_configs, kubernetes_sd_configs and kubelet_sd_configs are discovered"
             ctx.unsupported((*at, key), what)
             continue
         raise _unknown(ctx, (*at, key), implemented | unsupported)
@@ -633,10 +632,10 @@ def _load_scrape_config(ctx: _Ctx, at: Path_, raw_any: Any, global_interval: flo
         labels = _labels(ctx, (*here, "labels"), group.get("labels"))
         statics.append(StaticConfig(targets=targets, labels=labels))
     fields["static_configs"] = statics
-    if raw.get("kubernetes_sd_configs"):
-        sds = _sequence(ctx, (*at, "kubernetes_sd_configs"), raw["kubernetes_sd_configs"])
-        fields["kubernetes_sd_configs"] = [_mapping(ctx, (*at, "kubernetes_sd_configs", i), sd)
-                                           for i, sd in enumerate(sds)]
+    for sd_key in ("kubernetes_sd_configs", "kubelet_sd_configs"):
+        if raw.get(sd_key):
+            sds = _sequence(ctx, (*at, sd_key), raw[sd_key])
+            fields[sd_key] = [_mapping(ctx, (*at, sd_key, i), sd) for i, sd in enumerate(sds)]
     fields.update(_http_client(ctx, at, raw, scrape=True))
     inst: InstanceConfig = _model(ctx, at, InstanceConfig, fields)
     return inst

@@ -56,6 +56,9 @@ def _describe(emu: Emulator) -> str:
         lines.append(f"  {spec.name}: {spec.url}  " + "  ".join(extra))
     if len(emu.nodes) > 5:
         lines.append(f"  … and {len(emu.nodes) - 5} more")
+    if emu.apiserver is not None:
+        lines.append(f"apiserver:   {emu.apiserver.url}  "
+                     f"(kubectl --kubeconfig {emu.kubeconfig_path} get pods -A)")
     lines += [
         f"CA:          {emu.ca_path}",
         f"admin cert:  {admin_crt} / {admin_key}",
@@ -110,6 +113,8 @@ def run_command(
     write_config: Path | None = None,
     writer_url: str = "http://127.0.0.1:9201/api/v1/write",
     interval: int = 15,
+    apiserver_port: int | None = None,
+    node_churn: float = 0.0,
 ) -> int:
     """``kubescrape emulate``: returns the process exit code."""
     from kubescrape.emulator.fleet import Emulator
@@ -120,6 +125,7 @@ def run_command(
             state_dir, nodes=nodes, pods=pods, churn=churn, address=address, port=port,
             healthz_port=healthz_port or None, proxy_port=proxy_port or None, rbac_files=rbac_files,
             kubelet_version=kubelet_version, token_ttl=token_ttl, anonymous=anonymous,
+            apiserver_port=apiserver_port, node_churn=node_churn,
         )
         if print_config:
             emu.prepare_state()

@@ -216,7 +216,8 @@ class NodePayloads:
 
     def _make(self, slot: int, gen: int, born: float | None) -> Pod:
         return make_pod(
-            self.node_name, self._seed, slot, gen, self._n, boot=self.boot, started=self._started, born=born
+            self.node_name, self._seed, slot, gen, self._n, boot=self.boot, started=self._started, born=born,
+            node_ip=self.node_ip,
         )
 
     def _now(self) -> float:

@@ -262,7 +262,8 @@ def pod_list(*, node: str, node_ip: str, pods: Sequence[Pod]) -> bytes:
                     "annotations": {
                         "kubernetes.io/config.seen": rfc3339(p.start - 1).replace("Z", ".000000000Z"),
                         "kubernetes.io/config.source": "api",
-                    },
+                    }
+                    | p.annotations,
                     "ownerReferences": [
                         {
                             "apiVersion": "batch/v1" if wl.kind == "Job" else "apps/v1",

@@ -462,6 +462,15 @@ class Pod:
     rx_bps: float
     tx_bps: float
     containers: tuple[Container, ...]
+    scrape: tuple[int, str] | None = None  # (port, path) of its prometheus.io/* annotations
+
+    @property
+    def annotations(self) -> dict[str, str]:
+        """The ``prometheus.io/*`` annotations of an application pod that asks to be scraped."""
+        if self.scrape is None:
+            return {}
+        port, path = self.scrape
+        return {"prometheus.io/scrape": "true", "prometheus.io/port": str(port), "prometheus.io/path": path}
 
     @property
     def namespace(self) -> str:
@@ -501,6 +510,26 @@ def _suffix(rng: random.Random, n: int) -> str:
     return "".join(rng.choice(_RS_ALPHABET) for _ in range(n))
 
 
+def scrape_endpoint(wl: Workload) -> tuple[int, str] | None:
+    """The metrics port and path an annotated pod of ``wl`` would advertise (its first port >= 1024)."""
+    for c in wl.containers:
+        if c.port >= 1024:
+            return c.port, "/stats/prometheus" if c.name == "istio-proxy" else "/metrics"
+    return None
+
+
+def app_pod_ip(node_ip: str, slot: int) -> str | None:
+    """A loopback pod IP for slot ``slot`` of the node at ``127.0.a.b``: ``127.(64+a).b.(slot+1)``.
+
+    Annotated pods get one so that their metrics endpoints can really answer on this machine; ``None``
+    when the node is not on loopback or the slot does not fit.
+    """
+    parts = node_ip.split(".")
+    if len(parts) != 4 or parts[0] != "127" or parts[1] != "0" or slot >= 254 or int(parts[2]) > 191:
+        return None
+    return f"127.{64 + int(parts[2])}.{parts[3]}.{slot + 1}"
+
+
 def daemonset_count(pods: int) -> int:
     """How many of a node's pod slots run the node's DaemonSets (never replaced by churn)."""
     return min(len(DAEMONSETS), pods // 3)
@@ -516,11 +545,14 @@ def make_pod(
     boot: float,
     started: float,
     born: float | None,
+    node_ip: str = "",
 ) -> Pod:
     """Draw the pod in ``slot`` at ``generation``.
 
     ``born`` is its start time for pods created by churn; ``None`` means it was already running
     when the emulator started (at ``started``), having started at some point after ``boot``.
+    Every third slot whose workload has a metrics port is annotated for scraping when ``node_ip`` is on
+    loopback (see :func:`app_pod_ip`).
     """
     rng = random.Random(f"{seed}/{node}/{slot}/{generation}")
     if slot < daemonset_count(pods):
@@ -529,7 +561,8 @@ def make_pod(
     else:
         wl = rng.choices(DEPLOYMENTS, weights=[w.weight for w in DEPLOYMENTS])[0]
         if wl.kind == "StatefulSet":
-            name = f"{wl.app}-{slot}"
+            # Ordinals unique across a fleet (node k's seed is k): two nodes never run the same pod name.
+            name = f"{wl.app}-{max(seed - 1, 0) * pods + slot}"
         elif wl.kind == "Job":
             name = f"{wl.app}-{rng.randrange(28_000_000, 29_000_000)}-{_suffix(rng, 5)}"
         else:
@@ -558,6 +591,11 @@ def make_pod(
             )
         )
     uid = _uid(rng)
+    ip = f"10.{rng.randrange(32, 64)}.{rng.randrange(256)}.{rng.randrange(2, 254)}"
+    scrape = scrape_endpoint(wl) if slot % 3 == 2 else None
+    app_ip = app_pod_ip(node_ip, slot) if scrape is not None else None
+    if app_ip is None:
+        scrape = None
     return Pod(
         slot=slot,
         generation=generation,
@@ -565,7 +603,7 @@ def make_pod(
         name=name,
         uid=uid,
         sandbox_id=_hex(rng, 64),
-        ip=f"10.{rng.randrange(32, 64)}.{rng.randrange(256)}.{rng.randrange(2, 254)}",
+        ip=app_ip or ip,
         veth=f"cali{_hex(rng, 11)}",
         start=start,
         phase=rng.randrange(1 << 16),
@@ -573,4 +611,5 @@ def make_pod(
         rx_bps=rng.choice((2e3, 2e4, 1.5e5)) * (0.5 + rng.random()),
         tx_bps=rng.choice((1e3, 1.5e4, 1e5)) * (0.5 + rng.random()),
         containers=tuple(containers),
+        scrape=scrape,
     )

@@ -307,7 +307,6 @@ def test_every_unsupported_option_warns_once_with_its_line(tmp_path: Path) -> No
         5: "rule_files",
         6: "alerting",
         8: "remote_read",
-        12: "scrape_configs[0].kubernetes_sd_configs",
         14: "scrape_configs[0].file_sd_configs",
         16: "scrape_configs[0].scrape_classic_histograms",
         17: "scrape_configs[0].oauth2",
@@ -321,7 +320,7 @@ def test_every_unsupported_option_warns_once_with_its_line(tmp_path: Path) -> No
     # One remote_write: its write_relabel_configs apply to every series (see the write relabel tests).
     assert [r.regex for r in config.instances[0].write_relabel_configs] == ["x"]
     # The static targets of a job with an unsupported discovery still run; the Kubernetes discovery
-    # settings are kept as written, for the discovery module.
+    # settings are kept as written, for the discovery module (kubescrape.discovery), without a warning.
     assert [t.url for t in build_targets(config)] == ["http://h:1/metrics"]
     assert config.instances[0].kubernetes_sd_configs == [{"role": "pod"}]
 
