@@ -8,6 +8,7 @@ doing the sampling itself. Everything here is read-only and never signals a proc
 
 from __future__ import annotations
 
+import itertools
 import os
 import statistics
 import threading
@@ -146,3 +147,59 @@ class RssSampler:
                 self._samples.append(value)
             next_at += self.period
             self._stop.wait(max(0.0, next_at - time.monotonic()))
+
+
+class CpuTimeline:
+    """CPU seconds of a process against wall-clock time, sampled every ``period`` seconds on a thread.
+
+    Started right after the process is, it answers "how much CPU had the process used by wall time t"
+    (:meth:`at`) for moments learnt only later, such as the end of its first scrape.
+    """
+
+    def __init__(self, pid: int, period: float = 0.02) -> None:
+        self.pid = pid
+        self.period = period
+        self._points: list[tuple[float, float]] = []
+        self._lock = threading.Lock()
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._loop, name=f"cpu-{pid}", daemon=True)
+
+    def start(self) -> CpuTimeline:
+        self._thread.start()
+        return self
+
+    def stop(self) -> None:
+        self._stop.set()
+        self._thread.join(timeout=5)
+
+    def points(self) -> list[tuple[float, float]]:
+        """(wall time, CPU seconds) pairs so far."""
+        with self._lock:
+            return list(self._points)
+
+    def at(self, t: float) -> float:
+        """CPU seconds used by wall time ``t`` (see :func:`cpu_at`)."""
+        return cpu_at(self.points(), t)
+
+    def _loop(self) -> None:
+        while not self._stop.is_set():
+            try:
+                cpu = cpu_seconds(self.pid)
+            except (OSError, ValueError):
+                return
+            with self._lock:
+                self._points.append((time.time(), cpu))
+            self._stop.wait(self.period)
+
+
+def cpu_at(points: list[tuple[float, float]], t: float) -> float:
+    """CPU seconds at wall time ``t`` from sorted (time, CPU) samples, linear between neighbours.
+
+    NaN before the first sample or after the last one (the timeline does not cover ``t``).
+    """
+    if not points or t < points[0][0] or t > points[-1][0]:
+        return float("nan")
+    for (t0, c0), (t1, c1) in itertools.pairwise(points):
+        if t0 <= t <= t1:
+            return c0 if t1 == t0 else c0 + (c1 - c0) * (t - t0) / (t1 - t0)
+    return points[-1][1]

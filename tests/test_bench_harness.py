@@ -1,38 +1,32 @@
-"""The pure parts of bench/agent_vs_prometheus.py and bench/procstat.py (nothing here is timed)."""
+"""The pure parts of the agent benchmark harness (bench/*.py, bench/procstat.py); nothing here is timed."""
 
 from __future__ import annotations
 
+import itertools
 import math
 import os
 import time
 import tomllib
+from pathlib import Path
 
 import pytest
 import yaml
 
-from bench.agent_vs_prometheus import (
-    QUICK,
-    AgentResult,
-    Scenario,
-    bench_instances_toml,
-    bucket_delta,
-    compare_series_sets,
-    histogram_buckets,
-    histogram_quantile,
-    jobs_from_categraf,
+from bench.agents import (
+    KUBESCRAPE,
+    PROMETHEUS,
+    VMAGENT,
+    Counters,
     kubescrape_config_toml,
-    metric_sum,
-    parse_exposition,
-    percentile,
-    profile_summary,
     prometheus_agent_yaml,
-    ratio,
-    render_diff,
-    render_table,
+    vmagent_scrape_yaml,
 )
+from bench.compare import compare_all, compare_series_sets, render_comparison, render_diff
 from bench.procstat import (
+    CpuTimeline,
     RssSampler,
     RssSummary,
+    cpu_at,
     cpu_seconds,
     cpu_times,
     parse_stat,
@@ -41,6 +35,17 @@ from bench.procstat import (
     rss_bytes,
     summarize_rss,
 )
+from bench.receiver import first_scrapes
+from bench.report import AgentResult, goal_line, profile_summary, ratio, render_table
+from bench.stats import (
+    bucket_delta,
+    histogram_buckets,
+    histogram_quantile,
+    metric_sum,
+    parse_exposition,
+    percentile,
+)
+from bench.targets import QUICK, Scenario, bench_instances_toml, jobs_from_categraf
 
 # --- /proc parsing ---------------------------------------------------------------------------------------
 
@@ -192,7 +197,11 @@ def test_one_sided_labels_are_dropped_and_listed_names_apart() -> None:
     assert diff.only_a == [] and diff.only_b == []
     assert not diff.same
     text = render_diff(diff)
-    assert "up*" in text and "only whole metric names differ" in text
+    assert "up*" in text and "only synthetic per-scrape series differ" in text
+    # a target metric only one side delivered is a real difference
+    diff = compare_series_sets("prometheus", [*prom, _s("n")], "kubescrape", ks)
+    assert not diff.same_target_series
+    assert "only whole metric names differ" in render_diff(diff)
 
 
 def test_series_differences_and_collapsed_series_show() -> None:
@@ -293,3 +302,206 @@ def test_profile_summary_self_and_inclusive_shares() -> None:
     assert text.startswith("100 samples")
     assert "| 60.0 | 60.0 | `parse` |" in text
     assert "| 10.0 | 100.0 | `loop` |" in text
+
+
+# --- three contenders ----------------------------------------------------------------------------------
+
+
+def test_vmagent_scrape_config_honours_timestamps_and_leaves_labels_to_flags() -> None:
+    jobs = jobs_from_categraf(bench_instances_toml(PRINTED, 12345, 2.0))
+    cfg = yaml.safe_load(vmagent_scrape_yaml(jobs, 2.0))
+    assert "remote_write" not in cfg and "external_labels" not in cfg["global"]
+    (sc,) = cfg["scrape_configs"]
+    assert sc["honor_timestamps"] is True
+    assert sc["authorization"] == {"credentials_file": "/s/tokens/flashcat/categraf-daemonset"}
+    assert sc["tls_config"]["ca_file"] == "/s/ca.crt"
+    # Prometheus' own config leaves honor_timestamps at its default (true)
+    prom = yaml.safe_load(prometheus_agent_yaml(jobs, 2.0, "http://x/api/v1/write"))
+    assert "honor_timestamps" not in prom["scrape_configs"][0]
+
+
+VMAGENT_METRICS = """\
+vm_promscrape_scraped_samples_sum 2138
+vm_promscrape_scraped_samples_count 4
+vmagent_remotewrite_block_size_rows_sum 1607
+vmagent_remotewrite_rows_pushed_after_relabel_total{path="/q/1_A",url="1:secret-url"} 2162
+vmagent_remotewrite_pending_data_bytes{path="/q/1_A",url="1:secret-url"} 0
+vmagent_remotewrite_pending_inmemory_blocks{path="/q/1_A",url="1:secret-url"} 0
+"""
+
+
+def test_each_agent_reads_its_own_counters() -> None:
+    from bench.agents import kubescrape_counters, prometheus_counters, vmagent_counters, vmagent_drained
+
+    vm = parse_exposition(VMAGENT_METRICS)
+    assert vmagent_counters(vm)[:3] == (2138.0, 2162.0, 1607.0)
+    assert not vmagent_drained(vm, 2162.0)  # rows not yet packed into blocks
+    assert vmagent_drained(vm, 1607.0)
+    pending = parse_exposition(VMAGENT_METRICS + "vmagent_remotewrite_pending_data_bytes{path=\"/q/2\"} 9\n")
+    assert not vmagent_drained(pending, 1607.0)  # still on its way
+    prom = parse_exposition(
+        "prometheus_agent_samples_appended_total 50\nprometheus_remote_storage_samples_total 40\n"
+    )
+    c = prometheus_counters(prom)
+    assert math.isnan(c.scraped) and (c.queued, c.sent) == (50.0, 40.0)
+    ks = kubescrape_counters(parse_exposition(EXPOSITION))
+    assert ks.scraped == 0.0 and ks.scrape_buckets == {0.01: 4.0, 0.1: 6.0, float("inf"): 8.0}
+    assert Counters(1.0, 2.0, 3.0).scrape_buckets == {}
+
+
+def test_table_with_three_agents_has_a_ratio_column_per_peer() -> None:
+    sc = Scenario("t", nodes=1, pods=10, interval=2.0, warmup=1.0, window=10.0)
+    results = {
+        KUBESCRAPE: _result(KUBESCRAPE, 0.2, 20, 1e5),
+        VMAGENT: _result(VMAGENT, 0.5, 16, 1e5),
+        PROMETHEUS: _result(PROMETHEUS, 1.0, 40, 1e5),
+    }
+    text = render_table(sc, results)
+    lines = {line.split("|")[1].strip(): line for line in text.splitlines() if line.startswith("| ")}
+    # columns in the fixed order Prometheus, vmagent, kubescrape, whatever order the results came in
+    assert [c.strip() for c in lines["figure"].split("|")[2:7]] == [
+        "Prometheus agent", "vmagent", "kubescrape", "kubescrape / Prometheus agent", "kubescrape / vmagent",
+    ]
+    assert [c.strip() for c in lines["CPU µs per sample scraped"].split("|")[2:7]] == [
+        "10.00", "5.00", "2.00", "0.20", "0.40",
+    ]
+    assert [c.strip() for c in lines["RSS steady (MiB, median 2nd half)"].split("|")[2:7]] == [
+        "40.0", "16.0", "20.0", "0.50", "1.25",
+    ]
+    assert lines["start-up CPU s, exec → first scrape (any target) done"].count("n/a") == 5
+    goals = goal_line(results)
+    assert "CPU/sample vs Prometheus agent 0.20× (goal ≤ 0.25×) met" in goals
+    assert "CPU/sample vs vmagent 0.40× (goal ≤ 0.25×) NOT met" in goals
+    assert "steady RSS vs Prometheus agent 0.50× (goal ≤ 0.4×) NOT met" in goals
+    assert "steady RSS vs vmagent 1.25× (goal ≤ 1×) NOT met" in goals
+    assert goal_line({PROMETHEUS: results[PROMETHEUS]}) == ""
+
+
+def test_three_series_sets_compared_pairwise_with_synthetic_names_apart() -> None:
+    target = [_s("m", pod="p1"), _s("up", job="kubelet")]
+    sets = {
+        PROMETHEUS: target,
+        VMAGENT: [*target, _s("scrape_timeout_seconds", job="kubelet")],
+        KUBESCRAPE: list(target),
+    }
+    diffs = compare_all(sets)
+    pairs = [(PROMETHEUS, VMAGENT), (PROMETHEUS, KUBESCRAPE), (VMAGENT, KUBESCRAPE)]
+    assert [(d.a, d.b) for d in diffs] == pairs
+    assert [d.same for d in diffs] == [False, True, False]
+    assert all(d.same_target_series for d in diffs)
+    text = render_comparison(diffs)
+    assert "scrape_timeout_seconds*" in text
+    assert "SAME target series (only synthetic per-scrape series differ)" in text
+    assert "Equivalence over prometheus, vmagent, kubescrape: **the SAME target series" in text
+    sets[KUBESCRAPE] = [_s("m", pod="p2"), _s("up", job="kubelet")]
+    text = render_comparison(compare_all(sets))
+    assert "**DIFFERENT series sets (see above)**" in text
+    assert render_comparison([]) == ""
+
+
+def test_first_scrapes_end_at_start_plus_duration_per_target() -> None:
+    def rng(job: str, points: list[tuple[float, str]]) -> dict[str, object]:
+        return {"metric": {"job": job, "instance": "n1:10250"}, "values": [[t, v] for t, v in points]}
+
+    up = [rng("kubelet", [(100.0, "1"), (102.0, "1")]), rng("cadvisor", [(100.5, "1"), (102.5, "1")])]
+    durations = [
+        rng("kubelet", [(100.0, "0.05"), (102.0, "0.04")]),
+        rng("cadvisor", [(100.5, "0.3"), (102.5, "0.2")]),
+    ]
+    first = first_scrapes(up, durations)
+    assert first is not None and first.targets == 2
+    assert first.first_done == pytest.approx(100.05) and first.all_done == pytest.approx(100.8)
+    assert first_scrapes([], durations) is None
+
+
+def test_cpu_at_interpolates_and_refuses_outside_the_timeline() -> None:
+    points = [(10.0, 1.0), (11.0, 1.5), (12.0, 1.5)]
+    assert cpu_at(points, 10.5) == pytest.approx(1.25)
+    assert cpu_at(points, 12.0) == 1.5
+    assert math.isnan(cpu_at(points, 9.0)) and math.isnan(cpu_at(points, 13.0))
+    assert math.isnan(cpu_at([], 1.0))
+
+
+def test_cpu_timeline_of_this_process() -> None:
+    timeline = CpuTimeline(os.getpid(), period=0.01).start()
+    try:
+        deadline = time.monotonic() + 5
+        while len(timeline.points()) < 3:
+            assert time.monotonic() < deadline, "no CPU samples within 5 s"
+            time.sleep(0.01)
+    finally:
+        timeline.stop()
+    points = timeline.points()
+    assert all(a[0] <= b[0] and a[1] <= b[1] for a, b in itertools.pairwise(points))
+    assert timeline.at(points[1][0]) == points[1][1] > 0
+
+
+# --- bench/memory.py -------------------------------------------------------------------------------------
+
+
+def test_series_cache_memory_of_a_small_node() -> None:
+    from bench.memory import cache_memory, render_cache
+
+    m = cache_memory(pods=2, top=3)
+    assert m.series > 0 and m.samples >= m.series and m.payload_bytes > 0
+    assert 0 < m.held_bytes <= m.peak_bytes
+    assert len(m.top_sites) <= 3 and all(size > 0 for _, size in m.top_sites)
+    text = render_cache([m])
+    assert f"| 2 | {m.series} | {m.samples} |" in text and "Largest allocation sites" in text
+
+
+def test_spool_table_per_sample_figures(tmp_path: Path) -> None:
+    from bench.memory import SpoolBytes, render_spool, written_bytes
+
+    row = SpoolBytes(pods=100, records=4, samples=1000, chunk_bytes=400_000, snappy_bytes=90_000,
+                     put_written=401_000, ack_written=80, disk_bytes=401_000)
+    assert "| 100 | 4 | 1000 | 400.0 | 90.0 | 401.0 | 0.08 | 401.0 |" in render_spool([row])
+    assert math.isnan(SpoolBytes(1, 0, 0, 0, 0, 0, 0, 0).per_sample(5))
+    before = written_bytes()
+    (tmp_path / "f").write_bytes(b"x" * 4096)
+    assert written_bytes() - before >= 4096
+
+
+def test_stored_differences_by_metric_name() -> None:
+    from bench.report import render_stored_differences
+
+    a, b = _result(PROMETHEUS, 1.0, 40, 10.0), _result(VMAGENT, 1.0, 40, 10.0)
+    a.received_by_name = {"m": 10.0, "up": 4.0}
+    b.received_by_name = {"m": 10.0, "up": 4.0, "scrape_timeout_seconds": 4.0}
+    assert render_stored_differences({PROMETHEUS: a}) == ""
+    text = render_stored_differences({VMAGENT: b, PROMETHEUS: a})
+    assert "differ for 1 metric name(s)" in text
+    assert "| `scrape_timeout_seconds` | 0 | 4 |" in text and "`m`" not in text
+
+
+# --- bench/startup.py ------------------------------------------------------------------------------------
+
+
+def test_importtime_summed_by_top_level_package() -> None:
+    from bench.startup import parse_importtime
+
+    stderr = (
+        "import time: self [us] | cumulative | imported package\n"
+        "import time:       100 |        100 |   aiohttp.helpers\n"
+        "import time:        50 |        400 | aiohttp\n"
+        "import time:       300 |        300 |     pydantic.main\n"
+        "import time:        20 |         20 | json\n"
+        "some other line\n"
+    )
+    assert parse_importtime(stderr) == [("pydantic", 300), ("aiohttp", 150), ("json", 20)]
+
+
+def test_startup_table_medians_and_ranges() -> None:
+    from bench.startup import Startup, median, render_startups
+
+    nan = float("nan")
+    runs = [
+        Startup(KUBESCRAPE, 1.0, 2.0, 0.5, 3.0),
+        Startup(KUBESCRAPE, 3.0, 4.0, 0.7, 5.0),
+        Startup(KUBESCRAPE, 2.0, nan, 0.6, nan),
+        Startup(VMAGENT, nan, nan, nan, nan),
+    ]
+    text = render_startups(runs)
+    assert "| kubescrape | 3 | 2.00 [1.00–3.00] | 3.00 [2.00–4.00] | 4.00 |" in text
+    assert "| vmagent | 1 | n/a | n/a | n/a |" in text
+    assert math.isnan(median([nan]))
