@@ -191,7 +191,7 @@ def spool_roundtrip(n: int) -> None:
 
 async def ship(url: str, scrapes: int, spool_dir: Path | None, run: str) -> tuple[float, float, int, int]:
     """Append ``scrapes`` chunks, wait until Prometheus acknowledged all: (seconds, CPU seconds, samples,
-    bytes written incl. the HTTP requests)."""
+    bytes written to files)."""
     labels = label_set(run)
     chunks = [scrape_chunk(labels, int(time.time() * 1000) - (scrapes - i) * 1000) for i in range(scrapes)]
     # queue_capacity: four full rounds, so the memory run measures delivery, not the default bound
@@ -223,7 +223,7 @@ def end_to_end(scrapes: int) -> None:
                                         window="1h").values())
     print(f"\n### End to end into Prometheus: {scrapes} scrapes x {SERIES} samples, one writer, "
           "max 4 shards\n")
-    print("| mode | samples/s shipped | CPU µs/sample (agent) | bytes written/sample (incl. HTTP) |")
+    print("| mode | samples/s shipped | CPU µs/sample (agent) | bytes written/sample |")
     print("|---|---:|---:|---:|")
     for name, elapsed, used, sent, wrote in rows:
         print(f"| {name} | {sent / elapsed:,.0f} | {used / sent * 1e6:.2f} | {wrote / sent:.1f} |")
