@@ -66,9 +66,9 @@ def install(where: str, switch: Switch, monkeypatch: pytest.MonkeyPatch) -> None
     if where == "put":
         original_write = Spool._write
 
-        def write(self: Spool, *args: Any) -> None:
+        def write(self: Spool, *args: Any) -> Any:
             switch.check()
-            original_write(self, *args)
+            return original_write(self, *args)
 
         monkeypatch.setattr(Spool, "_write", write)
     elif where == "take":

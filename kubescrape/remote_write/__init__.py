@@ -23,11 +23,15 @@ class Chunk(NamedTuple):
     target) are sent by the same shard, in order, so a series' samples never overtake each other without
     the queue having to split chunks into series. ``0`` means "no key": the queue splits such chunks by
     series instead.
+
+    ``snappy`` says ``data`` is those bytes compressed as one snappy block (the spool stores and hands out
+    chunks this way, so that a request is assembled from compressed chunks without compressing again).
     """
 
     data: bytes
     samples: int
     key: int = 0
+    snappy: bool = False
 
 
 class Sink(Protocol):

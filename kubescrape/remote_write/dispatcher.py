@@ -37,8 +37,11 @@ import logging
 import zlib
 from collections.abc import Iterator, Sequence
 
+import cramjam
+
 from kubescrape.clock import SYSTEM_CLOCK, Clock, wait_event
 from kubescrape.remote_write import Chunk
+from kubescrape.remote_write.encode import compress, decompress, snappy_concat
 from kubescrape.remote_write.ledger import Backlog, Record
 from kubescrape.remote_write.sender import Sender
 from kubescrape.remote_write.settings import WriterSettings
@@ -99,6 +102,22 @@ def iter_series(data: bytes) -> Iterator[tuple[int, int, int, int]]:
         yield start, end, labels_end, samples
 
 
+def plain(chunk: Chunk) -> Chunk:
+    """``chunk`` with uncompressed data (the rare paths that look into a chunk: no key, a refused one)."""
+    return Chunk(decompress(chunk.data), chunk.samples, chunk.key) if chunk.snappy else chunk
+
+
+def request_body(parts: Sequence[Chunk]) -> bytes:
+    """The snappy-compressed ``WriteRequest`` of ``parts``, in order.
+
+    Plain chunks (the memory backlog) are joined and compressed; chunks the spool already holds
+    compressed are only concatenated (:func:`~kubescrape.remote_write.encode.snappy_concat`).
+    """
+    if not any(p.snappy for p in parts):
+        return compress(b"".join(p.data for p in parts))
+    return snappy_concat([p.data if p.snappy else compress(p.data) for p in parts])
+
+
 def split_by_series(chunks: Sequence[Chunk], shards: int) -> list[list[Chunk]]:
     """Distribute ``chunks`` over ``shards`` lists so that each series stays in one list, in order.
 
@@ -112,12 +131,12 @@ def split_by_series(chunks: Sequence[Chunk], shards: int) -> list[list[Chunk]]:
         if chunk.key:
             out[chunk.key % shards].append(chunk)
             continue
-        data = chunk.data
         try:
+            data = plain(chunk).data
             pieces = [
                 (zlib.crc32(data[s:le]) % shards, Chunk(data[s:e], k)) for s, e, le, k in iter_series(data)
             ]
-        except (ValueError, IndexError):
+        except (ValueError, IndexError, cramjam.DecompressionError):
             out[0].append(chunk)
             continue
         for shard, piece in pieces:
@@ -134,7 +153,7 @@ def pack_requests(chunks: Sequence[Chunk], batch: int) -> list[Chunk]:
         if parts and n + c.samples > batch:
             out.append(Chunk(b"".join(parts), n))
             parts, n = [], 0
-        parts.append(c.data)
+        parts.append(plain(c).data)
         n += c.samples
     if parts:
         out.append(Chunk(b"".join(parts), n))
@@ -161,10 +180,10 @@ def halves(parts: Sequence[Chunk]) -> tuple[list[Chunk], list[Chunk]] | None:
     """Two halves of a refused request: by chunk, or for a single chunk by series; None if it is one
     series (or does not parse)."""
     if len(parts) == 1:
-        data = parts[0].data
         try:
+            data = plain(parts[0]).data
             parts = [Chunk(data[s:e], k, parts[0].key) for s, e, _, k in iter_series(data)]
-        except (ValueError, IndexError):
+        except (ValueError, IndexError, cramjam.DecompressionError):
             return None
     if len(parts) < 2:
         return None
@@ -274,7 +293,7 @@ class WriterQueue:
 
     async def _deliver(self, parts: list[Chunk], tally: _Tally) -> None:
         n = sum(p.samples for p in parts)
-        outcome = await self.sender.deliver(b"".join(p.data for p in parts), n)
+        outcome = await self.sender.deliver_body(request_body(parts), n)
         if outcome.accepted:
             return
         if outcome.status in SPLITTABLE:

@@ -15,7 +15,7 @@ hot path and uses the ``protobuf`` library, which makes it an independent check 
 from __future__ import annotations
 
 import struct
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from importlib import metadata
 from typing import Any
 
@@ -34,6 +34,7 @@ __all__ = [
     "encode_labels",
     "encode_timeseries",
     "is_stale_nan",
+    "snappy_concat",
     "varint",
 ]
 
@@ -145,6 +146,35 @@ def compress(body: bytes) -> bytes:
 def decompress(data: bytes) -> bytes:
     """Inverse of :func:`compress`; raises ``cramjam.DecompressionError`` on garbage."""
     return bytes(cramjam.snappy.decompress_raw(data))
+
+
+def snappy_concat(blocks: Sequence[bytes]) -> bytes:
+    """One snappy block that decompresses to the concatenation of what ``blocks`` decompress to.
+
+    A snappy block is the varint of its decompressed length followed by literal and copy elements;
+    a copy points backwards into the block's own output, so the elements of several blocks in a row
+    decode to their outputs in a row: only the length header is rewritten, nothing is recompressed.
+    """
+    if len(blocks) == 1:
+        return blocks[0]
+    total = 0
+    bodies: list[bytes | memoryview] = []
+    for b in blocks:
+        n, pos = _uvarint_at(b)
+        total += n
+        bodies.append(memoryview(b)[pos:])
+    return b"".join([varint(total), *bodies])
+
+
+def _uvarint_at(data: bytes) -> tuple[int, int]:
+    """(value, end) of the varint at the start of ``data``; ValueError if it is cut short."""
+    result = shift = 0
+    for i, b in enumerate(data[:10]):
+        result |= (b & 0x7F) << shift
+        if b < 0x80:
+            return result, i + 1
+        shift += 7
+    raise ValueError("snappy block without a complete length header")
 
 
 def _build_messages() -> dict[str, Any]:

@@ -211,13 +211,17 @@ class Sender:
         return self.counters.last_error
 
     async def deliver(self, raw: bytes, samples: int) -> Outcome:
-        """Send one uncompressed WriteRequest body until it is accepted or given up.
+        """Send one uncompressed WriteRequest body until it is accepted or given up (see
+        :meth:`deliver_body`)."""
+        return await self.deliver_body(compress(raw), samples)
+
+    async def deliver_body(self, body: bytes, samples: int) -> Outcome:
+        """Send one snappy-compressed WriteRequest body until it is accepted or given up.
 
         Retryable failures are retried with backoff (or after ``Retry-After``) until success, until
         ``max_retries`` retries were made, or until the task is cancelled (shutdown). The caller counts
         the outcome (sent, or dropped with ``outcome.reason``).
         """
-        body = compress(raw)
         s = self.settings
         backoff = Backoff(s.min_backoff, s.max_backoff, self._rng)
         c = self.counters

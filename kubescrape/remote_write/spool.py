@@ -20,21 +20,31 @@ Layout of a spool directory::
 
     00000000000000000001.seg   records with seq >= 1 (name = first seq in the file)
     00000000000000000734.seg   ...
-    ack                        last acknowledged seq (u64) + crc32
+    cursor                     two slots, each the last acknowledged seq (u64) + crc32
 
 Record: ``crc32 u32 | length u32 | seq u64 | samples u32 | appended_at f64`` then ``length`` payload
 bytes; the CRC covers everything after itself. The payload is the record's chunks, each framed as
 ``samples u32 | length u32 | key u32 | data``.
 
+**Spool what is sent.** Each chunk's data is stored as one snappy block (the top bit of its frame's
+``length`` says so), compressed once in the flusher's worker thread: 4–8× fewer bytes written, CRC'd and
+read back, and a request is assembled from the compressed chunks by
+:func:`~kubescrape.remote_write.encode.snappy_concat` without compressing again. Chunks stay separate
+(not one body per record) so that a round still routes them to shards by key and a refused request
+still splits by chunk; only the rare paths that look inside a chunk (no routing key, a refused single
+chunk split by series) decompress it. Records written before this format (plain chunks, flag clear)
+and their ``ack`` file are read as they are; the ``ack`` file is deleted once ``cursor`` is written.
+
 **The cheap round trip.** When the sender keeps up, a record is taken milliseconds after it was
 appended, so reading it back from disk would only cost CPU. Records appended by this process keep
-their chunks in memory until they are taken, up to ``cache_bytes`` of chunk data (default: 64 MiB or
-a quarter of ``max_bytes``, whichever is smaller); :meth:`Spool.take` hands those out without touching
-the disk and reads the rest (records from a previous run, records appended while the cache was full,
-so that a long outage costs disk space, not memory) from their segment files. A record leaves the cache
-when it is taken or evicted. On the way in, a record is written with one ``writev`` of its header,
-frame headers and the chunks' own bytes, its CRC computed incrementally over those parts, so chunk
-data is never copied in user space (measured with ``python3 -m bench.delivery --spool-roundtrip``).
+their (compressed) chunks in memory until they are taken, up to ``cache_bytes`` of chunk data
+(default: 64 MiB or a quarter of ``max_bytes``, whichever is smaller); :meth:`Spool.take` hands those
+out without touching the disk and reads the rest (records from a previous run, records appended while
+the cache was full, so that a long outage costs disk space, not memory) from their segment files. A
+record leaves the cache when it is taken or evicted. On the way in, a record is written with one
+``writev`` of its header, frame headers and the compressed chunks, its CRC computed incrementally over
+those parts, so the compressed data is not copied again in user space (measured with
+``python3 -m bench.delivery --spool-roundtrip``).
 
 Guarantees:
 
@@ -44,9 +54,10 @@ Guarantees:
   not a power loss).
 - **Ordered replay**: at open, every record after the ack cursor is handed out again, in seq order.
 - **Deleted only after acknowledgement**: a segment file is deleted once every record in it is acked.
-  The cursor is rewritten (write + rename) after every acknowledged round but not fsync'd: a cursor
-  lost to a power cut means re-sending one round, which receivers accept (identical samples are not
-  errors).
+  The cursor is one ``pwrite`` per acknowledged round into the older of its two fixed slots (no new
+  file, no rename), not fsync'd: a torn slot fails its CRC and the other slot holds the previous
+  cursor; a cursor lost to a crash or power cut means re-sending one round, which receivers accept
+  (identical samples are not errors).
 - **Bounded**: when the files exceed ``max_bytes``, the oldest segment is deleted; each not-yet-sent
   sample in it is counted exactly as evicted (records already in flight are not counted then: they are
   delivered or dropped by the dispatcher — or, if their round fails and they cannot be read again,
@@ -84,6 +95,7 @@ from typing import NamedTuple
 from kubescrape.clock import SYSTEM_CLOCK, Clock
 from kubescrape.errors import SpoolError
 from kubescrape.remote_write import Chunk
+from kubescrape.remote_write.encode import compress
 from kubescrape.remote_write.ledger import Fifo, Record, WriterCounters
 
 log = logging.getLogger("kubescrape.spool")
@@ -93,6 +105,12 @@ FRAME = struct.Struct("<III")
 ACK = struct.Struct("<QI")
 SEQ = struct.Struct("<Q")
 SUFFIX = ".seg"
+# The ack cursor: two ACK-sized slots written in turn (``LEGACY_ACK``: one record, replaced by rename).
+CURSOR = "cursor"
+LEGACY_ACK = "ack"
+# Set in a frame's length field: the chunk's data is one snappy block (records of earlier versions
+# never set it: their chunks are plain).
+SNAPPY = 1 << 31
 # Buffers per writev call: the kernel refuses more than IOV_MAX (1024 on Linux).
 IOV_MAX = min(1024, os.sysconf("SC_IOV_MAX")) if hasattr(os, "sysconf") else 1024
 # How many following sequence numbers to look for when resynchronising after a bad record.
@@ -135,26 +153,39 @@ class _Segment:
             self.fd = None
 
 
+def _frame(c: Chunk) -> bytes:
+    return FRAME.pack(c.samples, len(c.data) | (SNAPPY if c.snappy else 0), c.key)
+
+
 def frame_chunks(chunks: Sequence[Chunk]) -> bytes:
-    """The payload of a record: each chunk as ``samples u32 | length u32 | key u32 | data``."""
+    """The payload of a record: each chunk as ``samples u32 | length u32 | key u32 | data`` (the top bit
+    of ``length`` set when ``data`` is snappy-compressed)."""
     parts: list[bytes] = []
     for c in chunks:
-        parts.append(FRAME.pack(c.samples, len(c.data), c.key))
+        parts.append(_frame(c))
         parts.append(c.data)
     return b"".join(parts)
 
 
 def unframe_chunks(payload: bytes) -> tuple[Chunk, ...]:
-    """Inverse of :func:`frame_chunks`."""
+    """Inverse of :func:`frame_chunks`; reads the records of either format."""
     out: list[Chunk] = []
     pos = 0
     mv = memoryview(payload)
     while pos < len(payload):
         samples, length, key = FRAME.unpack_from(payload, pos)
         pos += FRAME.size
-        out.append(Chunk(bytes(mv[pos:pos + length]), samples, key))
+        snappy = bool(length & SNAPPY)
+        length &= ~SNAPPY
+        out.append(Chunk(bytes(mv[pos:pos + length]), samples, key, snappy))
         pos += length
     return tuple(out)
+
+
+def pack_chunks(chunks: Sequence[Chunk]) -> tuple[Chunk, ...]:
+    """``chunks`` with their data snappy-compressed, as they are spooled and sent."""
+    return tuple(c if c.snappy or not c.data else Chunk(compress(c.data), c.samples, c.key, True)
+                 for c in chunks)
 
 
 def encode_record(seq: int, samples: int, ts: float, payload: bytes) -> bytes:
@@ -173,7 +204,7 @@ def record_parts(seq: int, samples: int, ts: float, chunks: Sequence[Chunk]) -> 
     parts: list[bytes] = [b""]
     length = 0
     for c in chunks:
-        parts.append(FRAME.pack(c.samples, len(c.data), c.key))
+        parts.append(_frame(c))
         parts.append(c.data)
         length += FRAME.size + len(c.data)
     rest = HEADER.pack(0, length, seq, samples, ts)[4:]
@@ -244,6 +275,14 @@ def scan_segment(data: bytes, prev_seq: int) -> ScanResult:
     return ScanResult(records, skipped, skipped_bytes)
 
 
+def _ack_slot(raw: bytes) -> int | None:
+    """The seq in one cursor slot, or None if it is empty, torn or corrupt."""
+    if len(raw) != ACK.size:
+        return None
+    seq, crc = ACK.unpack(raw)
+    return int(seq) if zlib.crc32(SEQ.pack(seq)) == crc else None
+
+
 def _writev_all(fd: int, parts: list[bytes]) -> None:
     """``writev`` all of ``parts``; short writes are legal, so finish the rest."""
     total = sum(len(p) for p in parts)
@@ -290,6 +329,10 @@ class Spool:
         self._bytes = 0
         self._cached = 0  # chunk bytes held by unread records' ``chunks`` (at most ``cache_bytes``)
         self._ack_seq = 0
+        self._ack_written = 0  # the seq last written to the cursor file (or read from it)
+        self._ack_slot = 0  # the cursor slot the next write goes to
+        self._ack_fd: int | None = None
+        self._legacy_ack = False  # an "ack" file of an earlier version is there (deleted on first write)
         self._next_seq = 1
         self._cur: _Segment | None = None
         self._wfd: int | None = None
@@ -378,27 +421,58 @@ class Spool:
         return good
 
     def _read_ack(self) -> int:
-        path = self.directory / "ack"
+        """The newest valid slot of the cursor (or the cursor file of earlier versions)."""
+        found: list[int] = []
+        damaged = False
         try:
-            raw = path.read_bytes()
+            raw = (self.directory / CURSOR).read_bytes()
         except FileNotFoundError:
-            return 0
-        if len(raw) == ACK.size:
-            seq, crc = ACK.unpack(raw)
-            if zlib.crc32(SEQ.pack(seq)) == crc:
-                return int(seq)
-        log.warning("spool %s: the ack cursor is damaged; replaying everything in the spool (the receiver "
-                    "ignores samples it already has)", self.directory)
-        return 0
+            raw = b""
+        slots = [_ack_slot(raw[i * ACK.size:(i + 1) * ACK.size]) for i in range(2)]
+        if raw and all(v is None for v in slots):
+            damaged = True
+        best = -1
+        for i, v in enumerate(slots):
+            if v is not None and v > best:
+                best = v
+                self._ack_slot = 1 - i  # the next write goes to the other slot
+        if best >= 0:
+            found.append(best)
+        try:
+            legacy = (self.directory / LEGACY_ACK).read_bytes()
+        except FileNotFoundError:
+            pass
+        else:
+            self._legacy_ack = True
+            v = _ack_slot(legacy) if len(legacy) == ACK.size else None
+            if v is None:
+                damaged = True
+            else:
+                found.append(v)
+        if damaged and not found:
+            log.warning("spool %s: the ack cursor is damaged; replaying everything in the spool (the "
+                        "receiver ignores samples it already has)", self.directory)
+        self._ack_written = max(found, default=0)
+        return self._ack_written
 
     def _write_ack(self) -> None:
-        tmp = self.directory / "ack.tmp"
-        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-        try:
-            os.write(fd, ACK.pack(self._ack_seq, zlib.crc32(SEQ.pack(self._ack_seq))))
-        finally:
-            os.close(fd)
-        os.replace(tmp, self.directory / "ack")
+        """Overwrite the older of the cursor's two slots: one ``pwrite``, no new file, no rename.
+
+        A write torn by a crash leaves a slot whose CRC fails; the other slot still holds the previous
+        cursor, so the worst case is re-sending one round (as with a cursor lost to a power cut).
+        """
+        if self._ack_seq == self._ack_written:
+            return
+        if self._ack_fd is None:
+            self._ack_fd = os.open(self.directory / CURSOR, os.O_RDWR | os.O_CREAT, 0o600)
+        os.pwrite(self._ack_fd, ACK.pack(self._ack_seq, zlib.crc32(SEQ.pack(self._ack_seq))),
+                  self._ack_slot * ACK.size)
+        self._ack_slot = 1 - self._ack_slot
+        self._ack_written = self._ack_seq
+        if self._legacy_ack:
+            with contextlib.suppress(FileNotFoundError):
+                (self.directory / LEGACY_ACK).unlink()
+            self._legacy_ack = False
 
     # --- writing ------------------------------------------------------------------------------
 
@@ -463,17 +537,16 @@ class Spool:
                 self._maybe_rotate()
                 cur = self._cur
                 assert cur is not None
-                metas: list[_Meta] = []
-                parts: list[bytes] = []
-                offset = cur.size
+                items: list[tuple[int, int, float, tuple[Chunk, ...]]] = []
                 for chunks, n, ts, _ in batch:
-                    seq = self._next_seq
+                    items.append((self._next_seq, n, ts, chunks))
                     self._next_seq += 1
-                    rec_parts, length = record_parts(seq, n, ts, chunks)
-                    metas.append(_Meta(seq, offset + HEADER.size, length, n, ts, cur, chunks))
-                    parts.extend(rec_parts)
+                written = await asyncio.to_thread(self._write, items, cur.size, self._new_segment)
+                metas: list[_Meta] = []
+                offset = cur.size
+                for (seq, n, ts, _), (packed, length) in zip(items, written, strict=True):
+                    metas.append(_Meta(seq, offset + HEADER.size, length, n, ts, cur, packed))
                     offset += HEADER.size + length
-                await asyncio.to_thread(self._write, parts, cur.size, self._new_segment)
             except OSError as e:
                 full = e.errno in (errno.ENOSPC, errno.EDQUOT)
                 error = SpoolError(
@@ -545,11 +618,19 @@ class Spool:
         self._new_segment = True
         self._drop_acked_segments()
 
-    def _write(self, parts: list[bytes], expected_size: int, new_segment: bool) -> None:
-        """Worker-thread part of a flush: writev (in IOV_MAX slices), one fsync (and the directory's,
-        for a new file)."""
+    def _write(self, items: list[tuple[int, int, float, tuple[Chunk, ...]]], expected_size: int,
+               new_segment: bool) -> list[tuple[tuple[Chunk, ...], int]]:
+        """Worker-thread part of a flush: compress the records' chunks, writev (in IOV_MAX slices), one
+        fsync (and the directory's, for a new file). Returns each record's stored chunks and length."""
         fd = self._wfd
         assert fd is not None
+        out: list[tuple[tuple[Chunk, ...], int]] = []
+        parts: list[bytes] = []
+        for seq, n, ts, chunks in items:
+            packed = pack_chunks(chunks)
+            rec_parts, length = record_parts(seq, n, ts, packed)
+            parts.extend(rec_parts)
+            out.append((packed, length))
         try:
             for i in range(0, len(parts), IOV_MAX):
                 _writev_all(fd, parts[i:i + IOV_MAX])
@@ -562,6 +643,7 @@ class Spool:
             with contextlib.suppress(OSError):
                 os.ftruncate(fd, expected_size)
             raise
+        return out
 
     # --- reading and acknowledging --------------------------------------------------------------
 
@@ -715,6 +797,9 @@ class Spool:
         self._closed = True
         with contextlib.suppress(OSError):
             self._write_ack()
+        if self._ack_fd is not None:
+            os.close(self._ack_fd)
+            self._ack_fd = None
         if self._wfd is not None:
             os.close(self._wfd)
             self._wfd = None

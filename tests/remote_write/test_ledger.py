@@ -140,9 +140,9 @@ async def test_books_balance_under_random_interleavings(
 
     original_write = Spool._write
 
-    def write(self: Spool, *args: Any) -> None:
+    def write(self: Spool, *args: Any) -> Any:
         chaos.write()
-        original_write(self, *args)
+        return original_write(self, *args)
 
     monkeypatch.setattr(Sender, "send_once", send_once)
     monkeypatch.setattr(Spool, "_write", write)

@@ -9,8 +9,8 @@ from aiohttp import web
 
 from kubescrape.errors import ConfigError, RemoteWriteError
 from kubescrape.remote_write import Chunk
-from kubescrape.remote_write.dispatcher import halves
-from kubescrape.remote_write.encode import decode_write_request, decompress
+from kubescrape.remote_write.dispatcher import halves, plain, request_body
+from kubescrape.remote_write.encode import compress, decode_write_request, decompress
 from kubescrape.remote_write.ledger import WriterCounters
 from kubescrape.remote_write.queue import (
     MemoryBacklog,
@@ -167,7 +167,7 @@ class _SlowSender(Sender):
         self.concurrent = 0
         self.max_concurrent = 0
 
-    async def deliver(self, raw: bytes, samples: int) -> Outcome:
+    async def deliver_body(self, body: bytes, samples: int) -> Outcome:
         self.concurrent += 1
         self.max_concurrent = max(self.max_concurrent, self.concurrent)
         await asyncio.sleep(0)
@@ -310,3 +310,15 @@ async def test_drops_are_logged_once_per_reason_and_always_counted(caplog: pytes
     assert rw.stats()[0].dropped_by_reason == {"http_400": 5}
     lines = [r.getMessage() for r in caplog.records if "dropped" in r.getMessage()]
     assert len(lines) == 1 and "http_400" in lines[0] and "out of bounds" in lines[0]
+
+
+def test_a_refused_compressed_chunk_splits_by_series() -> None:
+    """A spooled chunk is snappy-compressed; the rare 400-split decompresses it and splits by series."""
+    data = chunk_bytes("a", [(1.0, 1)]) + chunk_bytes("b", [(2.0, 2)]) + chunk_bytes("c", [(3.0, 3)])
+    packed = Chunk(compress(data), 3, key=9, snappy=True)
+    split = halves([packed])
+    assert split is not None
+    left, right = split
+    assert [c.samples for c in left + right] == [1, 1, 1] and all(c.key == 9 for c in left + right)
+    assert b"".join(c.data for c in left + right) == data
+    assert decompress(request_body(left + right)) == data == plain(packed).data

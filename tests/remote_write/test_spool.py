@@ -2,7 +2,10 @@ from __future__ import annotations
 
 import asyncio
 import errno
+import hashlib
 import logging
+import struct
+import zlib
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -11,8 +14,11 @@ import pytest
 
 from kubescrape.errors import SpoolError
 from kubescrape.remote_write import Chunk
+from kubescrape.remote_write.dispatcher import plain, request_body
+from kubescrape.remote_write.encode import compress, decompress, snappy_concat
 from kubescrape.remote_write.queue import Record, RemoteWrite, WriterSettings
 from kubescrape.remote_write.spool import (
+    ACK,
     FRAME,
     HEADER,
     IOV_MAX,
@@ -20,6 +26,7 @@ from kubescrape.remote_write.spool import (
     _Segment,
     encode_record,
     frame_chunks,
+    pack_chunks,
     record_parts,
     scan_segment,
     unframe_chunks,
@@ -30,7 +37,9 @@ from tests.remote_write.receiver import Receiver, chunk_bytes, running_receiver
 
 
 def chunk(i: int, samples: int = 10) -> Chunk:
-    return Chunk(f"record-{i:05d}-".encode() * 20, samples)
+    # Incompressible (hash bytes): the spool stores chunks compressed, and sizes here must be known.
+    return Chunk(b"".join(hashlib.sha256(f"record-{i:05d}-{j}".encode()).digest() for j in range(8))[:260],
+                 samples)
 
 
 def segments(d: Path) -> list[Path]:
@@ -38,7 +47,7 @@ def segments(d: Path) -> list[Path]:
 
 
 def data_of(records: Sequence[Record]) -> list[bytes]:
-    return [r.chunks[0].data for r in records]
+    return [plain(r.chunks[0]).data for r in records]
 
 
 def test_frame_roundtrip() -> None:
@@ -260,7 +269,7 @@ async def test_take_from_memory_equals_disk_replay(tmp_path: Path, monkeypatch: 
     sp = Spool(tmp_path / "s", segment_bytes=2_000)
     for i in range(8):
         await sp.put(multi(i))
-    assert sp.cached_bytes == sum(len(c.data) for i in range(8) for c in multi(i))
+    assert sp.cached_bytes == sum(len(c.data) for i in range(8) for c in pack_chunks(multi(i)))
     from_memory = sp.take(10**6)
     assert reads == [], "recently appended records come from memory"
     assert sp.cached_bytes == 0, "taken records leave the cache"
@@ -271,7 +280,7 @@ async def test_take_from_memory_equals_disk_replay(tmp_path: Path, monkeypatch: 
     from_disk = sp2.take(10**6)
     assert len(reads) == 8
     assert from_disk == from_memory
-    assert [r.chunks for r in from_disk] == [tuple(multi(i)) for i in range(8)]
+    assert [tuple(map(plain, r.chunks)) for r in from_disk] == [tuple(multi(i)) for i in range(8)]
     assert all(type(c) is Chunk and type(c.data) is bytes for r in from_memory for c in r.chunks)
     await sp2.close()
 
@@ -279,7 +288,7 @@ async def test_take_from_memory_equals_disk_replay(tmp_path: Path, monkeypatch: 
 async def test_cache_budget_is_respected_and_uncached_records_are_read_from_disk(
         tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     reads = count_disk_reads(monkeypatch)
-    size = len(chunk(0).data)
+    size = len(pack_chunks([chunk(0)])[0].data)  # as stored: compressed (the same for every chunk(i))
     sp = Spool(tmp_path, cache_bytes=3 * size + 10)
     for i in range(6):
         await sp.put([chunk(i)])
@@ -324,7 +333,8 @@ async def test_a_reused_buffer_cannot_change_an_accepted_record(tmp_path: Path) 
     await sp.put([Chunk(buf, 1)])  # type: ignore[arg-type]  # callers may hand in any buffer
     buf[:8] = b"MUTATED!"
     (rec,) = sp.take(10)
-    assert rec.chunks == (Chunk(b"original" * 10, 1),) and type(rec.chunks[0].data) is bytes
+    assert tuple(map(plain, rec.chunks)) == (Chunk(b"original" * 10, 1),)
+    assert type(rec.chunks[0].data) is bytes
     await sp.close()
 
 
@@ -334,7 +344,7 @@ async def test_more_chunks_than_one_writev_accepts(tmp_path: Path) -> None:
     await asyncio.gather(sp.put(chunks), sp.put(chunks[:5]))
     await sp.close()
     sp2 = Spool(tmp_path)
-    assert [r.chunks for r in sp2.take(10**6)] == [tuple(chunks), tuple(chunks[:5])]
+    assert [tuple(map(plain, r.chunks)) for r in sp2.take(10**6)] == [tuple(chunks), tuple(chunks[:5])]
     await sp2.close()
 
 
@@ -349,10 +359,11 @@ async def test_disk_full_is_counted_reported_and_frees_space_once_acknowledged(
     original = Spool._write
     full = True
 
-    def write(self: Spool, parts: list[bytes], expected_size: int, new_segment: bool) -> None:
+    def write(self: Spool, items: list[tuple[int, int, float, tuple[Chunk, ...]]], expected_size: int,
+              new_segment: bool) -> list[tuple[tuple[Chunk, ...], int]]:
         if full:
             raise OSError(errno.ENOSPC, "No space left on device")
-        original(self, parts, expected_size, new_segment)
+        return original(self, items, expected_size, new_segment)
 
     monkeypatch.setattr(Spool, "_write", write)
     with pytest.raises(SpoolError, match="No space left on device"):
@@ -393,12 +404,12 @@ async def test_an_attached_flusher_that_fails_leaves_no_put_waiting(
     calls = 0
     original = Spool._write
 
-    def flaky(self: Spool, *args: Any) -> None:
+    def flaky(self: Spool, *args: Any) -> Any:
         nonlocal calls
         calls += 1
         if calls == 1:
             raise ValueError("once")
-        original(self, *args)
+        return original(self, *args)
 
     monkeypatch.setattr(Spool, "_write", flaky)
     runner = asyncio.create_task(sp.run())
@@ -431,3 +442,86 @@ async def test_a_record_that_can_never_be_read_is_dropped_counted_not_retried_fo
     sp.ack(rest)
     assert sp.pending_samples == 0 and sp.counters.unaccounted() == 0
     await sp.close()
+
+
+# --- the compressed format, the format before it, and the two-slot ack cursor ---------------------
+
+
+def test_snappy_blocks_concatenate_without_recompression() -> None:
+    parts = [chunk(i).data for i in range(3)] + [b"abc" * 500, b"", b"x"]
+    body = snappy_concat([compress(p) for p in parts])
+    assert decompress(body) == b"".join(parts)
+    assert request_body([Chunk(compress(parts[0]), 1, 0, True), Chunk(parts[3], 1)]) == \
+        snappy_concat([compress(parts[0]), compress(parts[3])])
+
+
+async def test_records_of_the_previous_format_replay(tmp_path: Path) -> None:
+    """Segments and cursor written by the earlier version (plain chunks, an ``ack`` file) still open."""
+    def old_record(seq: int, data: bytes) -> bytes:
+        payload = struct.pack("<III", 10, len(data), 7) + data
+        rest = struct.pack("<IQId", len(payload), seq, 10, 1.0)
+        return struct.pack("<I", zlib.crc32(payload, zlib.crc32(rest))) + rest + payload
+
+    (tmp_path / f"{1:020d}.seg").write_bytes(b"".join(old_record(s, chunk(s).data) for s in (1, 2, 3)))
+    (tmp_path / "ack").write_bytes(struct.pack("<QI", 1, zlib.crc32(struct.pack("<Q", 1))))
+    sp = Spool(tmp_path)
+    recs = sp.take(10**6)
+    assert [r.seq for r in recs] == [2, 3] and data_of(recs) == [chunk(2).data, chunk(3).data]
+    assert all(not c.snappy and c.key == 7 for r in recs for c in r.chunks)
+    await sp.put([chunk(4)])
+    sp.ack(recs)
+    assert not (tmp_path / "ack").exists(), "the old cursor file is replaced by the two-slot one"
+    await sp.close()
+    sp2 = Spool(tmp_path)
+    assert data_of(sp2.take(10**6)) == [chunk(4).data]
+    await sp2.close()
+
+
+async def test_spooled_chunks_are_compressed_on_disk(tmp_path: Path) -> None:
+    c = Chunk(b"container_cpu_usage_seconds_total{pod=\"x\"} " * 200, 5, key=3)
+    sp = Spool(tmp_path)
+    await sp.put([c])
+    await sp.close()
+    assert sum(p.stat().st_size for p in segments(tmp_path)) < len(c.data) // 4
+    sp2 = Spool(tmp_path)
+    (rec,) = sp2.take(10)
+    assert rec.chunks[0].snappy and plain(rec.chunks[0]) == c
+    await sp2.close()
+
+
+@pytest.mark.parametrize("cut", range(ACK.size + 1))
+async def test_a_torn_cursor_write_falls_back_to_the_previous_slot(tmp_path: Path, cut: int) -> None:
+    """A crash in the middle of overwriting a cursor slot (any prefix of the new bytes landed) leaves
+    the previous cursor readable: at most one round is sent again, nothing acknowledged is lost twice."""
+    sp = Spool(tmp_path)
+    for i in range(4):
+        await sp.put([chunk(i)])
+    sp.ack(sp.take(10))  # seq 1 -> slot 0
+    sp.ack(sp.take(10))  # seq 2 -> slot 1
+    await sp.close()
+    raw = bytearray((tmp_path / "cursor").read_bytes())
+    new = ACK.pack(3, zlib.crc32(struct.pack("<Q", 3)))
+    raw[:cut] = new[:cut]  # the next write (seq 3) goes to slot 0 and is torn after ``cut`` bytes
+    (tmp_path / "cursor").write_bytes(bytes(raw))
+    sp2 = Spool(tmp_path)
+    got = [r.seq for r in sp2.take(10**6)]
+    assert got == ([4] if cut == ACK.size else [3, 4]), "the torn slot is ignored, the other one holds"
+    await sp2.close()
+
+
+async def test_cursor_slots_alternate_and_survive_reopen(tmp_path: Path) -> None:
+    for round_ in range(3):
+        sp = Spool(tmp_path)
+        for i in range(3):
+            await sp.put([chunk(i)])
+        recs = sp.take(10**6)
+        assert len(recs) == 3
+        sp.ack(recs[:1])
+        sp.ack(recs[1:2])
+        await sp.close()
+        sp = Spool(tmp_path)
+        rest = sp.take(10**6)
+        assert [r.seq for r in rest] == [recs[2].seq], f"reopen {round_}"
+        sp.ack(rest)
+        await sp.close()
+    assert (tmp_path / "cursor").stat().st_size == 2 * ACK.size
