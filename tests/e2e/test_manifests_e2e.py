@@ -246,7 +246,11 @@ async def daemonset_fleet(request: pytest.FixtureRequest, tmp_path: Path) -> Asy
 async def test_daemonset_node_local_discovery_scrapes_exactly_its_nodes_annotated_pods(
     daemonset_fleet: Emulator, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    emu = daemonset_fleet
+    # Bounded as a whole: a stuck start or stop fails here with its traceback instead of holding the suite.
+    await asyncio.wait_for(_daemonset_mode(daemonset_fleet, tmp_path, monkeypatch), 120)
+
+
+async def _daemonset_mode(emu: Emulator, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     # The node whose pods' endpoints the emulator serves best (pod IPs are fixed per node index, and another
     # emulator on this machine may hold some of them).
     index = max(range(len(emu.nodes)), key=lambda i: len(set(_annotated_urls(emu, [i])) & _served(emu)))
@@ -304,6 +308,11 @@ def _in_emulator(doc: dict[str, Any], emu: Emulator) -> dict[str, Any]:
 
 
 async def test_cluster_mode_shards_scrape_every_node_and_annotated_pod_exactly_once(tmp_path: Path) -> None:
+    # Bounded as a whole: a stuck start or stop fails here with its traceback instead of holding the suite.
+    await asyncio.wait_for(_cluster_mode(tmp_path), 120)
+
+
+async def _cluster_mode(tmp_path: Path) -> None:
     (sts,) = [o for _, o in build_manifests(NAMESPACE, "http://x/write", "img", mode="cluster", replicas=2)
               if o["kind"] == "StatefulSet"]
     command = sts["spec"]["template"]["spec"]["containers"][0]["command"]
