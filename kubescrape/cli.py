@@ -441,7 +441,7 @@ def doctor(
     )
 
 
-@app.command(short_help="Kubernetes manifests for the DaemonSet.")
+@app.command(short_help="Kubernetes manifests: a DaemonSet, or a sharded StatefulSet (--mode cluster).")
 def manifests(
     namespace: Annotated[
         str, typer.Option("--namespace", metavar="NAME", help="Namespace of the agent's objects.")
@@ -467,12 +467,25 @@ def manifests(
             help="Write one file per manifest here instead of printing.",
         ),
     ] = None,
+    mode: Annotated[
+        str,
+        typer.Option(
+            "--mode",
+            metavar="MODE",
+            help="daemonset: one agent per node, node-local discovery through the kubelet's /pods; "
+            "cluster: a StatefulSet of --replicas shards discovering through the apiserver.",
+        ),
+    ] = "daemonset",
+    replicas: Annotated[
+        int, typer.Option("--replicas", metavar="M", help="With --mode cluster: number of shards.")
+    ] = 2,
 ) -> None:
-    """Print (or write) ServiceAccount, RBAC, ConfigMaps and DaemonSet for a real cluster."""
+    """Print (or write) ServiceAccount, RBAC, ConfigMaps and DaemonSet (or StatefulSet) for a cluster."""
     from kubescrape.deploy import run_command
 
     raise typer.Exit(
-        run_command(namespace=namespace, writer_url=writer_url, image=image, output_dir=output_dir)
+        run_command(namespace=namespace, writer_url=writer_url, image=image, output_dir=output_dir,
+                    mode=mode, replicas=replicas)
     )
 
 

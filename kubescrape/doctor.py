@@ -191,15 +191,21 @@ def _k8s_name(text: str) -> str:
     return re.sub(r"[^a-z0-9.-]+", "-", text.lower()).strip("-.") or "kubelet-reader"
 
 
-def rbac_fix_yaml(forbidden: Forbidden) -> str:
+def rbac_fix_yaml(forbidden: Forbidden, path: str = "") -> str:
     """A ClusterRole granting ``verb`` on ``resource/subresource`` and a ClusterRoleBinding to the user.
 
     The subject is the ServiceAccount for ``system:serviceaccount:<ns>:<name>`` users, a User otherwise.
     With several subresources (fine-grained kubelet authorization) the first, most specific one is granted:
-    the kubelet accepts any of them and the fallback (``proxy``) is much broader.
+    the kubelet accepts any of them and the fallback (``proxy``) is much broader. A denied ``/pods``
+    (``path``, node-local discovery) grants both ``nodes/pods`` and ``nodes/proxy``: kubelets before 1.32
+    check only ``proxy``, later ones ``pods`` first, and one cluster may run both during an upgrade.
     """
     sub = forbidden.subresources[0] if forbidden.subresources else ""
     resource = f"{forbidden.resource}/{sub}" if sub else forbidden.resource
+    resources = [resource]
+    if (path.rstrip("/") == "/pods" and forbidden.resource == "nodes"
+            and {"pods", "proxy"} & set(forbidden.subresources)):
+        resources = ["nodes/pods", "nodes/proxy"]
     role_name = _k8s_name(f"kubelet-{forbidden.resource}-{sub}-{forbidden.verb}")
     subject: dict[str, Any]
     if forbidden.user.startswith(SA_PREFIX) and forbidden.user.count(":") == 3:
@@ -213,7 +219,7 @@ def rbac_fix_yaml(forbidden: Forbidden) -> str:
         "apiVersion": "rbac.authorization.k8s.io/v1",
         "kind": "ClusterRole",
         "metadata": {"name": role_name},
-        "rules": [{"apiGroups": [""], "resources": [resource], "verbs": [forbidden.verb]}],
+        "rules": [{"apiGroups": [""], "resources": resources, "verbs": [forbidden.verb]}],
     }
     binding = {
         "apiVersion": "rbac.authorization.k8s.io/v1",
@@ -685,8 +691,8 @@ def _status_failure(p: Probe, e: HTTPStatusError) -> _Stop:
             f"on {target}",
             "apply this ClusterRole and ClusterRoleBinding (kubectl apply -f -); the kubelet caches the "
             "denial for up to 30 s (authorization.webhook.cacheUnauthorizedTTL). `kubescrape manifests` "
-            "grants everything the agent scrapes (nodes/metrics, nodes/stats, nodes/proxy)",
-            rbac_fix_yaml(forbidden),
+            "grants everything the agent scrapes (nodes/metrics, nodes/stats, nodes/proxy, nodes/pods)",
+            rbac_fix_yaml(forbidden, urllib.parse.urlsplit(p.url).path),
         )
     return p.fail("http", detail, e.cause, e.fix or "")
 
