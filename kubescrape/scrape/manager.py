@@ -153,14 +153,25 @@ class ScrapeManager:
         self._changed.set()
 
     def desired(self) -> dict[TargetKey, Target]:
-        """Every target this member should scrape now, keyed by (job, URL, labels)."""
-        return {(name, t.url, t.labels): t for name, job in self.jobs.items()
-                for targets in job.targets.values() for t in targets}
+        """Every target this member should scrape now, keyed by (job, URL, labels). A job with more targets
+        than its ``target_limit`` keeps them all, each failing without a request, as Prometheus does."""
+        out: dict[TargetKey, Target] = {}
+        for name, job in self.jobs.items():
+            targets = [t for group in job.targets.values() for t in group]
+            limit = job.inst.target_limit
+            if limit and len(targets) > limit:
+                message = f"target_limit exceeded (number of targets: {len(targets)}, limit: {limit})"
+                targets = [dataclasses.replace(t, forced_error=message) for t in targets]
+            for t in targets:
+                out[(name, t.url, t.labels)] = t
+        return out
 
     async def reconcile(self) -> tuple[int, int]:
         """Start loops for new targets, stop (with staleness markers) those that are gone."""
         want = self.desired()
-        gone = [k for k in self.running if k not in want]
+        # A target whose target_limit verdict changed is restarted with the new one.
+        gone = [k for k in self.running
+                if k not in want or self.running[k].loop.target.forced_error != want[k].forced_error]
         for key in gone:
             await self._retire(self.running.pop(key))
         started = 0
