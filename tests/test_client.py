@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import dataclasses
+import gzip
 import logging
 import os
 import socket
@@ -27,6 +28,7 @@ from kubescrape.client import (
     TLSConfig,
     client_ssl_context,
     clock_timeout,
+    inflate_module,
     remote_write_error,
     translate_error,
 )
@@ -35,7 +37,9 @@ from kubescrape.errors import (
     BodyTooLargeError,
     ConnectError,
     HTTPStatusError,
+    KubescrapeError,
     RemoteWriteError,
+    ScrapeError,
     ScrapeTimeoutError,
     TLSConfigError,
     TLSError,
@@ -588,3 +592,68 @@ def test_the_alert_internal_error_names_the_pending_serving_csr_and_both_command
     assert "`kubectl get csr`" in (error.fix or "")
     assert "`kubectl certificate approve <name>`" in (error.fix or "")
     assert "tls_cert" not in (error.fix or "") and "TLS version" not in (error.fix or "")
+
+
+# ---- gzip bodies: inflated by ISA-L when available, same bytes, corrupt streams are clear errors --------
+
+
+def gzip_handler(body: bytes) -> Handler:
+    async def handle(_: web.Request) -> web.Response:
+        return web.Response(body=body, headers={"Content-Encoding": "gzip",
+                                                "Content-Type": "text/plain; version=0.0.4"})
+    return handle
+
+
+def test_gzip_is_inflated_by_isal_when_it_is_installed() -> None:
+    isal_zlib = pytest.importorskip("isal.isal_zlib")
+    assert inflate_module() is isal_zlib
+
+
+async def test_a_gzip_body_arrives_byte_for_byte() -> None:
+    text = "".join(f'container_cpu_usage_seconds_total{{id="/pod{i}",image="r/{i % 7}"}} {i}.5 {i}\n'
+                   for i in range(30_000)).encode()  # several MB of text: many inflate calls
+    client = ScrapeClient()
+    try:
+        async with serve(gzip_handler(gzip.compress(text, 6))) as base:
+            result = await client.fetch(make_target(base + "/metrics", body_size_limit=0))
+    finally:
+        await client.close()
+    assert result.body == text
+
+
+@pytest.mark.parametrize("damage", ["truncated", "garbage", "bad_crc"])
+async def test_a_corrupt_gzip_body_is_a_clear_scrape_error(damage: str) -> None:
+    good = gzip.compress(b"up 1\n" * 10_000)
+    body = {"truncated": good[: len(good) // 2], "garbage": b"\x1f\x8b\x08\x00garbage" * 50,
+            "bad_crc": good[:-8] + bytes(8 * [0x55])}[damage]
+    async with serve(gzip_handler(body)) as base:
+        report = await scrape(make_target(base + "/metrics"))
+    assert not report.ok
+    assert isinstance(report.error, KubescrapeError)
+    assert base in str(report.error)
+
+
+async def test_a_gzip_bomb_stops_at_the_limit_without_inflating_it_all() -> None:
+    bomb = gzip.compress(b"0" * (64 << 20), 9)  # 64 MiB of text in ~64 KiB
+    async with serve(gzip_handler(bomb)) as base:
+        target = make_target(base + "/metrics", body_size_limit=1 << 20)
+        client = ScrapeClient()
+        tracemalloc.start()
+        try:
+            with pytest.raises(BodyTooLargeError, match="body_size_limit = 1048576"):
+                await client.fetch(target)
+            _, peak = tracemalloc.get_traced_memory()
+        finally:
+            tracemalloc.stop()
+            await client.close()
+    assert peak < 8 << 20  # the limit plus one inflate step, not the 64 MiB
+
+
+async def test_an_encoding_other_than_gzip_is_refused_with_the_fix() -> None:
+    async def brotli(_: web.Request) -> web.Response:
+        return web.Response(body=b"\x0b\x02\x80up 1\n\x03", headers={"Content-Encoding": "br"})
+
+    async with serve(brotli) as base:
+        report = await scrape(make_target(base + "/metrics"))
+    assert isinstance(report.error, ScrapeError) and report.error.reason == "content_encoding"
+    assert "Content-Encoding: br" in report.error.cause and "enable_compression" in (report.error.fix or "")

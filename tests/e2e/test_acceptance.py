@@ -16,10 +16,12 @@ instance options) is loaded and resolved into targets, and each target is scrape
 from __future__ import annotations
 
 import asyncio
+import gzip
 import json
 import math
 import sys
 import time
+import zlib
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
@@ -77,12 +79,38 @@ def fill(body: bytes, now: float) -> bytes:
     return body
 
 
+def encode(body: bytes, encoding: str) -> bytes:
+    """The body as the corpus entry's ``encoding`` sends it (whole, damaged or unusual gzip)."""
+    if not encoding:
+        return body
+    if encoding == "deflate":
+        return zlib.compress(body)
+    if encoding == "gzip_empty":
+        return b""
+    whole = gzip.compress(body)
+    if encoding == "gzip":
+        return whole
+    if encoding == "gzip_two_members":
+        half = body.index(b"\n", len(body) // 2) + 1
+        return gzip.compress(body[:half]) + gzip.compress(body[half:])
+    if encoding == "gzip_no_trailer":
+        # Every byte of the text is in the deflate stream (a sync flush), but the stream never ends.
+        packer = zlib.compressobj(wbits=31)
+        return packer.compress(body) + packer.flush(zlib.Z_SYNC_FLUSH)
+    if encoding == "gzip_bad_crc":
+        return whole[:-8] + bytes(b ^ 0xFF for b in whole[-8:-4]) + whole[-4:]
+    if encoding == "gzip_trailing_garbage":
+        return whole + b"not gzip\n"
+    raise ValueError(f"unknown corpus encoding {encoding!r}")
+
+
 class CorpusServer:
     """Serves each payload at ``/<name>`` with its Content-Type; an empty text body until armed."""
 
     def __init__(self, corpus: list[dict[str, Any]]) -> None:
         self.raw = {e["name"]: (CORPUS / e["file"]).read_bytes() for e in corpus}
         self.types = {e["name"]: e["content_type"] for e in corpus}
+        self.encodings = {e["name"]: e.get("encoding", "") for e in corpus}
         self.bodies: dict[str, bytes] = {}
         self.hits: dict[str, int] = dict.fromkeys(self.raw, 0)
         self.armed = False
@@ -90,7 +118,7 @@ class CorpusServer:
         self._runner: web.AppRunner | None = None
 
     def arm(self, now: float) -> None:
-        self.bodies = {name: fill(body, now) for name, body in self.raw.items()}
+        self.bodies = {name: encode(fill(body, now), self.encodings[name]) for name, body in self.raw.items()}
         self.hits = dict.fromkeys(self.raw, 0)
         self.armed = True
 
@@ -101,7 +129,10 @@ class CorpusServer:
         if not self.armed:
             return web.Response(body=b"", headers={"Content-Type": "text/plain; version=0.0.4"})
         self.hits[name] += 1
-        return web.Response(body=self.bodies[name], headers={"Content-Type": self.types[name]})
+        headers = {"Content-Type": self.types[name]}
+        if self.encodings[name]:
+            headers["Content-Encoding"] = "deflate" if self.encodings[name] == "deflate" else "gzip"
+        return web.Response(body=self.bodies[name], headers=headers)
 
     async def start(self) -> None:
         app = web.Application()
