@@ -31,7 +31,7 @@ if str(ROOT) not in sys.path:  # run as a script: make `bench` and `kubescrape` 
 
 from bench.agents import AGENTS, KUBESCRAPE, AgentContext, AgentUnderTest, make_agent  # noqa: E402
 from bench.compare import SeriesDiff, compare_all, render_comparison  # noqa: E402
-from bench.processes import Processes, progress, tail  # noqa: E402
+from bench.processes import Processes, precompile, progress, tail  # noqa: E402
 from bench.procstat import CpuTimeline, RssSampler, cpu_seconds  # noqa: E402
 from bench.receiver import Receiver  # noqa: E402
 from bench.report import (  # noqa: E402
@@ -241,7 +241,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     if unknown:
         parser.error(f"unknown agent(s) {sorted(unknown)}: choose from {', '.join(AGENTS)}")
 
-    report = ["## kubescrape vs the Prometheus agent and vmagent (kubelet job)", "", machine_header()]
+    report = ["## kubescrape vs the Prometheus agent and vmagent (kubelet job)", "", machine_header(),
+              "", f"- {precompile()}"]
     print("\n".join(report), flush=True)
     failed = False
     base = Path(tempfile.mkdtemp(prefix="kubescrape-bench-"))
