@@ -77,7 +77,7 @@ PLAIN_HTTP_ON_TLS = "Client sent an HTTP request to an HTTPS server."
 
 _READ_CHUNK = 1 << 16
 # Inflated bytes per decompress call: bounds what a highly compressed chunk allocates at once.
-_INFLATE_STEP = 1 << 20
+_INFLATE_STEP = 1 << 18
 _GZIP_WBITS = 16 + 15  # gzip header and trailer, 32 KiB window
 _ERROR_BODY_LIMIT = 4096
 
