@@ -28,7 +28,6 @@ from kubescrape.clock import SYSTEM_CLOCK, Clock
 from kubescrape.config.categraf import load_categraf
 from kubescrape.config.logfile import LOG_FORMAT, log_handler
 from kubescrape.config.models import AgentConfig, WriterConfig, has_discovery
-from kubescrape.discovery.shard import Sharder, sharder_from_options
 from kubescrape.errors import ConfigError, KubescrapeError
 from kubescrape.remote_write import Chunk, Sink
 from kubescrape.remote_write.encode import decode_write_request
@@ -40,6 +39,7 @@ from kubescrape.selfmon import SelfMetrics, make_app
 from kubescrape.supervisor import Supervisor
 
 if TYPE_CHECKING:
+    from kubescrape.discovery.shard import Sharder
     from kubescrape.scrape.discovered import DiscoveredScraping
 
 __all__ = ["Agent", "AgentStats", "render_chunks", "run_command", "writer_settings"]
@@ -432,6 +432,8 @@ def run_command(
             config = load_categraf(config_dir, writer_urls=writer_urls)
         sharder = None
         if shard_count > 1:
+            from kubescrape.discovery.shard import sharder_from_options
+
             sharder = sharder_from_options(shard_count, shard_index, shard_replication)
         # --test writes samples to stdout and its report to stderr: the configured log file is for serving.
         file_handler = None if test else log_handler(config.log)
