@@ -12,19 +12,17 @@ and bad values are always handled, and reported, by typer itself.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
 from pathlib import Path
 from types import GenericAlias
-from typing import Any
+from typing import Any, NamedTuple
 
 __all__ = ["RUN_OPTIONS", "RunOption", "parse_run_args", "run_kwargs"]
 
 
-@dataclass(frozen=True)
-class RunOption:
+class RunOption(NamedTuple):
     """One option: ``param`` is its Python name (a keyword of :func:`kubescrape.agent.run_command` after
     :func:`run_kwargs`), ``flags`` its spellings. A ``bool`` option is a flag; with ``negative`` it is an
-    on/off pair (``--spool/--no-spool``)."""
+    on/off pair (``--spool/--no-spool``). (A NamedTuple: a frozen dataclass costs ~2 ms more to define.)"""
 
     param: str
     flags: tuple[str, ...]
