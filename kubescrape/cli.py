@@ -3,6 +3,10 @@
 Every module a command needs is imported inside that command, so ``kubescrape run`` loads neither the
 emulator, doctor, deploy, the demo nor rich. Help is rendered by typer's plain formatter (no rich): it is
 cheaper to start, shows flags as flags, and leaves ``[[writers]]`` alone instead of reading it as markup.
+
+``run``'s options are declared once, in :mod:`kubescrape.run_options`: the command below is built from that
+table, and ``kubescrape run`` itself usually never gets here (:mod:`kubescrape.__main__` parses a plain run
+line without typer).
 """
 
 from __future__ import annotations
