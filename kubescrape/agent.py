@@ -20,27 +20,27 @@ from collections.abc import Callable, Coroutine, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import TracebackType
-from typing import Any, TextIO
+from typing import TYPE_CHECKING, Any, TextIO
 
-from aiohttp import web
-
+from kubescrape._aiohttp import web
 from kubescrape._signals import stop_on_signals
 from kubescrape.clock import SYSTEM_CLOCK, Clock
 from kubescrape.config.categraf import load_categraf
 from kubescrape.config.logfile import LOG_FORMAT, log_handler
-from kubescrape.config.models import AgentConfig, WriterConfig
-from kubescrape.discovery.shard import Sharder, sharder_from_options
+from kubescrape.config.models import AgentConfig, WriterConfig, has_discovery
 from kubescrape.errors import ConfigError, KubescrapeError
 from kubescrape.remote_write import Chunk, Sink
 from kubescrape.remote_write.encode import decode_write_request
 from kubescrape.remote_write.queue import RemoteWrite, WriterSettings, WriterStats
-from kubescrape.scrape.discovered import DiscoveredScraping, has_discovery
 from kubescrape.scrape.loop import ScrapeClient, ScrapeLoop, ScrapeReport, TargetStats, hostname_seed
 from kubescrape.scrape.parser import Sample, render
 from kubescrape.scrape.targets import Target, build_targets
 from kubescrape.selfmon import SelfMetrics, make_app
-from kubescrape.status import add_routes
 from kubescrape.supervisor import Supervisor
+
+if TYPE_CHECKING:
+    from kubescrape.discovery.shard import Sharder
+    from kubescrape.scrape.discovered import DiscoveredScraping
 
 __all__ = ["Agent", "AgentStats", "render_chunks", "run_command", "writer_settings"]
 
@@ -161,11 +161,16 @@ class Agent:
             while name in self._scrape_tasks:
                 name += "'"
             self._scrape_tasks.append(name)
-        # Jobs with kubernetes_sd_configs: their loops come and go with discovery (scrape/discovered.py).
-        self.discovered = DiscoveredScraping(
-            config, metrics=self.metrics, clock=clock, sharder=sharder, jitter=jitter,
-            offset_seed=hostname_seed(config.global_.hostname), client=self._client,
-            supervisor=self.supervisor) if has_discovery(config) else None
+        # Jobs with kubernetes_sd_configs: their loops come and go with discovery (scrape/discovered.py),
+        # imported only then: it loads the apiserver client and PyYAML.
+        self.discovered: DiscoveredScraping | None = None
+        if has_discovery(config):
+            from kubescrape.scrape.discovered import DiscoveredScraping
+
+            self.discovered = DiscoveredScraping(
+                config, metrics=self.metrics, clock=clock, sharder=sharder, jitter=jitter,
+                offset_seed=hostname_seed(config.global_.hostname), client=self._client,
+                supervisor=self.supervisor)
         if config.warnings:
             self.metrics.config_warnings.inc(len(config.warnings))
 
@@ -271,6 +276,8 @@ class Agent:
             log.info("summary: %s", self.summary())
 
     async def _start_listener(self, listen: str) -> None:
+        from kubescrape.status import add_routes  # the status pages: only with a listener
+
         host, port = parse_listen(listen)
         runner = web.AppRunner(add_routes(make_app(self.metrics, self.healthy), self), access_log=None)
         await runner.setup()
@@ -425,6 +432,8 @@ def run_command(
             config = load_categraf(config_dir, writer_urls=writer_urls)
         sharder = None
         if shard_count > 1:
+            from kubescrape.discovery.shard import sharder_from_options
+
             sharder = sharder_from_options(shard_count, shard_index, shard_replication)
         # --test writes samples to stdout and its report to stderr: the configured log file is for serving.
         file_handler = None if test else log_handler(config.log)

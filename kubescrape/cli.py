@@ -3,14 +3,21 @@
 Every module a command needs is imported inside that command, so ``kubescrape run`` loads neither the
 emulator, doctor, deploy, the demo nor rich. Help is rendered by typer's plain formatter (no rich): it is
 cheaper to start, shows flags as flags, and leaves ``[[writers]]`` alone instead of reading it as markup.
+
+``run``'s options are declared once, in :mod:`kubescrape.run_options`: the command below is built from that
+table, and ``kubescrape run`` itself usually never gets here (:mod:`kubescrape.__main__` parses a plain run
+line without typer).
 """
 
 from __future__ import annotations
 
+import inspect
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
+
+from kubescrape.run_options import RUN_OPTIONS, RunOption, run_kwargs
 
 # Kept equal to kubescrape.receiver.DEFAULT_LISTEN / DEFAULT_WRITE_URL (a test checks) without importing
 # the receiver, which pulls in aiohttp, at CLI start-up.
@@ -29,145 +36,25 @@ app = typer.Typer(
 )
 
 
-@app.command(short_help="The agent: scrape, remote-write; --test scrapes once.")
-def run(
-    config_dir: Annotated[
-        Path,
-        typer.Option(
-            "--config-dir",
-            "-c",
-            metavar="DIR",
-            help="Categraf-layout config directory: config.toml and input.prometheus/*.toml.",
-        ),
-    ] = Path("conf"),
-    writer_url: Annotated[
-        list[str] | None,
-        typer.Option(
-            "--writer-url",
-            metavar="URL",
-            help="Remote-write URL; repeat for several backends. Replaces the [[writers]] of config.toml.",
-        ),
-    ] = None,
-    test: Annotated[
-        bool,
-        typer.Option(
-            "--test",
-            help="Scrape every target once, print the samples, write nothing; exit 1 if a target failed.",
-        ),
-    ] = False,
-    listen: Annotated[
-        str,
-        typer.Option(
-            "--listen",
-            metavar="HOST:PORT",
-            help="Address of the agent's own /metrics and /healthz; '' turns it off.",
-        ),
-    ] = "127.0.0.1:9101",
-    spool_dir: Annotated[
-        Path,
-        typer.Option("--spool-dir", metavar="DIR", help="Directory of the durable on-disk spool."),
-    ] = Path("spool"),
-    spool_max_bytes: Annotated[
-        int,
-        typer.Option(
-            "--spool-max-bytes",
-            metavar="BYTES",
-            help="Spool size limit per writer; beyond it the oldest data is evicted (and counted).",
-        ),
-    ] = 1 << 30,
-    spool: Annotated[
-        bool,
-        typer.Option(
-            "--spool/--no-spool",
-            help="Keep unsent samples in the durable spool (--no-spool: in memory only, lost on exit).",
-        ),
-    ] = True,
-    shutdown_timeout: Annotated[
-        float,
-        typer.Option(
-            "--shutdown-timeout",
-            metavar="SECONDS",
-            help="On SIGTERM, flush for this long, then leave the rest in the spool.",
-        ),
-    ] = 10.0,
-    log_level: Annotated[
-        str,
-        typer.Option("--log-level", metavar="LEVEL", help="debug, info, warning or error."),
-    ] = "info",
-    config_file: Annotated[
-        Path | None,
-        typer.Option(
-            "--config",
-            metavar="FILE",
-            help="Prometheus configuration file (prometheus.yml), read instead of --config-dir.",
-        ),
-    ] = None,
-    strict: Annotated[
-        bool, typer.Option("--strict", help="With --config: an option kubescrape lacks is an error.")
-    ] = False,
-    quiet: Annotated[
-        bool,
-        typer.Option("--quiet", help="No periodic summary line in the log (warnings and errors still are)."),
-    ] = False,
-    summary_interval: Annotated[
-        float,
-        typer.Option(
-            "--summary-interval",
-            metavar="SECONDS",
-            help="Log a one-line summary (targets up, samples sent, pending) this often; 0 = never.",
-        ),
-    ] = 60.0,
-    shard_count: Annotated[
-        int,
-        typer.Option(
-            "--shard-count",
-            metavar="M",
-            min=1,
-            help="Agents sharing the targets; each keeps the targets whose label-set hash falls to it.",
-        ),
-    ] = 1,
-    shard_index: Annotated[
-        str | None,
-        typer.Option(
-            "--shard-index",
-            metavar="N|POD",
-            help="This agent's shard, 0..M-1, or a StatefulSet pod name (kubescrape-2); default: the "
-            "ordinal of $POD_NAME or $HOSTNAME.",
-        ),
-    ] = None,
-    shard_replication: Annotated[
-        int,
-        typer.Option(
-            "--shard-replication",
-            metavar="R",
-            min=1,
-            help="Scrape every target by R of the M shards (replication factor).",
-        ),
-    ] = 1,
-) -> None:
+def run(**values: Any) -> None:
     """Run the agent (or, with --test, scrape once and print)."""
     from kubescrape.agent import run_command
 
-    raise typer.Exit(
-        run_command(
-            config_dir=config_dir,
-            writer_urls=writer_url or [],
-            test=test,
-            listen=listen,
-            spool_dir=spool_dir,
-            spool_max_bytes=spool_max_bytes,
-            spool=spool,
-            shutdown_timeout=shutdown_timeout,
-            log_level=log_level,
-            config_file=config_file,
-            strict=strict,
-            quiet=quiet,
-            summary_interval=summary_interval,
-            shard_count=shard_count,
-            shard_index=shard_index,
-            shard_replication=shard_replication,
-        )
-    )
+    raise typer.Exit(run_command(**run_kwargs(values)))
+
+
+def _option(option: RunOption) -> Any:
+    decls = (f"{option.flags[0]}/{option.negative}", *option.flags[1:]) if option.negative else option.flags
+    return typer.Option(*decls, metavar=option.metavar, help=option.help, min=option.min)
+
+
+# `run`'s parameters come from the one table that the typer-free fast path of __main__ parses too.
+run.__signature__ = inspect.Signature([  # type: ignore[attr-defined]
+    inspect.Parameter(o.param, inspect.Parameter.KEYWORD_ONLY, default=o.default,
+                      annotation=Annotated[o.annotation, _option(o)])
+    for o in RUN_OPTIONS
+])
+app.command(short_help="The agent: scrape, remote-write; --test scrapes once.")(run)
 
 
 @app.command(short_help="A kubelet stand-in: TLS, tokens, RBAC, payloads.")
@@ -525,7 +412,9 @@ def demo(
 
 
 def main() -> None:
-    """Entry point of the ``kubescrape`` console script and ``python -m kubescrape``."""
+    """The typer command line (every command, help and errors); the ``kubescrape`` script and
+    ``python -m kubescrape`` come here through :func:`kubescrape.__main__.main` unless it parsed a plain
+    ``run`` itself."""
     app(prog_name="kubescrape")
 
 

@@ -24,9 +24,8 @@ from types import ModuleType
 from typing import NamedTuple, Protocol
 from urllib.parse import urlsplit
 
-import aiohttp
-
 from kubescrape import __version__
+from kubescrape._aiohttp import aiohttp
 from kubescrape.auth import IN_CLUSTER_CA_FILE, IN_CLUSTER_TOKEN_FILE, BearerToken, read_credential_file
 from kubescrape.clock import SYSTEM_CLOCK, Clock
 from kubescrape.errors import (

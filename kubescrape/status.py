@@ -33,10 +33,10 @@ from string import Template
 from typing import Any, Protocol
 from urllib.parse import quote, unquote, urlsplit
 
-from aiohttp import web
 from prometheus_client import CollectorRegistry
 
 from kubescrape import __version__
+from kubescrape._aiohttp import web
 from kubescrape.config.models import AgentConfig
 from kubescrape.errors import KubescrapeError
 from kubescrape.redact import SECRET, SECRET_HEADERS, redact_url

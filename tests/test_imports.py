@@ -5,6 +5,11 @@ imports it back — at module level or inside a function. Imports only for the t
 from __future__ import annotations
 
 import ast
+import os
+import subprocess
+import sys
+import threading
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 PACKAGE = Path(__file__).resolve().parents[1] / "kubescrape"
@@ -100,3 +105,150 @@ def test_delivery_imports_run_one_way() -> None:
     assert not graph[f"{rw}.ledger"] & later
     assert f"{rw}.queue" not in graph[f"{rw}.spool"] | graph[f"{rw}.sender"] | graph[f"{rw}.dispatcher"]
     assert f"{rw}.dispatcher" not in graph[f"{rw}.sender"]
+
+
+# ---- the run path stays lean ----------------------------------------------------------------------------
+
+ROOT = PACKAGE.parent
+
+# Started as `python -m kubescrape run …`; when the first scrape has been appended, it records the modules
+# loaded so far and stops the agent with SIGTERM, as an operator would.
+RUN_PROBE = """\
+import os, signal, sys
+from kubescrape.scrape import loop
+
+first = loop.ScrapeLoop.scrape_and_append
+loaded = []
+
+async def scrape_and_append(self):
+    report = await first(self)
+    if not loaded:
+        loaded.extend(sorted(sys.modules))
+        os.kill(os.getpid(), signal.SIGTERM)
+    return report
+
+loop.ScrapeLoop.scrape_and_append = scrape_and_append
+sys.argv = ["kubescrape", *sys.argv[1:]]
+from kubescrape.__main__ import main
+try:
+    main()
+finally:
+    sys.stderr.write("\\nMODULES " + " ".join(loaded) + "\\n")
+"""
+
+# Not needed to scrape a Categraf configuration without discovery (each is imported by what needs it).
+NOT_ON_THE_RUN_PATH = ("typer", "click", "rich", "yaml", "google.protobuf", "kubescrape.discovery",
+                       "kubescrape.scrape.discovered", "kubescrape.cli", "kubescrape.doctor",
+                       "kubescrape.emulator", "kubescrape.deploy", "kubescrape.demo", "kubescrape.receiver")
+
+
+def _serve_metrics() -> tuple[ThreadingHTTPServer, str]:
+    class Metrics(BaseHTTPRequestHandler):
+        def do_GET(self) -> None:
+            body = b"# TYPE up_probe gauge\nup_probe 1\n"
+            self.send_response(200)
+            self.send_header("Content-Type", "text/plain; version=0.0.4")
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+        def log_message(self, format: str, *args: object) -> None:
+            pass
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Metrics)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    return server, f"http://127.0.0.1:{server.server_address[1]}/metrics"
+
+
+def test_kubescrape_run_scrapes_a_categraf_config_without_the_other_commands_modules(tmp_path: Path) -> None:
+    server, url = _serve_metrics()
+    conf = tmp_path / "conf"
+    (conf / "input.prometheus").mkdir(parents=True)
+    (conf / "config.toml").write_text('[global]\nhostname = "node-1"\ninterval = 15\n')
+    (conf / "input.prometheus" / "prometheus.toml").write_text(f'[[instances]]\nurls = ["{url}"]\n')
+    try:
+        proc = subprocess.run(
+            [sys.executable, "-c", RUN_PROBE, "run", "--config-dir", str(conf), "--listen", "127.0.0.1:0",
+             "--spool-dir", str(tmp_path / "spool"), "--writer-url", "http://127.0.0.1:9/api/v1/write",
+             "--shutdown-timeout", "0.5"],
+            env={**os.environ, "PYTHONPATH": str(ROOT)}, capture_output=True, text=True, timeout=120,
+            check=False,
+        )
+    finally:
+        server.shutdown()
+    assert proc.returncode == 0, proc.stderr
+    loaded = proc.stderr.rsplit("MODULES ", 1)[1].split()
+    assert "kubescrape.agent" in loaded and "kubescrape.scrape.loop" in loaded
+    unwanted = [m for m in loaded if any(m == p or m.startswith(p + ".") for p in NOT_ON_THE_RUN_PATH)]
+    assert unwanted == []
+
+
+# ---- aiohttp's default SSL contexts (kubescrape/_aiohttp.py) ---------------------------------------------
+
+TLS_PROBE = """\
+import asyncio, sys
+if sys.argv[1] == "plain":
+    import aiohttp
+import kubescrape.agent  # the run path
+from kubescrape._aiohttp import aiohttp, web
+from kubescrape.client import ScrapeClient, make_session
+from kubescrape.config.models import AgentConfig, GlobalConfig, InstanceConfig
+from kubescrape.emulator.pki import CertPair, server_ssl_context
+from kubescrape.scrape.targets import build_targets
+
+async def main():
+    app = web.Application()
+    app.router.add_get("/metrics", lambda r: web.Response(text="up_probe 1\\n"))
+    runner = web.AppRunner(app)
+    await runner.setup()
+    pair = CertPair(open(sys.argv[2], "rb").read(), open(sys.argv[3], "rb").read())
+    site = web.TCPSite(runner, "127.0.0.1", 0, ssl_context=server_ssl_context(pair))
+    await site.start()
+    url = f"https://localhost:{site._server.sockets[0].getsockname()[1]}/metrics"
+    try:
+        async with make_session(limit=1) as session, session.get(url) as resp:  # aiohttp's default context
+            print("default:", resp.status)
+    except aiohttp.ClientConnectorCertificateError as e:
+        print("default: certificate verify failed" if "CERTIFICATE_VERIFY_FAILED" in str(e) else e)
+    client = ScrapeClient()
+    target = build_targets(AgentConfig(global_=GlobalConfig(hostname="n"),
+                                       instances=[InstanceConfig(urls=[url])]))[0]
+    result = await client.fetch(target)  # no use_tls: the system trust store, loaded by kubescrape
+    print("scrape client:", result.body.decode().strip())
+    await client.close()
+    await runner.cleanup()
+
+asyncio.run(main())
+"""
+
+
+def _tls_probe(mode: str, tmp_path: Path) -> list[str]:
+    from kubescrape.emulator.pki import CertificateAuthority
+
+    ca = CertificateAuthority.create()
+    ca_file = tmp_path / "ca.crt"
+    ca_file.write_bytes(ca.cert_pem)
+    ca.issue_server("probe", ips=("127.0.0.1",), dns_names=("localhost",)).write(
+        tmp_path / "tls.crt", tmp_path / "tls.key")
+    (tmp_path / "certs").mkdir()
+    # The "system" trust store is the test CA alone: OpenSSL reads SSL_CERT_FILE/SSL_CERT_DIR.
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "SSL_CERT_FILE": str(ca_file),
+           "SSL_CERT_DIR": str(tmp_path / "certs")}
+    proc = subprocess.run([sys.executable, "-c", TLS_PROBE, mode, str(tmp_path / "tls.crt"),
+                           str(tmp_path / "tls.key")], env=env, capture_output=True, text=True, timeout=120,
+                          check=False)
+    assert proc.returncode == 0, proc.stderr
+    return proc.stdout.splitlines()
+
+
+def test_aiohttp_default_context_fails_closed_and_the_scrape_client_still_verifies(tmp_path: Path) -> None:
+    # Imported through kubescrape, aiohttp's verified default holds no CA: a request that relies on it is
+    # refused even by a server the system store trusts; kubescrape's own system context still verifies.
+    assert _tls_probe("kubescrape", tmp_path) == ["default: certificate verify failed",
+                                                  "scrape client: up_probe 1"]
+
+
+def test_the_tls_probe_server_is_trusted_by_the_system_store(tmp_path: Path) -> None:
+    # The control: with aiohttp imported first (its defaults loaded normally) the same request succeeds,
+    # so the refusal above is the missing trust store, not the server.
+    assert _tls_probe("plain", tmp_path) == ["default: 200", "scrape client: up_probe 1"]

@@ -45,6 +45,7 @@ __all__ = [
     "WriterOptions",
     "check_url",
     "format_prometheus_duration",
+    "has_discovery",
     "parse_go_duration",
     "parse_prometheus_duration",
 ]
@@ -610,3 +611,11 @@ class AgentConfig(BaseModel):
         if self.input_interval is not None and self.input_interval > 0:
             return self.input_interval
         return self.global_.interval
+
+
+def has_discovery(config: AgentConfig) -> bool:
+    """True when some scrape job discovers its targets (``kubernetes_sd_configs`` or ``kubelet_sd_configs``).
+
+    Here, next to the models, so the agent can ask without importing the discovery machinery."""
+    return any(inst.job_name is not None and (inst.kubernetes_sd_configs or inst.kubelet_sd_configs)
+               for inst in config.instances)

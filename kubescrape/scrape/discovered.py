@@ -10,7 +10,7 @@ closes their connections. Every task it starts is owned here and awaited on stop
 from __future__ import annotations
 
 from kubescrape.clock import SYSTEM_CLOCK, Clock
-from kubescrape.config.models import AgentConfig
+from kubescrape.config.models import AgentConfig, has_discovery
 from kubescrape.discovery.config import Discovery, job_discoveries, parse_sd_configs
 from kubescrape.discovery.metrics import DiscoveryMetrics
 from kubescrape.discovery.shard import Sharder
@@ -22,13 +22,6 @@ from kubescrape.selfmon import SelfMetrics
 from kubescrape.supervisor import Supervisor
 
 __all__ = ["DiscoveredScraping", "has_discovery"]
-
-
-def has_discovery(config: AgentConfig) -> bool:
-    """True when some scrape job discovers its targets."""
-    return any(inst.job_name is not None
-               and (inst.kubernetes_sd_configs or getattr(inst, "kubelet_sd_configs", None))
-               for inst in config.instances)
 
 
 class DiscoveredScraping:
