@@ -37,7 +37,7 @@ if str(ROOT) not in sys.path:  # run as a script: make `bench` and `kubescrape` 
 
 from bench.agents import AGENTS, AgentContext, make_agent  # noqa: E402
 from bench.compare import AGENT_LABEL  # noqa: E402
-from bench.processes import Processes, child_env, progress  # noqa: E402
+from bench.processes import Processes, child_env, precompile, progress  # noqa: E402
 from bench.procstat import CpuTimeline  # noqa: E402
 from bench.receiver import Receiver, window_duration  # noqa: E402
 from bench.report import agent_title, fmt, load_average, machine_header  # noqa: E402
@@ -153,12 +153,6 @@ print(json.dumps({"cpu": cpu, "modules": len(sys.modules), "maxrss": rss,
 """
 
 
-def compile_package() -> None:
-    """Byte-compile this checkout's kubescrape, as pip does at install (see the module docstring)."""
-    subprocess.run([sys.executable, "-m", "compileall", "-q", str(ROOT / "kubescrape")], check=True,
-                   timeout=300, env=child_env())
-
-
 def import_env() -> dict[str, str]:
     """The child environment plus what ``kubescrape run`` sets before its imports (kubescrape/__main__.py)."""
     return {"PYDANTIC_DISABLE_PLUGINS": "__all__", **child_env()}
@@ -229,7 +223,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     print(f"## Start-up: exec → first scrapes (1 node × {ns.pods} pods, interval {ns.interval:g} s)\n")
     print(machine_header())
-    compile_package()
+    precompile()
     print("kubescrape's modules byte-compiled first (`compileall`), as an installed package is.\n")
     print(import_cost())
     print(import_cost(CLI_MODULES, top=0))
