@@ -602,16 +602,20 @@ def make_labeler(target: Target) -> Labeler:
         if keep is not None and not keep.fullmatch(name):
             return None
         name = metrics_name_prefix + name
-        lset: dict[str, str] = {}
-        for key, value in scraped:
-            if value == "" or key == "__name__":
-                continue
-            if ignore_keys is not None and ignore_keys.fullmatch(key):
-                continue
-            lset[key] = value
+        if ignore_keys is None:
+            lset = {key: value for key, value in scraped if value and key != "__name__"}
+        else:
+            lset = {
+                key: value
+                for key, value in scraped
+                if value and key != "__name__" and not ignore_keys.fullmatch(key)
+            }
         if honor:
             for key, value in target_labels:
                 lset.setdefault(key, value)
+        elif target_names.isdisjoint(lset):
+            # The common case: no scraped label clashes with a target label.
+            lset.update(target_labels)
         else:
             conflicts = [(k, lset[k]) for k in target_names if k in lset]
             lset.update(target_labels)
