@@ -27,5 +27,5 @@ def cold_parse(line: bytes, /) -> tuple[str, list[tuple[str, str]], float, int |
     series_end)`` as :func:`~kubescrape.scrape.parser.parse_sample_line` does (``series_end`` in bytes);
     ``None`` for any other line, which the validating parser then decides."""
 
-def cold_head(labels: list[tuple[str, str]], /) -> bytes | None:
+def cold_head(labels: object, /) -> bytes | None:
     """``sample_head(encode_labels(labels), 6)``; ``None`` when ``labels`` is not a list of str pairs."""
