@@ -210,7 +210,8 @@ def _lines(draw: st.DrawFn) -> bytes:
             assign = _pick(draw, clean, "=", [" = ", "", "=="])
             quote = _pick(draw, clean, '"', ["", "'"])
             body += f"{label}{assign}{quote}{value}{quote}"
-        if pairs and draw(st.booleans()):
+        trailing: bool = draw(st.booleans())
+        if pairs and trailing:
             body += _pick(draw, clean, ",", [" ,", ",,", "\t"])
         close = _pick(draw, clean, "}", ["", "}}", " }"])
         series = f"{name}{_pick(draw, clean, '', [' '])}{{{body}{close}"
