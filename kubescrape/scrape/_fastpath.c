@@ -303,7 +303,7 @@ static PyMethodDef fastpath_methods[] = {
     {"join", (PyCFunction)(void (*)(void))fastpath_join, METH_FASTCALL,
      "b''.join of each run of step pieces, without slicing the list."},
     {"cold_parse", (PyCFunction)fastpath_cold_parse, METH_O,
-     "Split a sample line it is sure about into (name, labels, value, timestamp, series end), else None."},
+     "Split a sample line it is sure about into (name, labels, value, timestamp, key), else None."},
     {"cold_head", (PyCFunction)fastpath_cold_head, METH_O,
      "sample_head(encode_labels(labels), 6) for a list of str pairs, else None."},
     {NULL, NULL, 0, NULL},
@@ -327,7 +327,8 @@ PyInit__fastpath(void)
  * plain decimal notation, label values that are valid UTF-8 with the usual escapes. Anything else
  * (NaN/Inf spellings, tabs, extra blanks, duplicate or ``__name__`` labels, invalid UTF-8, more than
  * COLD_MAX_LABELS labels, any malformed text) returns None and the Python parser decides, so errors
- * and their messages stay in one place. cold_head() is sample_head(encode_labels(labels), 6).
+ * and their messages stay in one place. The key it returns is the series text and the blank after it
+ * (the scrape cache's key). cold_head() is sample_head(encode_labels(labels), 6).
  */
 
 #define COLD_MAX_LABELS 64
@@ -615,7 +616,14 @@ fastpath_cold_parse(PyObject *module, PyObject *arg)
         Py_DECREF(timestamp);
         goto error;
     }
-    return Py_BuildValue("(NNdNn)", name, labels, value, timestamp, series_end);
+    /* The cache key: the series text and the blank after it. */
+    PyObject *key = PyBytes_FromStringAndSize(s, series_end + 1);
+    if (key == NULL) {
+        Py_DECREF(name);
+        Py_DECREF(timestamp);
+        goto error;
+    }
+    return Py_BuildValue("(NNdNN)", name, labels, value, timestamp, key);
 
 unsure:
     Py_DECREF(labels);

@@ -22,10 +22,10 @@ def run(
 def join(pieces: list[bytes], step: int, /) -> list[bytes]:
     """``b"".join`` of each run of ``step`` pieces, without slicing the list."""
 
-def cold_parse(line: bytes, /) -> tuple[str, list[tuple[str, str]], float, int | None, int] | None:
-    """Split a sample line the compiled code is sure about into ``(name, labels, value, timestamp,
-    series_end)`` as :func:`~kubescrape.scrape.parser.parse_sample_line` does (``series_end`` in bytes);
-    ``None`` for any other line, which the validating parser then decides."""
+def cold_parse(line: bytes, /) -> tuple[str, list[tuple[str, str]], float, int | None, bytes] | None:
+    """Split a sample line the compiled code is sure about into ``(name, labels, value, timestamp, key)``
+    as :func:`~kubescrape.scrape.parser.parse_sample_line` does; ``key`` is the series text plus the
+    blank after it. ``None`` for any other line, which the validating parser then decides."""
 
 def cold_head(labels: object, /) -> bytes | None:
     """``sample_head(encode_labels(labels), 6)``; ``None`` when ``labels`` is not a list of str pairs."""

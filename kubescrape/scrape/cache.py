@@ -615,12 +615,9 @@ class SeriesCache:
         if compiled is not None:
             split = compiled.cold_parse(line)
             if split is not None:
-                name, labels, value, timestamp, series_end = split
+                name, labels, value, timestamp, key = split
                 # Sure lines end their series at the closing brace or the name's blank: always cacheable.
-                series = line[:series_end]
-                return self._add(
-                    series + b" ", True, series, name, labels, value, timestamp, scrape_ts_ms, pieces, order
-                )
+                return self._add(key, True, key, name, labels, value, timestamp, scrape_ts_ms, pieces, order)
         try:
             text = line.decode("utf-8")
             check_utf8 = False

@@ -58,8 +58,9 @@ def compiled_split(line: bytes) -> tuple[object, ...] | None:
     split = _fastpath.cold_parse(line)
     if split is None:
         return None
-    name, labels, value, timestamp, series_end = split
-    return ("ok", name, labels, struct.pack("<d", value), timestamp, series_end)
+    name, labels, value, timestamp, key = split
+    assert key == line[: len(key) - 1] + b" "
+    return ("ok", name, labels, struct.pack("<d", value), timestamp, len(key) - 1)
 
 
 # -- generated lines -------------------------------------------------------------------------------------
