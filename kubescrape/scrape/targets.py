@@ -644,6 +644,20 @@ def make_labeler(target: Target) -> Labeler:
             lset = written
         return sorted(lset.items())
 
+    plain = not (
+        ignore_metrics or ignore_keys or drop or keep or rules or honor or name_prefix or metrics_name_prefix
+    )
+    if plain and not external and not write_rules:
+        # No filter, prefix or rule (the usual kubelet job): only the target labels join the scraped ones.
+        def plain_label(name: str, scraped: list[tuple[str, str]]) -> list[tuple[str, str]] | None:
+            lset = {key: value for key, value in scraped if value and key != "__name__"}
+            if not target_names.isdisjoint(lset):
+                return label(name, scraped)
+            lset.update(target_labels)
+            lset["__name__"] = name
+            return sorted(lset.items())
+
+        return plain_label
     return label
 
 
