@@ -684,14 +684,14 @@ fastpath_cold_head(PyObject *module, PyObject *arg)
     count = PyList_GET_SIZE(pairs);
     for (Py_ssize_t k = 0; k < count; k++) {
         PyObject *pair = PyList_GET_ITEM(pairs, k);
+        if (PyUnicode_GET_LENGTH(PyTuple_GET_ITEM(pair, 1)) == 0) {
+            continue; /* an empty label is a missing one (its name is not even encoded) */
+        }
         Py_ssize_t name_len, value_len;
         const char *name = PyUnicode_AsUTF8AndSize(PyTuple_GET_ITEM(pair, 0), &name_len);
         if (name == NULL) {
             Py_DECREF(pairs);
             return NULL;
-        }
-        if (PyUnicode_GET_LENGTH(PyTuple_GET_ITEM(pair, 1)) == 0) {
-            continue; /* an empty label is a missing one */
         }
         if (PyUnicode_AsUTF8AndSize(PyTuple_GET_ITEM(pair, 1), &value_len) == NULL) {
             Py_DECREF(pairs);

@@ -282,7 +282,7 @@ def test_cold_parse_agrees_with_the_parser(line: bytes) -> None:
 
 _head_labels = st.lists(
     st.tuples(
-        st.sampled_from(["__name__", "a", "b", "job", "é", "", "__name__"]),
+        st.sampled_from(["__name__", "a", "b", "job", "é", "", "__name__", "\udcff"]),
         st.sampled_from(["", "x", "v" * 200, "é" * 3000, "\x00", "\udcff", "m"]),
     ),
     max_size=8,
@@ -311,6 +311,8 @@ def compiled_head(labels: list[tuple[str, str]]) -> tuple[object, ...] | None:
 @example([("__name__", ""), ("__name__", "x")])
 @example([("a", "b")])
 @example([("__name__", "x"), ("a", "\udcff")])
+@example([("__name__", "x"), ("\udcff", "")])
+@example([("__name__", "x"), ("\udcff", "y")])
 def test_cold_head_agrees_with_encode_labels(labels: list[tuple[str, str]]) -> None:
     """Same bytes, same error (no or empty ``__name__``; a value that is not UTF-8)."""
     assert compiled_head(labels) == python_head(labels)
