@@ -296,6 +296,7 @@ fastpath_join(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
 
 static PyObject *fastpath_cold_parse(PyObject *module, PyObject *arg);
 static PyObject *fastpath_cold_head(PyObject *module, PyObject *arg);
+static PyObject *fastpath_plain_labels(PyObject *module, PyObject *const *args, Py_ssize_t nargs);
 
 static PyMethodDef fastpath_methods[] = {
     {"run", (PyCFunction)(void (*)(void))fastpath_run, METH_FASTCALL,
@@ -306,6 +307,8 @@ static PyMethodDef fastpath_methods[] = {
      "Split a sample line it is sure about into (name, labels, value, timestamp, key), else None."},
     {"cold_head", (PyCFunction)fastpath_cold_head, METH_O,
      "sample_head(encode_labels(labels), 6) for a list of str pairs, else None."},
+    {"plain_labels", (PyCFunction)(void (*)(void))fastpath_plain_labels, METH_FASTCALL,
+     "The labeler's result for a target without filters, prefixes or rules, else None."},
     {NULL, NULL, 0, NULL},
 };
 
@@ -745,4 +748,93 @@ fastpath_cold_head(PyObject *module, PyObject *arg)
     *out++ = 0x09;
     Py_DECREF(pairs);
     return head;
+}
+
+/* Whether two str objects are equal (both exact str). */
+static int
+cold_same_str(PyObject *a, PyObject *b)
+{
+    return a == b || (PyUnicode_GET_LENGTH(a) == PyUnicode_GET_LENGTH(b) && PyUnicode_Compare(a, b) == 0);
+}
+
+/* make_labeler's shortcut for a target without filters, prefixes or rules: the scraped labels with a
+ * value (``__name__`` left out), the target labels and ``__name__``, sorted. None (the Python labeler
+ * decides) when a scraped label clashes with a target label (``exported_`` renaming), on a repeated
+ * name, on anything but str pairs, or for more than COLD_MAX_LABELS labels. */
+static PyObject *
+fastpath_plain_labels(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
+{
+    (void)module;
+    if (nargs != 3) {
+        PyErr_SetString(PyExc_TypeError, "plain_labels(name, scraped, target_labels)");
+        return NULL;
+    }
+    PyObject *name = args[0], *scraped = args[1], *target = args[2];
+    if (!PyUnicode_CheckExact(name) || !PyList_CheckExact(scraped) || !PyTuple_CheckExact(target)) {
+        Py_RETURN_NONE;
+    }
+    Py_ssize_t nscraped = PyList_GET_SIZE(scraped), ntarget = PyTuple_GET_SIZE(target);
+    if (nscraped + ntarget + 1 > COLD_MAX_LABELS) {
+        Py_RETURN_NONE;
+    }
+    PyObject *dunder = PyUnicode_FromString("__name__");
+    if (dunder == NULL) {
+        return NULL;
+    }
+    PyObject *out = PyList_New(0);
+    if (out == NULL) {
+        Py_DECREF(dunder);
+        return NULL;
+    }
+    /* Target labels first: every later name is checked against all names taken so far. */
+    for (Py_ssize_t round = 0; round < 2; round++) {
+        PyObject *seq = round == 0 ? target : scraped;
+        Py_ssize_t count = round == 0 ? ntarget : nscraped;
+        for (Py_ssize_t k = 0; k < count; k++) {
+            PyObject *pair = round == 0 ? PyTuple_GET_ITEM(seq, k) : PyList_GET_ITEM(seq, k);
+            if (!PyTuple_CheckExact(pair) || PyTuple_GET_SIZE(pair) != 2 ||
+                !PyUnicode_CheckExact(PyTuple_GET_ITEM(pair, 0)) ||
+                !PyUnicode_CheckExact(PyTuple_GET_ITEM(pair, 1))) {
+                goto unsure;
+            }
+            PyObject *key = PyTuple_GET_ITEM(pair, 0);
+            if (round == 1 && PyUnicode_GET_LENGTH(PyTuple_GET_ITEM(pair, 1)) == 0) {
+                continue; /* an empty scraped label is a missing one */
+            }
+            if (cold_same_str(key, dunder)) {
+                if (round == 1) {
+                    continue; /* the scraped __name__ is replaced by the metric name */
+                }
+                goto unsure;
+            }
+            for (Py_ssize_t j = 0; j < PyList_GET_SIZE(out); j++) {
+                if (cold_same_str(PyTuple_GET_ITEM(PyList_GET_ITEM(out, j), 0), key)) {
+                    goto unsure; /* a clash or a repeated name */
+                }
+            }
+            if (PyList_Append(out, pair) < 0) {
+                goto error;
+            }
+        }
+    }
+    PyObject *named = PyTuple_Pack(2, dunder, name);
+    if (named == NULL) {
+        goto error;
+    }
+    int rc = PyList_Append(out, named);
+    Py_DECREF(named);
+    if (rc < 0 || PyList_Sort(out) < 0) {
+        goto error;
+    }
+    Py_DECREF(dunder);
+    return out;
+
+unsure:
+    Py_DECREF(dunder);
+    Py_DECREF(out);
+    Py_RETURN_NONE;
+error:
+    Py_DECREF(dunder);
+    Py_DECREF(out);
+    return NULL;
 }

@@ -29,3 +29,10 @@ def cold_parse(line: bytes, /) -> tuple[str, list[tuple[str, str]], float, int |
 
 def cold_head(labels: object, /) -> bytes | None:
     """``sample_head(encode_labels(labels), 6)``; ``None`` when ``labels`` is not a list of str pairs."""
+
+def plain_labels(
+    name: str, scraped: list[tuple[str, str]], target_labels: tuple[tuple[str, str], ...], /
+) -> list[tuple[str, str]] | None:
+    """What ``make_labeler`` returns for a target without filters, prefixes or rules: the scraped labels
+    with a value (no ``__name__``), the target labels and ``__name__``, sorted; ``None`` when a scraped
+    label clashes with a target label, a name repeats, or the input is not str pairs."""

@@ -573,6 +573,9 @@ def _make_target(inst: InstanceConfig, url: str, labels: tuple[tuple[str, str], 
 # --- per-series labels ------------------------------------------------------------------------------
 
 _FAMILY_SUFFIX = re.compile(r"_(?:bucket|sum|count)$")
+# The compiled labeler shortcut (``_fastpath.plain_labels``): name, scraped labels, target labels.
+_Pairs = list[tuple[str, str]]
+_PlainLabels = Callable[[str, _Pairs, tuple[tuple[str, str], ...]], _Pairs | None]
 
 
 def make_labeler(target: Target) -> Labeler:
@@ -649,7 +652,18 @@ def make_labeler(target: Target) -> Labeler:
     )
     if plain and not external and not write_rules:
         # No filter, prefix or rule (the usual kubelet job): only the target labels join the scraped ones.
+        # The compiled helper does that without a dict; it leaves clashes (exported_*) to Python.
+        from kubescrape.scrape.cache import COMPILED
+
+        compiled_labels: _PlainLabels | None = None
+        if COMPILED:
+            from kubescrape.scrape._fastpath import plain_labels as compiled_labels
+
         def plain_label(name: str, scraped: list[tuple[str, str]]) -> list[tuple[str, str]] | None:
+            if compiled_labels is not None:
+                done: list[tuple[str, str]] | None = compiled_labels(name, scraped, target_labels)
+                if done is not None:
+                    return done
             lset = {key: value for key, value in scraped if value and key != "__name__"}
             if not target_names.isdisjoint(lset):
                 return label(name, scraped)
