@@ -3,9 +3,9 @@
 Times the kubelet emulator's /metrics/cadvisor payload (pods x containers x container_* families, explicit
 ms timestamps as the kubelet serves them) and prints a markdown table measured in one run. The cold rows
 (a first scrape: every series new; µs/sample is then µs per new series) and the warm rows are measured
-with the pure-Python code and with the compiled one (in a compiled build the make_labeler shortcut is
-compiled in the pure rows too: ``KUBESCRAPE_PURE_PYTHON=1`` measures a fully pure process) (``kubescrape.scrape._fastpath``,
-built at install time; its rows are left out when it is not built)::
+with the pure-Python code and with the compiled one (``kubescrape.scrape._fastpath``, built at install
+time; its rows are left out when it is not built). In a compiled build the make_labeler shortcut is
+compiled in the pure rows too; ``KUBESCRAPE_PURE_PYTHON=1`` measures a fully pure process::
 
     python3 -m bench.parse            # full run
     python3 -m bench.parse --quick    # fewer repetitions (CI smoke)
