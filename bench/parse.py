@@ -1,9 +1,11 @@
 """Benchmark of the hot path: exposition text -> remote-write bytes, against prometheus_client's parser.
 
 Times the kubelet emulator's /metrics/cadvisor payload (pods x containers x container_* families, explicit
-ms timestamps as the kubelet serves them) and prints a markdown table measured in one run. The warm
-rows are measured twice: with the pure-Python loop and with the compiled one (``kubescrape.scrape._fastpath``,
-built at install time; its rows are left out when it is not built)::
+ms timestamps as the kubelet serves them) and prints a markdown table measured in one run. The cold rows
+(a first scrape: every series new; µs/sample is then µs per new series) and the warm rows are measured
+with the pure-Python code and with the compiled one (``kubescrape.scrape._fastpath``, built at install
+time; its rows are left out when it is not built). In a compiled build the make_labeler shortcut is
+compiled in the pure rows too; ``KUBESCRAPE_PURE_PYTHON=1`` measures a fully pure process::
 
     python3 -m bench.parse            # full run
     python3 -m bench.parse --quick    # fewer repetitions (CI smoke)
@@ -23,8 +25,9 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from kubescrape.emulator.payloads import NodePayloads
 from kubescrape.remote_write.encode import clear_label_cache, compress
-from kubescrape.scrape.cache import COMPILED, SeriesCache
+from kubescrape.scrape.cache import COMPILED, Labeler, SeriesCache
 from kubescrape.scrape.parser import parse
+from kubescrape.scrape.targets import Target, TLSSettings, make_labeler
 from kubescrape.testing import FakeClock
 
 
@@ -53,6 +56,31 @@ def _labeler(name: str, labels: list[tuple[str, str]]) -> list[tuple[str, str]] 
     return [("__name__", name), *labels, ("instance", "node-1:10250"), ("job", "kubelet")]
 
 
+def _target_labeler() -> Labeler:
+    """The agent's own labeler for a kubelet cAdvisor target without relabel rules (instance and job
+    target labels), as :func:`~kubescrape.scrape.targets.make_labeler` builds it."""
+    target = Target(
+        url="https://10.0.0.1:10250/metrics/cadvisor",
+        name="kubelet",
+        labels=(("instance", "node-1:10250"), ("job", "kubelet")),
+        interval=15.0,
+        timeout=10.0,
+        honor_labels=False,
+        honor_timestamps=True,
+        body_size_limit=0,
+        tls=TLSSettings(False, None, None, None, None, False),
+        bearer_token_file=None,
+        bearer_token_string=None,
+        username=None,
+        password=None,
+        headers=(),
+        metric_relabel_configs=(),
+        ignore_metrics=(),
+        ignore_label_keys=(),
+    )
+    return make_labeler(target)
+
+
 def _best(fn: Callable[[], object], repeat: int) -> float:
     """Best CPU time of this thread over ``repeat`` runs (one core; not inflated when other processes
     share the machine), garbage collection disabled during each run.
@@ -73,6 +101,7 @@ def _best(fn: Callable[[], object], repeat: int) -> float:
 def run(quick: bool = False, pods: int = 120) -> tuple[list[tuple[str, int, float]], int]:
     """Measure every contender; return ``(name, samples, seconds)`` rows and the payload size."""
     repeat = 4 if quick else 12
+    cold_repeat = 2 if quick else 5
     bodies = cadvisor_scrapes(pods, repeat + 2)
     text = bodies[0].decode()
     samples = len(parse(text))
@@ -82,9 +111,14 @@ def run(quick: bool = False, pods: int = 120) -> tuple[list[tuple[str, int, floa
         for _ in text_string_to_metric_families(text):
             pass
 
-    def cold() -> None:
-        clear_label_cache()
-        SeriesCache(_labeler).process(bodies[0], ts)
+    def cold(compiled: bool, labeler: Labeler = _labeler) -> Callable[[], None]:
+        """A first scrape: every series is new (parsed, labeled, encoded), no label encodings cached."""
+
+        def scrape() -> None:
+            clear_label_cache()
+            SeriesCache(labeler, compiled=compiled).process(bodies[0], ts)
+
+        return scrape
 
     def warm(compiled: bool, compress_too: bool = False) -> Callable[[], None]:
         """Steady state: each timed run is the next scrape of the same node (new values and timestamps)."""
@@ -112,7 +146,16 @@ def run(quick: bool = False, pods: int = 120) -> tuple[list[tuple[str, int, floa
     rows = [
         ("prometheus_client text_string_to_metric_families", samples, _best(client, max(1, repeat // 3))),
         ("kubescrape parse() (validating, to Sample tuples)", samples, _best(lambda: parse(text), repeat)),
-        ("SeriesCache.process cold (first scrape: parse, labeler, encode)", samples, _best(cold, repeat)),
+        (
+            "SeriesCache.process cold, pure Python (first scrape: parse, labeler, encode)",
+            samples,
+            _best(cold(False), cold_repeat),
+        ),
+        (
+            "SeriesCache.process cold, pure Python, target labeler (make_labeler)",
+            samples,
+            _best(cold(False, _target_labeler()), cold_repeat),
+        ),
         (
             "SeriesCache.process warm, pure Python (next scrapes, encoded chunks)",
             samples,
@@ -122,6 +165,12 @@ def run(quick: bool = False, pods: int = 120) -> tuple[list[tuple[str, int, floa
     ]
     if COMPILED:
         rows += [
+            ("SeriesCache.process cold, compiled", samples, _best(cold(True), cold_repeat)),
+            (
+                "SeriesCache.process cold, compiled, target labeler (make_labeler)",
+                samples,
+                _best(cold(True, _target_labeler()), cold_repeat),
+            ),
             ("SeriesCache.process warm, compiled", samples, _best(warm(True), repeat)),
             ("SeriesCache.process warm + snappy, compiled", samples, _best(warm(True, True), repeat)),
         ]

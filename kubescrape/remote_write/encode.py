@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import functools
 import struct
+from bisect import bisect_right
 from collections.abc import Iterable, Sequence
 from typing import Any
 
@@ -49,6 +50,7 @@ STALE_NAN: float = struct.unpack("<d", STALE_NAN_BYTES)[0]
 _MASK64 = (1 << 64) - 1
 _pack_double = struct.Struct("<d").pack
 _SMALL_VARINTS = [bytes((n,)) for n in range(128)]
+_EMPTY_NAME = ("__name__", "")
 
 
 REMOTE_WRITE_HEADERS: dict[str, str] = {
@@ -68,6 +70,8 @@ def varint(n: int) -> bytes:
     """Protobuf base-128 varint of ``n``; negative numbers as their 64-bit two's complement (10 bytes)."""
     if 0 <= n < 0x80:
         return _SMALL_VARINTS[n]
+    if 0 < n < 0x4000:  # lengths of labels and series
+        return bytes(((n & 0x7F) | 0x80, n >> 7))
     n &= _MASK64
     out = bytearray()
     while n > 0x7F:
@@ -110,10 +114,12 @@ def encode_labels(labels: Iterable[tuple[str, str]]) -> bytes:
     """
     pairs = sorted(labels)
     get = _LABEL_FIELDS.get
-    fields = [get(pair) or _label_field(pair) for pair in pairs]
-    if not any(name == "__name__" and value for name, value in pairs):
+    encoded = b"".join([get(pair) or _label_field(pair) for pair in pairs])
+    # Sorted, so a ("__name__", "") pair comes before any other __name__ pair.
+    first = bisect_right(pairs, _EMPTY_NAME)
+    if first == len(pairs) or pairs[first][0] != "__name__":
         raise ValueError("a remote-write series needs a non-empty __name__ label")
-    return b"".join(fields)
+    return encoded
 
 
 def sample_head(label_bytes: bytes, timestamp_len: int) -> bytes:

@@ -294,11 +294,21 @@ fastpath_join(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
     return out;
 }
 
+static PyObject *fastpath_cold_parse(PyObject *module, PyObject *arg);
+static PyObject *fastpath_cold_head(PyObject *module, PyObject *arg);
+static PyObject *fastpath_plain_labels(PyObject *module, PyObject *const *args, Py_ssize_t nargs);
+
 static PyMethodDef fastpath_methods[] = {
     {"run", (PyCFunction)(void (*)(void))fastpath_run, METH_FASTCALL,
      "Consume the predicted lines from pos; return (pos, index) of the first line left to Python."},
     {"join", (PyCFunction)(void (*)(void))fastpath_join, METH_FASTCALL,
      "b''.join of each run of step pieces, without slicing the list."},
+    {"cold_parse", (PyCFunction)fastpath_cold_parse, METH_O,
+     "Split a sample line it is sure about into (name, labels, value, timestamp, key), else None."},
+    {"cold_head", (PyCFunction)fastpath_cold_head, METH_O,
+     "sample_head(encode_labels(labels), 6) for a list of str pairs, else None."},
+    {"plain_labels", (PyCFunction)(void (*)(void))fastpath_plain_labels, METH_FASTCALL,
+     "The labeler's result for a target without filters, prefixes or rules, else None."},
     {NULL, NULL, 0, NULL},
 };
 
@@ -311,4 +321,520 @@ PyMODINIT_FUNC
 PyInit__fastpath(void)
 {
     return PyModule_Create(&fastpath_module);
+}
+
+/* ---- Cold path: a series seen for the first time ------------------------------------------------
+ *
+ * cold_parse() splits a sample line the way parser.parse_sample_line() does, but only for the lines it
+ * is sure about: ``name{a="b",…} value[ timestamp]`` with no blanks inside the series, a value in
+ * plain decimal notation, label values that are valid UTF-8 with the usual escapes. Anything else
+ * (NaN/Inf spellings, tabs, extra blanks, duplicate or ``__name__`` labels, invalid UTF-8, more than
+ * COLD_MAX_LABELS labels, any malformed text) returns None and the Python parser decides, so errors
+ * and their messages stay in one place. The key it returns is the series text and the blank after it
+ * (the scrape cache's key). cold_head() is sample_head(encode_labels(labels), 6).
+ */
+
+#define COLD_MAX_LABELS 64
+
+static int
+cold_name_start(unsigned char c)
+{
+    return (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || c == '_';
+}
+
+static int
+cold_name_char(unsigned char c)
+{
+    return cold_name_start(c) || (c >= '0' && c <= '9');
+}
+
+/* Whether s[0:n] is a number Go's ParseFloat takes, in decimal notation (no NaN/Inf, no hex). */
+static int
+cold_decimal(const char *s, Py_ssize_t n)
+{
+    Py_ssize_t i = 0, before = 0, after = 0;
+    if (i < n && (s[i] == '+' || s[i] == '-')) {
+        i++;
+    }
+    while (i < n && s[i] >= '0' && s[i] <= '9') {
+        i++;
+        before++;
+    }
+    if (i < n && s[i] == '.') {
+        i++;
+        while (i < n && s[i] >= '0' && s[i] <= '9') {
+            i++;
+            after++;
+        }
+    }
+    if (before == 0 && after == 0) {
+        return 0;
+    }
+    if (i < n && (s[i] == 'e' || s[i] == 'E')) {
+        i++;
+        if (i < n && (s[i] == '+' || s[i] == '-')) {
+            i++;
+        }
+        Py_ssize_t exp = 0;
+        while (i < n && s[i] >= '0' && s[i] <= '9') {
+            i++;
+            exp++;
+        }
+        if (exp == 0) {
+            return 0;
+        }
+    }
+    return i == n;
+}
+
+/* A label value (between the quotes, escapes still in) as str; NULL without an error set when it is
+ * not valid UTF-8. ``\\``, ``\"`` and ``\n`` are unescaped, any other escape is kept as written. */
+static PyObject *
+cold_value(const char *s, Py_ssize_t n, int escaped)
+{
+    if (!escaped) {
+        PyObject *text = PyUnicode_DecodeUTF8(s, n, NULL);
+        if (text == NULL && PyErr_ExceptionMatches(PyExc_UnicodeDecodeError)) {
+            PyErr_Clear();
+        }
+        return text;
+    }
+    char small[256];
+    char *buf = n <= (Py_ssize_t)sizeof(small) ? small : PyMem_Malloc((size_t)n);
+    if (buf == NULL) {
+        return PyErr_NoMemory();
+    }
+    Py_ssize_t len = 0;
+    for (Py_ssize_t i = 0; i < n; i++) {
+        if (s[i] == '\\' && i + 1 < n) {
+            char next = s[i + 1];
+            if (next == '\\' || next == '"' || next == 'n') {
+                buf[len++] = next == 'n' ? '\n' : next;
+                i++;
+                continue;
+            }
+        }
+        buf[len++] = s[i];
+    }
+    PyObject *text = PyUnicode_DecodeUTF8(buf, len, NULL);
+    if (buf != small) {
+        PyMem_Free(buf);
+    }
+    if (text == NULL && PyErr_ExceptionMatches(PyExc_UnicodeDecodeError)) {
+        PyErr_Clear();
+    }
+    return text;
+}
+
+/* The label names and plain ASCII values of the previous line, by position: consecutive lines of a
+ * family repeat most of them, so the str objects are shared instead of made again. */
+static PyObject *cold_names[COLD_MAX_LABELS];
+static PyObject *cold_values[COLD_MAX_LABELS];
+
+/* A new reference to the str of ASCII s[0:n], reusing ``*slot`` when it holds the same text. */
+static PyObject *
+cold_ascii(PyObject **slot, const char *s, Py_ssize_t n)
+{
+    PyObject *cached = *slot;
+    if (cached != NULL && PyUnicode_GET_LENGTH(cached) == n && PyUnicode_IS_ASCII(cached) &&
+        memcmp(PyUnicode_DATA(cached), s, (size_t)n) == 0) {
+        return Py_NewRef(cached);
+    }
+    PyObject *text = PyUnicode_DecodeASCII(s, n, NULL);
+    if (text == NULL) {
+        return NULL;
+    }
+    Py_XSETREF(*slot, Py_NewRef(text));
+    return text;
+}
+
+static int
+cold_is_ascii(const char *s, Py_ssize_t n)
+{
+    for (Py_ssize_t i = 0; i < n; i++) {
+        if ((unsigned char)s[i] >= 0x80) {
+            return 0;
+        }
+    }
+    return 1;
+}
+
+static PyObject *
+fastpath_cold_parse(PyObject *module, PyObject *arg)
+{
+    (void)module;
+    if (!PyBytes_Check(arg)) {
+        PyErr_SetString(PyExc_TypeError, "cold_parse(line: bytes)");
+        return NULL;
+    }
+    const char *s = PyBytes_AS_STRING(arg);
+    Py_ssize_t n = PyBytes_GET_SIZE(arg);
+    Py_ssize_t i = 0;
+    if (n == 0 || !(cold_name_start((unsigned char)s[0]) || s[0] == ':')) {
+        Py_RETURN_NONE;
+    }
+    while (i < n && (cold_name_char((unsigned char)s[i]) || s[i] == ':')) {
+        i++;
+    }
+    Py_ssize_t name_end = i;
+    Py_ssize_t starts[COLD_MAX_LABELS], lens[COLD_MAX_LABELS];
+    int count = 0;
+    PyObject *labels = PyList_New(0);
+    if (labels == NULL) {
+        return NULL;
+    }
+    if (i < n && s[i] == '{') {
+        i++;
+        for (;;) {
+            if (i < n && s[i] == '}') {
+                i++;
+                break;
+            }
+            if (i >= n || !cold_name_start((unsigned char)s[i]) || count == COLD_MAX_LABELS) {
+                goto unsure;
+            }
+            Py_ssize_t label_start = i;
+            while (i < n && cold_name_char((unsigned char)s[i])) {
+                i++;
+            }
+            Py_ssize_t label_len = i - label_start;
+            if (i + 1 >= n || s[i] != '=' || s[i + 1] != '"') {
+                goto unsure;
+            }
+            i += 2;
+            Py_ssize_t value_start = i;
+            int escaped = 0;
+            while (i < n && s[i] != '"') {
+                if (s[i] == '\\') {
+                    escaped = 1;
+                    i++;
+                }
+                i++;
+            }
+            if (i >= n) {
+                goto unsure; /* unterminated value */
+            }
+            Py_ssize_t value_len = i - value_start;
+            i++;
+            if (i < n && s[i] == ',') {
+                i++;
+            }
+            else if (i >= n || s[i] != '}') {
+                goto unsure;
+            }
+            if (label_len == 8 && memcmp(s + label_start, "__name__", 8) == 0) {
+                goto unsure;
+            }
+            for (int k = 0; k < count; k++) {
+                if (lens[k] == label_len && memcmp(s + starts[k], s + label_start, (size_t)label_len) == 0) {
+                    goto unsure; /* duplicate label name */
+                }
+            }
+            starts[count] = label_start;
+            lens[count] = label_len;
+            count++;
+            PyObject *value;
+            if (!escaped && cold_is_ascii(s + value_start, value_len)) {
+                value = cold_ascii(&cold_values[count - 1], s + value_start, value_len);
+            }
+            else {
+                value = cold_value(s + value_start, value_len, escaped);
+                if (value == NULL && !PyErr_Occurred()) {
+                    goto unsure;
+                }
+            }
+            if (value == NULL) {
+                goto error;
+            }
+            PyObject *name = cold_ascii(&cold_names[count - 1], s + label_start, label_len);
+            if (name == NULL) {
+                Py_DECREF(value);
+                goto error;
+            }
+            PyObject *pair = PyTuple_New(2);
+            if (pair == NULL) {
+                Py_DECREF(name);
+                Py_DECREF(value);
+                goto error;
+            }
+            PyTuple_SET_ITEM(pair, 0, name);
+            PyTuple_SET_ITEM(pair, 1, value);
+            int rc = PyList_Append(labels, pair);
+            Py_DECREF(pair);
+            if (rc < 0) {
+                goto error;
+            }
+        }
+    }
+    Py_ssize_t series_end = i;
+    if (i >= n || s[i] != ' ') {
+        goto unsure;
+    }
+    i++;
+    Py_ssize_t value_start = i;
+    while (i < n && s[i] != ' ') {
+        i++;
+    }
+    Py_ssize_t value_len = i - value_start;
+    char number[64];
+    if (value_len >= (Py_ssize_t)sizeof(number) || !cold_decimal(s + value_start, value_len)) {
+        goto unsure;
+    }
+    memcpy(number, s + value_start, (size_t)value_len);
+    number[value_len] = '\0';
+    char *number_end = NULL;
+    double value = PyOS_string_to_double(number, &number_end, NULL);
+    if (value == -1.0 && PyErr_Occurred()) {
+        goto error;
+    }
+    if (number_end != number + value_len || isinf(value) || isnan(value)) {
+        goto unsure; /* out of range (1e400): the Python parser says so */
+    }
+    PyObject *timestamp;
+    if (i < n) {
+        i++; /* the blank before the timestamp */
+        if (i >= n || n - i > 19) {
+            goto unsure;
+        }
+        unsigned long long ts = 0;
+        for (; i < n; i++) {
+            if (s[i] < '0' || s[i] > '9') {
+                goto unsure;
+            }
+            ts = ts * 10 + (unsigned long long)(s[i] - '0');
+        }
+        if (ts > (unsigned long long)LLONG_MAX) {
+            goto unsure;
+        }
+        timestamp = PyLong_FromLongLong((long long)ts);
+        if (timestamp == NULL) {
+            goto error;
+        }
+    }
+    else {
+        timestamp = Py_NewRef(Py_None);
+    }
+    PyObject *name = PyUnicode_FromStringAndSize(s, name_end);
+    if (name == NULL) {
+        Py_DECREF(timestamp);
+        goto error;
+    }
+    /* The cache key: the series text and the blank after it. */
+    PyObject *key = PyBytes_FromStringAndSize(s, series_end + 1);
+    if (key == NULL) {
+        Py_DECREF(name);
+        Py_DECREF(timestamp);
+        goto error;
+    }
+    return Py_BuildValue("(NNdNN)", name, labels, value, timestamp, key);
+
+unsure:
+    Py_DECREF(labels);
+    Py_RETURN_NONE;
+error:
+    Py_DECREF(labels);
+    return NULL;
+}
+
+static char *
+cold_varint(char *out, unsigned long long n)
+{
+    while (n > 0x7F) {
+        *out++ = (char)((n & 0x7F) | 0x80);
+        n >>= 7;
+    }
+    *out++ = (char)n;
+    return out;
+}
+
+static Py_ssize_t
+cold_varint_len(unsigned long long n)
+{
+    Py_ssize_t len = 1;
+    while (n > 0x7F) {
+        n >>= 7;
+        len++;
+    }
+    return len;
+}
+
+static PyObject *
+fastpath_cold_head(PyObject *module, PyObject *arg)
+{
+    (void)module;
+    if (!PyList_CheckExact(arg)) {
+        Py_RETURN_NONE;
+    }
+    Py_ssize_t count = PyList_GET_SIZE(arg);
+    for (Py_ssize_t k = 0; k < count; k++) {
+        PyObject *pair = PyList_GET_ITEM(arg, k);
+        if (!PyTuple_CheckExact(pair) || PyTuple_GET_SIZE(pair) != 2 ||
+            !PyUnicode_CheckExact(PyTuple_GET_ITEM(pair, 0)) || !PyUnicode_CheckExact(PyTuple_GET_ITEM(pair, 1))) {
+            Py_RETURN_NONE; /* not the labeler's usual list of str pairs: encode_labels() decides */
+        }
+    }
+    PyObject *pairs = PyList_GetSlice(arg, 0, count);
+    if (pairs == NULL) {
+        return NULL;
+    }
+    if (PyList_Sort(pairs) < 0) {
+        Py_DECREF(pairs);
+        return NULL;
+    }
+    /* First pass: UTF-8 of every name and value, and the total size. */
+    Py_ssize_t total = 0;
+    int named = 0;
+    count = PyList_GET_SIZE(pairs);
+    for (Py_ssize_t k = 0; k < count; k++) {
+        PyObject *pair = PyList_GET_ITEM(pairs, k);
+        if (PyUnicode_GET_LENGTH(PyTuple_GET_ITEM(pair, 1)) == 0) {
+            continue; /* an empty label is a missing one (its name is not even encoded) */
+        }
+        Py_ssize_t name_len, value_len;
+        const char *name = PyUnicode_AsUTF8AndSize(PyTuple_GET_ITEM(pair, 0), &name_len);
+        if (name == NULL) {
+            Py_DECREF(pairs);
+            return NULL;
+        }
+        if (PyUnicode_AsUTF8AndSize(PyTuple_GET_ITEM(pair, 1), &value_len) == NULL) {
+            Py_DECREF(pairs);
+            return NULL;
+        }
+        if (name_len == 8 && memcmp(name, "__name__", 8) == 0) {
+            named = 1;
+        }
+        Py_ssize_t label = 1 + cold_varint_len((unsigned long long)name_len) + name_len + 1 +
+                           cold_varint_len((unsigned long long)value_len) + value_len;
+        total += 1 + cold_varint_len((unsigned long long)label) + label;
+    }
+    if (!named) {
+        Py_DECREF(pairs);
+        PyErr_SetString(PyExc_ValueError, "a remote-write series needs a non-empty __name__ label");
+        return NULL;
+    }
+    /* Head: 0x0a, varint(series length), labels, 0x12, sample length (16), 0x09 (see sample_head). */
+    Py_ssize_t series_len = total + 2 + 16;
+    PyObject *head = PyBytes_FromStringAndSize(NULL, 1 + cold_varint_len((unsigned long long)series_len) + total + 3);
+    if (head == NULL) {
+        Py_DECREF(pairs);
+        return NULL;
+    }
+    char *out = PyBytes_AS_STRING(head);
+    *out++ = 0x0a;
+    out = cold_varint(out, (unsigned long long)series_len);
+    for (Py_ssize_t k = 0; k < count; k++) {
+        PyObject *pair = PyList_GET_ITEM(pairs, k);
+        if (PyUnicode_GET_LENGTH(PyTuple_GET_ITEM(pair, 1)) == 0) {
+            continue;
+        }
+        Py_ssize_t name_len, value_len;
+        const char *name = PyUnicode_AsUTF8AndSize(PyTuple_GET_ITEM(pair, 0), &name_len);
+        const char *value = PyUnicode_AsUTF8AndSize(PyTuple_GET_ITEM(pair, 1), &value_len);
+        Py_ssize_t label = 1 + cold_varint_len((unsigned long long)name_len) + name_len + 1 +
+                           cold_varint_len((unsigned long long)value_len) + value_len;
+        *out++ = 0x0a;
+        out = cold_varint(out, (unsigned long long)label);
+        *out++ = 0x0a;
+        out = cold_varint(out, (unsigned long long)name_len);
+        memcpy(out, name, (size_t)name_len);
+        out += name_len;
+        *out++ = 0x12;
+        out = cold_varint(out, (unsigned long long)value_len);
+        memcpy(out, value, (size_t)value_len);
+        out += value_len;
+    }
+    *out++ = 0x12;
+    *out++ = 16;
+    *out++ = 0x09;
+    Py_DECREF(pairs);
+    return head;
+}
+
+/* Whether two str objects are equal (both exact str). */
+static int
+cold_same_str(PyObject *a, PyObject *b)
+{
+    return a == b || (PyUnicode_GET_LENGTH(a) == PyUnicode_GET_LENGTH(b) && PyUnicode_Compare(a, b) == 0);
+}
+
+/* make_labeler's shortcut for a target without filters, prefixes or rules: the scraped labels with a
+ * value (``__name__`` left out), the target labels and ``__name__``, sorted. None (the Python labeler
+ * decides) when a scraped label clashes with a target label (``exported_`` renaming), on a repeated
+ * name, on anything but str pairs, or for more than COLD_MAX_LABELS labels. */
+static PyObject *
+fastpath_plain_labels(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
+{
+    (void)module;
+    if (nargs != 3) {
+        PyErr_SetString(PyExc_TypeError, "plain_labels(name, scraped, target_labels)");
+        return NULL;
+    }
+    PyObject *name = args[0], *scraped = args[1], *target = args[2];
+    if (!PyUnicode_CheckExact(name) || !PyList_CheckExact(scraped) || !PyTuple_CheckExact(target)) {
+        Py_RETURN_NONE;
+    }
+    Py_ssize_t nscraped = PyList_GET_SIZE(scraped), ntarget = PyTuple_GET_SIZE(target);
+    if (nscraped + ntarget + 1 > COLD_MAX_LABELS) {
+        Py_RETURN_NONE;
+    }
+    PyObject *dunder = PyUnicode_FromString("__name__");
+    if (dunder == NULL) {
+        return NULL;
+    }
+    PyObject *out = PyList_New(0);
+    if (out == NULL) {
+        Py_DECREF(dunder);
+        return NULL;
+    }
+    /* Target labels first: every later name is checked against all names taken so far. */
+    for (Py_ssize_t round = 0; round < 2; round++) {
+        PyObject *seq = round == 0 ? target : scraped;
+        Py_ssize_t count = round == 0 ? ntarget : nscraped;
+        for (Py_ssize_t k = 0; k < count; k++) {
+            PyObject *pair = round == 0 ? PyTuple_GET_ITEM(seq, k) : PyList_GET_ITEM(seq, k);
+            if (!PyTuple_CheckExact(pair) || PyTuple_GET_SIZE(pair) != 2 ||
+                !PyUnicode_CheckExact(PyTuple_GET_ITEM(pair, 0)) ||
+                !PyUnicode_CheckExact(PyTuple_GET_ITEM(pair, 1))) {
+                goto unsure;
+            }
+            PyObject *key = PyTuple_GET_ITEM(pair, 0);
+            if (round == 1 && PyUnicode_GET_LENGTH(PyTuple_GET_ITEM(pair, 1)) == 0) {
+                continue; /* an empty scraped label is a missing one */
+            }
+            if (cold_same_str(key, dunder)) {
+                if (round == 1) {
+                    continue; /* the scraped __name__ is replaced by the metric name */
+                }
+                goto unsure;
+            }
+            for (Py_ssize_t j = 0; j < PyList_GET_SIZE(out); j++) {
+                if (cold_same_str(PyTuple_GET_ITEM(PyList_GET_ITEM(out, j), 0), key)) {
+                    goto unsure; /* a clash or a repeated name */
+                }
+            }
+            if (PyList_Append(out, pair) < 0) {
+                goto error;
+            }
+        }
+    }
+    PyObject *named = PyTuple_Pack(2, dunder, name);
+    if (named == NULL) {
+        goto error;
+    }
+    int rc = PyList_Append(out, named);
+    Py_DECREF(named);
+    if (rc < 0 || PyList_Sort(out) < 0) {
+        goto error;
+    }
+    Py_DECREF(dunder);
+    return out;
+
+unsure:
+    Py_DECREF(dunder);
+    Py_DECREF(out);
+    Py_RETURN_NONE;
+error:
+    Py_DECREF(dunder);
+    Py_DECREF(out);
+    return NULL;
 }

@@ -21,3 +21,18 @@ def run(
 
 def join(pieces: list[bytes], step: int, /) -> list[bytes]:
     """``b"".join`` of each run of ``step`` pieces, without slicing the list."""
+
+def cold_parse(line: bytes, /) -> tuple[str, list[tuple[str, str]], float, int | None, bytes] | None:
+    """Split a sample line the compiled code is sure about into ``(name, labels, value, timestamp, key)``
+    as :func:`~kubescrape.scrape.parser.parse_sample_line` does; ``key`` is the series text plus the
+    blank after it. ``None`` for any other line, which the validating parser then decides."""
+
+def cold_head(labels: object, /) -> bytes | None:
+    """``sample_head(encode_labels(labels), 6)``; ``None`` when ``labels`` is not a list of str pairs."""
+
+def plain_labels(
+    name: str, scraped: list[tuple[str, str]], target_labels: tuple[tuple[str, str], ...], /
+) -> list[tuple[str, str]] | None:
+    """What ``make_labeler`` returns for a target without filters, prefixes or rules: the scraped labels
+    with a value (no ``__name__``), the target labels and ``__name__``, sorted; ``None`` when a scraped
+    label clashes with a target label, a name repeats, or the input is not str pairs."""

@@ -606,7 +606,18 @@ class SeriesCache:
         pieces: list[bytes],
         order: list[_Entry],
     ) -> int:
-        """Fully parse one line, fill the cache on a miss and append its pieces; return 1 per sample."""
+        """Fully parse one line, fill the cache on a miss and append its pieces; return 1 per sample.
+
+        With the compiled extension, a plain sample line is split in C (``cold_parse``); it returns
+        ``None`` for every line it is not sure about, which the validating parser then decides.
+        """
+        compiled = self._compiled
+        if compiled is not None:
+            split = compiled.cold_parse(line)
+            if split is not None:
+                name, labels, value, timestamp, key = split
+                # Sure lines end their series at the closing brace or the name's blank: always cacheable.
+                return self._add(key, True, key, name, labels, value, timestamp, scrape_ts_ms, pieces, order)
         try:
             text = line.decode("utf-8")
             check_utf8 = False
@@ -631,7 +642,7 @@ class SeriesCache:
         self,
         key: bytes,
         cacheable: bool,
-        series_text: str,
+        series_text: str | bytes,
         name: str,
         labels: list[tuple[str, str]],
         value: float,
@@ -641,7 +652,7 @@ class SeriesCache:
         order: list[_Entry],
     ) -> int:
         """Label (once per series), check limits and the timestamp window, and append one sample's
-        pieces; return 1 (one sample scraped)."""
+        pieces; return 1 (one sample scraped). ``series_text`` is only for the error message."""
         head = self._entries.get(key) if cacheable else None
         if head is None:
             final = self._labeler(name, labels)
@@ -651,8 +662,12 @@ class SeriesCache:
                 if self._check_labels:
                     self._label_limit_error(final)
                 try:
-                    head = sample_head(encode_labels(final), _TAIL_LEN - 1)
+                    compiled = self._compiled
+                    made = compiled.cold_head(final) if compiled is not None else None
+                    head = made if made is not None else sample_head(encode_labels(final), _TAIL_LEN - 1)
                 except ValueError:
+                    if isinstance(series_text, bytes):
+                        series_text = series_text.decode("utf-8", "surrogateescape")
                     raise ScrapeError(
                         f"relabeling removed the metric name of series {series_text.strip()!r}",
                         "a series must keep a non-empty __name__ label; fix the metric_relabel_configs "
@@ -670,11 +685,14 @@ class SeriesCache:
                 if not self._lo <= ts <= self._hi:
                     reason = "too_old" if ts < self._lo else "too_far_future"
                     self._window_drops[reason] = self._window_drops.get(reason, 0) + 1
-                    self._limit_check(pieces)
+                    if self._limits.sample_limit:
+                        self._limit_check(pieces)
                     return 1
             else:
                 ts = scrape_ts_ms
-            tail = b"\x10" + varint(ts)
+            tail = _TAILS.get(ts)
+            if tail is None:
+                tail = _new_tail(ts)
             if len(tail) != _TAIL_LEN:
                 odd_head = sample_head(_labels_of(head), len(tail) - 1)
                 self._odd_heads[odd_head] = head
@@ -682,7 +700,8 @@ class SeriesCache:
             pieces.append(head)
             pieces.append(_pack_double(value))
             pieces.append(tail)
-            self._limit_check(pieces)
+            if self._limits.sample_limit:
+                self._limit_check(pieces)
         return 1
 
     def _limit_check(self, pieces: list[bytes]) -> None:
@@ -693,6 +712,19 @@ class SeriesCache:
             count = len(pieces) // 3 + sum(self._window_drops.values())
             if count > limit:
                 self._sample_limit_error(count)
+
+
+# Tails (0x10 + varint) of timestamps met by new series: cAdvisor stamps repeat across a scrape's
+# series. Bounded; cleared when full.
+_TAILS: dict[int, bytes] = {}
+
+
+def _new_tail(ts: int) -> bytes:
+    """``0x10 + varint(ts)``, memoised in ``_TAILS``."""
+    if len(_TAILS) >= 4096:
+        _TAILS.clear()
+    tail = _TAILS[ts] = b"\x10" + varint(ts)
+    return tail
 
 
 def _tail(stamp: bytes, tails: dict[bytes, bytes], lo: int, hi: int) -> bytes:

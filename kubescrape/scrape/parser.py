@@ -96,6 +96,7 @@ _META_NAME = re.compile(r"[a-zA-Z_:][a-zA-Z0-9_:]*+")
 _LABEL_ESCAPE = re.compile(r"\\(.)", re.DOTALL)
 _HELP_ESCAPE = re.compile(r"\\([\\n])")
 _LABEL_UNESCAPES = {"\\": "\\", '"': '"', "n": "\n"}
+_SEPARATORS = " \t,="
 
 
 def _unescape_label(match: re.Match[str]) -> str:
@@ -122,10 +123,16 @@ def _labels(blob: str, validated: bool = False) -> list[tuple[str, str]]:
     """Split a label-set body into (name, unescaped value) pairs; reject duplicates."""
     if not validated and _LABEL_SET.match(blob) is None:
         raise ParseError(_label_set_problem(blob))
-    pairs = [
-        (name, _LABEL_ESCAPE.sub(_unescape_label, value) if "\\" in value else value)
-        for name, value in _LABEL_PAIR.findall(blob)
-    ]
+    if "\\" not in blob:
+        # A valid label set without backslashes has no escaped quote: its quotes delimit the values, and
+        # the text between two values is the separator, the name and "=" (blanks allowed).
+        parts = blob.split('"')
+        pairs = list(zip([part.strip(_SEPARATORS) for part in parts[0:-1:2]], parts[1::2], strict=True))
+    else:
+        pairs = [
+            (name, _LABEL_ESCAPE.sub(_unescape_label, value) if "\\" in value else value)
+            for name, value in _LABEL_PAIR.findall(blob)
+        ]
     if len(pairs) > 1 and len({name for name, _ in pairs}) != len(pairs):
         seen: set[str] = set()
         for name, _ in pairs:

@@ -573,6 +573,9 @@ def _make_target(inst: InstanceConfig, url: str, labels: tuple[tuple[str, str], 
 # --- per-series labels ------------------------------------------------------------------------------
 
 _FAMILY_SUFFIX = re.compile(r"_(?:bucket|sum|count)$")
+# The compiled labeler shortcut (``_fastpath.plain_labels``): name, scraped labels, target labels.
+_Pairs = list[tuple[str, str]]
+_PlainLabels = Callable[[str, _Pairs, tuple[tuple[str, str], ...]], _Pairs | None]
 
 
 def make_labeler(target: Target) -> Labeler:
@@ -602,16 +605,20 @@ def make_labeler(target: Target) -> Labeler:
         if keep is not None and not keep.fullmatch(name):
             return None
         name = metrics_name_prefix + name
-        lset: dict[str, str] = {}
-        for key, value in scraped:
-            if value == "" or key == "__name__":
-                continue
-            if ignore_keys is not None and ignore_keys.fullmatch(key):
-                continue
-            lset[key] = value
+        if ignore_keys is None:
+            lset = {key: value for key, value in scraped if value and key != "__name__"}
+        else:
+            lset = {
+                key: value
+                for key, value in scraped
+                if value and key != "__name__" and not ignore_keys.fullmatch(key)
+            }
         if honor:
             for key, value in target_labels:
                 lset.setdefault(key, value)
+        elif target_names.isdisjoint(lset):
+            # The common case: no scraped label clashes with a target label.
+            lset.update(target_labels)
         else:
             conflicts = [(k, lset[k]) for k in target_names if k in lset]
             lset.update(target_labels)
@@ -640,6 +647,31 @@ def make_labeler(target: Target) -> Labeler:
             lset = written
         return sorted(lset.items())
 
+    plain = not (
+        ignore_metrics or ignore_keys or drop or keep or rules or honor or name_prefix or metrics_name_prefix
+    )
+    if plain and not external and not write_rules:
+        # No filter, prefix or rule (the usual kubelet job): only the target labels join the scraped ones.
+        # The compiled helper does that without a dict; it leaves clashes (exported_*) to Python.
+        from kubescrape.scrape.cache import COMPILED
+
+        compiled_labels: _PlainLabels | None = None
+        if COMPILED:
+            from kubescrape.scrape._fastpath import plain_labels as compiled_labels
+
+        def plain_label(name: str, scraped: list[tuple[str, str]]) -> list[tuple[str, str]] | None:
+            if compiled_labels is not None:
+                done: list[tuple[str, str]] | None = compiled_labels(name, scraped, target_labels)
+                if done is not None:
+                    return done
+            lset = {key: value for key, value in scraped if value and key != "__name__"}
+            if not target_names.isdisjoint(lset):
+                return label(name, scraped)
+            lset.update(target_labels)
+            lset["__name__"] = name
+            return sorted(lset.items())
+
+        return plain_label
     return label
 
 
