@@ -24,6 +24,7 @@ from typing import Any, TextIO
 
 from aiohttp import web
 
+from kubescrape._memory import tune_allocator
 from kubescrape._signals import stop_on_signals
 from kubescrape.clock import SYSTEM_CLOCK, Clock
 from kubescrape.config.categraf import load_categraf
@@ -439,6 +440,8 @@ def run_command(
         log.warning("config: %s", warning)
     if config.global_.print_configs:
         log.info("configuration: %s", json.dumps(config.redacted(), sort_keys=True, default=str))
+    # Multi-MB scrape buffers must go back to the system when freed (kubescrape/_memory.py).
+    tune_allocator()
     with asyncio.Runner(loop_factory=_event_loop_factory()) as runner:
         try:
             if test:
