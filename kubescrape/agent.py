@@ -18,13 +18,14 @@ import logging
 import sys
 from collections.abc import Callable, Coroutine, Sequence
 from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
 from types import TracebackType
 from typing import Any, TextIO
 
 from aiohttp import web
 
-from kubescrape._memory import tune_allocator
+from kubescrape._memory import trim_periodically, tune_allocator
 from kubescrape._signals import stop_on_signals
 from kubescrape.clock import SYSTEM_CLOCK, Clock
 from kubescrape.config.categraf import load_categraf
@@ -384,6 +385,7 @@ async def _serve(config: AgentConfig, *, listen: str, spool_dir: Path | None, sp
     with stop_on_signals() as stop:
         try:
             await agent.start()
+            agent.supervisor.start("memory trim", partial(trim_periodically, config.global_.interval))
             await stop.wait()
             log.info("stopping: no more scrapes; flushing for up to %gs", shutdown_timeout)
         finally:

@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import asyncio
 import os
 import subprocess
 import sys
@@ -8,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from kubescrape._memory import MMAP_THRESHOLD, TRIM_THRESHOLD, tune_allocator
+from kubescrape._memory import MMAP_THRESHOLD, TRIM_THRESHOLD, trim_periodically, tune_allocator
 from kubescrape.agent import run_command
 from kubescrape.config.models import AgentConfig
 from tests.e2e.helpers import write_categraf_config
@@ -33,6 +34,20 @@ class FakeMallopt:
 class FakeLibc:
     def __init__(self, result: int = 1) -> None:
         self.mallopt = FakeMallopt(result)
+        self.malloc_trim = FakeMallocTrim()
+
+
+class FakeMallocTrim:
+    """Records malloc_trim(pad) calls."""
+
+    def __init__(self) -> None:
+        self.calls: list[int] = []
+        self.argtypes: object = None
+        self.restype: object = None
+
+    def __call__(self, pad: int) -> int:
+        self.calls.append(pad)
+        return 1
 
 
 def test_fixes_the_mmap_and_trim_thresholds() -> None:
@@ -113,3 +128,35 @@ def test_run_command_tunes_the_allocator(monkeypatch: pytest.MonkeyPatch, tmp_pa
                        shutdown_timeout=1.0, log_level="warning")
     assert code == 0
     assert applied == [True]
+
+
+async def test_trims_the_heaps_every_period_until_cancelled() -> None:
+    libc = FakeLibc()
+    task = asyncio.create_task(trim_periodically(0.01, libc))  # type: ignore[arg-type]
+
+    async def three_trims() -> None:
+        while len(libc.malloc_trim.calls) < 3 and not task.done():
+            await asyncio.sleep(0.01)
+
+    await asyncio.wait_for(three_trims(), 30)
+    assert not task.done()
+    task.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await task
+    assert set(libc.malloc_trim.calls) == {0}  # malloc_trim(0): release every free page, keep no pad
+
+
+async def test_trimming_without_malloc_trim_ends_at_once(monkeypatch: pytest.MonkeyPatch) -> None:
+    await asyncio.wait_for(trim_periodically(0.01, object()), 5)  # type: ignore[arg-type]
+    monkeypatch.setattr("kubescrape._memory.os.confstr", lambda name: None)  # no glibc here
+    await asyncio.wait_for(trim_periodically(0.01), 5)
+
+
+@pytest.mark.skipif(not (os.confstr("CS_GNU_LIBC_VERSION") or "").startswith("glibc"), reason="glibc only")
+async def test_trimming_the_real_heap_runs() -> None:
+    task = asyncio.create_task(trim_periodically(0.001))
+    await asyncio.sleep(0.05)
+    assert not task.done()  # still trimming: malloc_trim was found and called without error
+    task.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await task
