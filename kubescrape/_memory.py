@@ -19,8 +19,14 @@ more minor page faults per scrape (~42k samples; well under a millisecond of CPU
 What remains free inside the heap (10-15 MiB: the body's 64 KiB read chunks, freed between live
 objects, so the heap top never shrinks) is returned by ``malloc_trim(0)``, which releases the free pages
 anywhere in every arena; :func:`trim_periodically` calls it once per scrape interval. Measured: steady
-RSS 108 MiB, at ~1 ms per call plus ~4,000 minor page faults per scrape when the pages are reused.
+RSS 108-112 MiB (107 between scrapes), at ~1 ms per call plus the page faults below.
 Python's small objects (pymalloc's arenas) are not affected by either.
+
+The price is CPU: the pages given back are faulted in again by the next scrape (~1.6 µs per 4 KiB page
+here: 13 MB of buffer cost 7 ms instead of 2 ms). At 1x250 and a 2 s interval that is ~8,000 more minor
+faults per scrape, ~10 ms or ~0.25 µs per sample; at a 15 s interval it is negligible. With
+``KUBESCRAPE_ALLOCATOR=default`` in the environment glibc's defaults are kept (no tuning, no trimming),
+e.g. to compare both in a benchmark.
 """
 
 from __future__ import annotations
@@ -46,7 +52,10 @@ _M_MMAP_THRESHOLD = -3
 
 
 def _glibc() -> ctypes.CDLL | None:
-    """The process' own C library if it is glibc (whose malloc is the one in use), else ``None``."""
+    """The process' own C library if it is glibc (whose malloc is the one in use) and the tuning is not
+    turned off with ``KUBESCRAPE_ALLOCATOR=default``, else ``None``."""
+    if os.environ.get("KUBESCRAPE_ALLOCATOR", "") == "default":
+        return None
     try:
         glibc = (os.confstr("CS_GNU_LIBC_VERSION") or "").startswith("glibc")
     except (ValueError, OSError):  # not a glibc system

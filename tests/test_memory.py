@@ -76,6 +76,15 @@ def test_does_nothing_without_glibc(monkeypatch: pytest.MonkeyPatch) -> None:
     assert loaded == []
 
 
+async def test_the_environment_can_keep_glibcs_defaults(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("KUBESCRAPE_ALLOCATOR", "default")
+    loaded: list[object] = []
+    monkeypatch.setattr("kubescrape._memory.ctypes.CDLL", lambda *a: loaded.append(a))
+    assert not tune_allocator()
+    await asyncio.wait_for(trim_periodically(0.01), 5)  # returns at once: nothing to do
+    assert loaded == []
+
+
 @pytest.mark.skipif(not (os.confstr("CS_GNU_LIBC_VERSION") or "").startswith("glibc"), reason="glibc only")
 def test_buffers_above_the_threshold_are_unmapped_after_a_large_free() -> None:
     """Without the tuning, freeing a 16 MiB mapped block raises glibc's threshold and a later 4 MiB buffer
