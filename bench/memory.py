@@ -1,17 +1,19 @@
 """What kubescrape keeps per series, and what its spool writes per sample (report only; nothing is asserted).
 
 - **Series cache**: the Python heap a :class:`~kubescrape.scrape.cache.SeriesCache` holds for one target
-  after two scrapes of the kubelet emulator's ``/metrics/cadvisor`` payload (N pods), measured with
-  ``tracemalloc`` (allocations made after the baseline and still alive: the cache's entries, its series
-  order, its value memo and the shared label-field cache of :mod:`kubescrape.remote_write.encode`),
-  divided by the series the cache holds. The largest allocation sites follow, so a change knows where
-  the bytes are. ``peak`` is the transient high-water mark of the cold and the warm scrape.
+  after two scrapes of the kubelet emulator's ``/metrics/cadvisor`` payload (N pods), and again in the
+  steady state after ``--scrapes`` of them (what a running agent holds: memos that fill over several
+  scrapes show only there), measured with ``tracemalloc`` (allocations made after the baseline and
+  still alive: the cache's entries, its series order, its memos and the shared label-field cache of
+  :mod:`kubescrape.remote_write.encode`), divided by the series the cache holds. The largest allocation
+  sites of the steady state follow, so a change knows where the bytes are. ``peak`` is the transient
+  high-water mark over all those scrapes.
 - **Spool**: the bytes a :class:`~kubescrape.remote_write.spool.Spool` writes per sample (``wchar`` of
   ``/proc/self/io`` around ``put``, and around ``take`` + ``ack``), with its on-disk size per sample, next to
   the sizes of the chunks it is handed (encoded protobuf) and of the same chunks snappy-compressed as one
   remote-write request (what spooling the ready-to-send request would write).
 
-    python3 -m bench.memory [--pods 100 --pods 250] [--scrapes 20]
+    python3 -m bench.memory [--pods 100 --pods 250] [--scrapes 20] [--cache-scrapes 8]
 """
 
 from __future__ import annotations
@@ -64,10 +66,16 @@ class CacheMemory:
     held_bytes: int
     peak_bytes: int
     top_sites: list[tuple[str, int]]
+    scrapes: int = 2
+    steady_bytes: int = 0
 
     @property
     def bytes_per_series(self) -> float:
         return self.held_bytes / self.series if self.series else float("nan")
+
+    @property
+    def steady_bytes_per_series(self) -> float:
+        return self.steady_bytes / self.series if self.series else float("nan")
 
 
 def _site(filename: str, lineno: int) -> str:
@@ -76,9 +84,10 @@ def _site(filename: str, lineno: int) -> str:
     return f"{Path(filename).name}:{lineno} {code}"[:100]
 
 
-def cache_memory(pods: int, top: int = 6) -> CacheMemory:
-    """Measure a series cache after a cold and a warm scrape of an N-pod node (see the module docstring)."""
-    bodies = cadvisor_scrapes(pods, 2)
+def cache_memory(pods: int, top: int = 6, scrapes: int = 8) -> CacheMemory:
+    """Measure a series cache after a cold and a warm scrape of an N-pod node, then after ``scrapes`` in
+    all (see the module docstring)."""
+    bodies = cadvisor_scrapes(pods, max(2, scrapes))
     clear_label_cache()
     gc.collect()
     tracemalloc.start()
@@ -88,16 +97,22 @@ def cache_memory(pods: int, top: int = 6) -> CacheMemory:
         tracemalloc.reset_peak()
         cache = SeriesCache(labeler)
         samples = cache.process(bodies[0], TS_MS).samples_scraped
-        cache.process(bodies[1], TS_MS + 15_000)  # the result (chunks) is dropped, as after sending
+        held = 0
+        for i, body in enumerate(bodies[1:], start=1):
+            cache.process(body, TS_MS + 15_000 * i)  # the result (chunks) is dropped, as after sending
+            if i == 1:
+                gc.collect()
+                held, _ = tracemalloc.get_traced_memory()
         gc.collect()
-        held, peak = tracemalloc.get_traced_memory()
+        steady, peak = tracemalloc.get_traced_memory()
         after = tracemalloc.take_snapshot()
     finally:
         tracemalloc.stop()
     series = len(cache)
     sites = [(_site(s.traceback[0].filename, s.traceback[0].lineno), s.size_diff)
              for s in after.compare_to(before, "lineno")[:top] if s.size_diff > 0]
-    return CacheMemory(pods, series, samples, len(bodies[0]), held - base, peak - base, sites)
+    return CacheMemory(pods, series, samples, len(bodies[0]), held - base, peak - base, sites,
+                       len(bodies), steady - base)
 
 
 @dataclass(frozen=True)
@@ -170,17 +185,20 @@ def spool_bytes(pods: int, scrapes: int) -> SpoolBytes:
 def render_cache(rows: Sequence[CacheMemory]) -> str:
     """Markdown table of series-cache memory, then the allocation sites of the largest case."""
     out = [
-        "| pods | series | samples | payload KiB | held KiB | bytes/series | peak KiB (cold + warm scrape) |",
-        "|---:|---:|---:|---:|---:|---:|---:|",
+        "| pods | series | samples | payload KiB | held KiB, 2 scrapes | bytes/series, 2 scrapes "
+        "| scrapes | held KiB, steady | bytes/series, steady | peak KiB |",
+        "|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
     ]
     for r in rows:
         out.append(
             f"| {r.pods} | {r.series} | {r.samples} | {r.payload_bytes / 1024:.0f} "
-            f"| {r.held_bytes / 1024:.0f} | {r.bytes_per_series:.0f} | {r.peak_bytes / 1024:.0f} |"
+            f"| {r.held_bytes / 1024:.0f} | {r.bytes_per_series:.0f} | {r.scrapes} "
+            f"| {r.steady_bytes / 1024:.0f} | {r.steady_bytes_per_series:.0f} | {r.peak_bytes / 1024:.0f} |"
         )
     if rows and rows[-1].top_sites:
         biggest = rows[-1]
-        out += ["", f"Largest allocation sites still held ({biggest.pods} pods):", "",
+        title = f"Largest allocation sites still held after {biggest.scrapes} scrapes ({biggest.pods} pods):"
+        out += ["", title, "",
                 "| site | KiB | bytes/series |", "|---|---:|---:|"]
         for site, size in biggest.top_sites:
             out.append(f"| `{site}` | {size / 1024:.0f} | {size / max(1, biggest.series):.0f} |")
@@ -211,13 +229,17 @@ def main(argv: Sequence[str] | None = None) -> int:
         "--pods", type=int, action="append", help="pods per node (repeatable; default 100, 250)"
     )
     parser.add_argument("--scrapes", type=int, default=20, help="scrapes spooled per case (default 20)")
+    parser.add_argument(
+        "--cache-scrapes", type=int, default=8,
+        help="scrapes before the steady series-cache figure (default 8)",
+    )
     ns = parser.parse_args(argv)
     pods = ns.pods or [100, 250]
     build = "compiled" if getattr(cache_module, "COMPILED", False) else "pure Python"
     print(f"## kubescrape memory per series and spool bytes per sample (Python {sys.version.split()[0]}, "
           f"scrape cache warm loop: {build})\n")
     print("### Series cache (tracemalloc)\n")
-    print(render_cache([cache_memory(p) for p in pods]))
+    print(render_cache([cache_memory(p, scrapes=ns.cache_scrapes) for p in pods]))
     print("### Spool\n")
     try:
         print(render_spool([spool_bytes(p, ns.scrapes) for p in pods]))

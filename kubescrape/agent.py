@@ -18,11 +18,13 @@ import logging
 import sys
 from collections.abc import Callable, Coroutine, Sequence
 from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
 from types import TracebackType
 from typing import TYPE_CHECKING, Any, TextIO
 
 from kubescrape._aiohttp import web
+from kubescrape._memory import trim_periodically, tune_allocator
 from kubescrape._signals import stop_on_signals
 from kubescrape.clock import SYSTEM_CLOCK, Clock
 from kubescrape.config.categraf import load_categraf
@@ -390,6 +392,7 @@ async def _serve(config: AgentConfig, *, listen: str, spool_dir: Path | None, sp
     with stop_on_signals() as stop:
         try:
             await agent.start()
+            agent.supervisor.start("memory trim", partial(trim_periodically, config.global_.interval))
             await stop.wait()
             log.info("stopping: no more scrapes; flushing for up to %gs", shutdown_timeout)
         finally:
@@ -448,6 +451,8 @@ def run_command(
         log.warning("config: %s", warning)
     if config.global_.print_configs:
         log.info("configuration: %s", json.dumps(config.redacted(), sort_keys=True, default=str))
+    # Multi-MB scrape buffers must go back to the system when freed (kubescrape/_memory.py).
+    tune_allocator()
     with asyncio.Runner(loop_factory=_event_loop_factory()) as runner:
         try:
             if test:

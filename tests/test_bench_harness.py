@@ -445,6 +445,7 @@ def test_series_cache_memory_of_a_small_node() -> None:
     m = cache_memory(pods=2, top=3)
     assert m.series > 0 and m.samples >= m.series and m.payload_bytes > 0
     assert 0 < m.held_bytes <= m.peak_bytes
+    assert m.scrapes == 8 and 0 < m.steady_bytes <= m.peak_bytes
     assert len(m.top_sites) <= 3 and all(size > 0 for _, size in m.top_sites)
     text = render_cache([m])
     assert f"| 2 | {m.series} | {m.samples} |" in text and "Largest allocation sites" in text

@@ -56,80 +56,70 @@ make_tail(const char *s, Py_ssize_t n, long long lo, long long hi)
     return PyBytes_FromStringAndSize((const char *)buf, 7);
 }
 
-/* The packed double of a value text, borrowed from ``values`` (inserted there on success); NULL
- * without an error set when the Python code must decide, NULL with an error set on failure. */
+/* Longest value text parsed here; longer ones (rare) go to the Python loop. */
+#define VALUE_MAX 64
+
+/* The packed double (8 bytes, little-endian) of a value text, new reference; NULL without an error set
+ * when the Python code must decide, NULL with an error set on failure.
+ *
+ * Only texts of digits, signs, dots and exponents are parsed here: for those float() is exactly
+ * PyOS_string_to_double() over the whole text (no whitespace to strip, no "_"), which is what this
+ * calls. NaN, infinities, overflow and anything else are left to Python. No memo: parsing in place
+ * costs about what the old value-text dict lookup did, and the dict held ~260 B per series. */
 static PyObject *
-packed_value(PyObject *value, PyObject *values, PyObject *values_old)
+packed_value(const char *s, Py_ssize_t n)
 {
-    PyObject *packed = PyDict_GetItemWithError(values, value);
-    if (packed != NULL || PyErr_Occurred()) {
-        return packed;
-    }
-    packed = PyDict_GetItemWithError(values_old, value);
-    if (packed == NULL) {
-        if (PyErr_Occurred()) {
-            return NULL;
-        }
-        const char *s = PyBytes_AS_STRING(value);
-        Py_ssize_t n = PyBytes_GET_SIZE(value);
-        if (memchr(s, '_', (size_t)n) != NULL) {
-            return NULL;
-        }
-        /* float() itself, so the accepted spellings cannot differ from the Python loop's. */
-        PyObject *number = PyFloat_FromString(value);
-        if (number == NULL) {
-            if (PyErr_ExceptionMatches(PyExc_ValueError)) {
-                PyErr_Clear();
-            }
-            return NULL;
-        }
-        double x = PyFloat_AS_DOUBLE(number);
-        Py_DECREF(number);
-        if (x - x != 0.0 || x != x) {
-            return NULL; /* NaN or ±Inf: the spelling check is in Python */
-        }
-        char buf[8];
-        if (PyFloat_Pack8(x, buf, 1) < 0) {
-            return NULL;
-        }
-        PyObject *fresh = PyBytes_FromStringAndSize(buf, 8);
-        if (fresh == NULL) {
-            return NULL;
-        }
-        int rc = PyDict_SetItem(values, value, fresh);
-        Py_DECREF(fresh);
-        if (rc < 0) {
-            return NULL;
-        }
-        return fresh; /* borrowed: ``values`` holds it */
-    }
-    if (PyDict_SetItem(values, value, packed) < 0) {
+    if (n == 0 || n >= VALUE_MAX) {
         return NULL;
     }
-    return packed;
+    char text[VALUE_MAX];
+    for (Py_ssize_t i = 0; i < n; i++) {
+        char c = s[i];
+        if (!((c >= '0' && c <= '9') || c == '.' || c == '-' || c == '+' || c == 'e' || c == 'E')) {
+            return NULL;
+        }
+        text[i] = c;
+    }
+    text[n] = '\0';
+    char *end = NULL;
+    double x = PyOS_string_to_double(text, &end, NULL);
+    if (x == -1.0 && PyErr_Occurred()) {
+        if (PyErr_ExceptionMatches(PyExc_ValueError)) {
+            PyErr_Clear(); /* not a number: Python decides */
+        }
+        return NULL;
+    }
+    if (end != text + n || x - x != 0.0 || x != x) {
+        return NULL; /* not all of it a number, or ±Inf (overflow): Python decides */
+    }
+    char buf[8];
+    if (PyFloat_Pack8(x, buf, 1) < 0) {
+        return NULL;
+    }
+    return PyBytes_FromStringAndSize(buf, 8);
 }
 
 static PyObject *
 fastpath_run(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
 {
     (void)module;
-    if (nargs != 13) {
-        PyErr_SetString(PyExc_TypeError, "run() takes 13 arguments");
+    if (nargs != 11) {
+        PyErr_SetString(PyExc_TypeError, "run() takes 11 arguments");
         return NULL;
     }
     PyObject *data = args[0], *predicted = args[2], *order = args[4], *pieces = args[5];
-    PyObject *values = args[6], *values_old = args[7], *tails = args[8], *default_tail = args[9];
+    PyObject *tails = args[6], *default_tail = args[7];
     if (!PyBytes_Check(data) || !PyList_CheckExact(predicted) || !PyList_CheckExact(pieces) ||
-        (order != Py_None && !PyList_CheckExact(order)) || !PyDict_CheckExact(values) ||
-        !PyDict_CheckExact(values_old) || !PyDict_CheckExact(tails) || !PyBytes_CheckExact(default_tail)) {
+        (order != Py_None && !PyList_CheckExact(order)) || !PyDict_CheckExact(tails) ||
+        !PyBytes_CheckExact(default_tail)) {
         PyErr_SetString(PyExc_TypeError, "run(): unexpected argument types");
         return NULL;
     }
     Py_ssize_t pos = PyLong_AsSsize_t(args[1]);
     Py_ssize_t index = PyLong_AsSsize_t(args[3]);
-    int honor = PyObject_IsTrue(args[10]);
-    long long lo = PyLong_AsLongLong(args[11]);
-    long long hi = PyLong_AsLongLong(args[12]);
+    int honor = PyObject_IsTrue(args[8]);
+    long long lo = PyLong_AsLongLong(args[9]);
+    long long hi = PyLong_AsLongLong(args[10]);
     if (PyErr_Occurred()) {
         return NULL;
     }
@@ -211,12 +201,7 @@ fastpath_run(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
             tail = default_tail;
         }
 
-        PyObject *value = PyBytes_FromStringAndSize(buf + start, value_end - start);
-        if (value == NULL) {
-            return NULL;
-        }
-        PyObject *packed = packed_value(value, values, values_old);
-        Py_DECREF(value);
+        PyObject *packed = packed_value(buf + start, value_end - start);
         if (packed == NULL) {
             if (PyErr_Occurred()) {
                 return NULL;
@@ -224,14 +209,17 @@ fastpath_run(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
             break; /* an unusual value: the Python loop decides */
         }
         if (order != Py_None && PyList_Append(order, entry) < 0) {
+            Py_DECREF(packed);
             return NULL;
         }
         if (PyBytes_GET_SIZE(head) > 0) {
             if (PyList_Append(pieces, head) < 0 || PyList_Append(pieces, packed) < 0 ||
                 PyList_Append(pieces, tail) < 0) {
+                Py_DECREF(packed);
                 return NULL;
             }
         }
+        Py_DECREF(packed);
         pos = end + 1;
         index += 1;
     }

@@ -7,8 +7,6 @@ def run(
     index: int,
     order: list[tuple[bytes, int, bytes]] | None,
     pieces: list[bytes],
-    values: dict[bytes, bytes],
-    values_old: dict[bytes, bytes],
     tails: dict[bytes, bytes],
     default_tail: bytes,
     honor: bool,

@@ -207,8 +207,9 @@ class SeriesCache:
         self._entries: dict[bytes, bytes] = {}
         self._order: list[_Entry] = []
         self._order_had_duplicates = False
-        # Value text -> packed double. Many series (limits, specs, idle counters) keep their value
-        # between scrapes; a dict hit is cheaper than float() + pack. Bounded to about one scrape.
+        # Value text -> packed double, for the pure-Python loop (the compiled one parses in place and
+        # keeps none). Many series (limits, specs, idle counters) keep their value between scrapes; a
+        # dict hit is cheaper than float() + pack. Bounded to about one scrape.
         self._values: dict[bytes, bytes] = {}
         self._values_old: dict[bytes, bytes] = {}
         self._scrapes = 0
@@ -511,8 +512,6 @@ class SeriesCache:
                     index,
                     order if diverged else None,
                     pieces,
-                    values,
-                    self._values_old,
                     tails,
                     default_tail,
                     honor,

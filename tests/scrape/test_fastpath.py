@@ -10,6 +10,7 @@ Python, duplicates, limits, churn) or the kubelet emulator's real payloads with 
 from __future__ import annotations
 
 import os
+import struct
 import subprocess
 import sys
 
@@ -320,6 +321,21 @@ def test_emulator_payloads_give_identical_bytes(endpoint: str, churn: float) -> 
     assert all(o[0] == "ok" for o in outcomes)
     scraped = outcomes[-1][2]
     assert isinstance(scraped, int) and scraped > 0
+
+
+@needs_compiled
+def test_the_compiled_loop_keeps_no_value_memo() -> None:
+    # The compiled loop parses each value in place: a warm cache holds its series, not one entry per
+    # value text seen (those cost ~260 B per series). A value it hands back still goes through the memo.
+    scrapes = _emulated(20, 5, 0.0, "cadvisor")
+    cache = SeriesCache(labeler, compiled=True)
+    for body, ts in scrapes:
+        cache.process(body, ts)
+    assert len(cache) > 1000
+    assert cache._values == {} and cache._values_old == {}
+    cache.process(f"a 1 {NOW}\nb 2 {NOW}\n".encode(), NOW)
+    cache.process(f"a 1 {NOW}\nb +Inf {NOW}\n".encode(), NOW)  # an infinity: handed back to Python
+    assert cache._values == {b"+Inf": struct.pack("<d", float("inf"))}
 
 
 @needs_compiled
