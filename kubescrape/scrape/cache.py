@@ -520,10 +520,10 @@ class SeriesCache:
                 )
                 if pos >= size:
                     break
-            try:
+            if index < npredicted:
                 entry = predicted[index]
                 hit = startswith(entry[0], pos)
-            except IndexError:
+            else:  # past the previous scrape's series (every line of a first scrape)
                 hit = False
             if hit:
                 start = pos + entry[1]
