@@ -867,6 +867,8 @@ class ScrapeClient:
             if resp.status != 200:
                 # Error bodies are short (kubelet: "Unauthorized", "Forbidden (user=…)"); keep a bounded part.
                 raw = await resp.content.read(_ERROR_BODY_LIMIT)
+                if resp.headers.get("Content-Encoding", "").strip().lower() == "gzip":
+                    raw = inflate_prefix(raw, _ERROR_BODY_LIMIT)
                 return status_error(resp.status, raw.decode("utf-8", "replace").strip(), final,
                                     credentials=credential_source(target), rejected_fix=_rejected_fix(target),
                                     requested_url=target.url)
@@ -933,6 +935,16 @@ async def inflate_limited(stream: aiohttp.StreamReader, limit: int, url: str) ->
     finally:
         parts.clear()
     return body
+
+
+def inflate_prefix(data: bytes, limit: int) -> bytes:
+    """Up to ``limit`` inflated bytes of the gzip ``data`` (an error page's first bytes, for its message);
+    ``data`` itself if it does not inflate."""
+    zlib = inflate_module()
+    try:
+        return bytes(zlib.decompressobj(_GZIP_WBITS).decompress(data, limit))
+    except zlib.error:
+        return data
 
 
 def _too_large(url: str, limit: int) -> BodyTooLargeError:

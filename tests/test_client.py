@@ -657,3 +657,16 @@ async def test_an_encoding_other_than_gzip_is_refused_with_the_fix() -> None:
         report = await scrape(make_target(base + "/metrics"))
     assert isinstance(report.error, ScrapeError) and report.error.reason == "content_encoding"
     assert "Content-Encoding: br" in report.error.cause and "enable_compression" in (report.error.fix or "")
+
+
+async def test_a_gzip_error_page_is_read_inflated_into_the_message() -> None:
+    text = (b"Forbidden (user=system:serviceaccount:flashcat:categraf, verb=get, resource=nodes, "
+            b"subresource=metrics)")
+
+    async def forbidden(_: web.Request) -> web.Response:
+        return web.Response(status=403, body=gzip.compress(text), headers={"Content-Encoding": "gzip"})
+
+    async with serve(forbidden) as base:
+        report = await scrape(make_target(base + "/metrics"))
+    assert isinstance(report.error, HTTPStatusError) and report.error.status == 403
+    assert "subresource=metrics" in str(report.error)
