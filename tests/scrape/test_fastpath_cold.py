@@ -18,11 +18,12 @@ from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
 from kubescrape.emulator.payloads import NodePayloads
-from kubescrape.errors import ParseError, ScrapeError
+from kubescrape.errors import ParseError
 from kubescrape.remote_write.encode import encode_labels, sample_head
 from kubescrape.scrape.cache import COMPILED, ScrapeLimits, SeriesCache
 from kubescrape.scrape.parser import Metadata, parse_line
 from kubescrape.testing import FakeClock
+from tests.scrape.test_fastpath import Outcome, outcome
 
 pytestmark = pytest.mark.skipif(
     not COMPILED, reason="the compiled fast path is not built here (or KUBESCRAPE_PURE_PYTHON is set)"
@@ -335,28 +336,6 @@ def labeler(name: str, labels: list[tuple[str, str]]) -> list[tuple[str, str]] |
     if name.startswith("noname_"):
         return list(labels)
     return [("__name__", name), *labels, ("instance", "node-1:10250"), ("job", "kubelet")]
-
-
-Outcome = tuple[object, ...]
-
-
-def outcome(cache: SeriesCache, body: bytes, ts: int) -> Outcome:
-    try:
-        result = cache.process(body, ts)
-    except ScrapeError as exc:
-        line_no = exc.line_no if isinstance(exc, ParseError) else None
-        return ("error", type(exc), str(exc), line_no, exc.reason, len(cache))
-    return (
-        "ok",
-        [(chunk.data, chunk.samples) for chunk in result.chunks],
-        result.samples_scraped,
-        result.samples_post_relabel,
-        result.series_added,
-        result.samples_duplicate,
-        result.samples_stale,
-        result.dropped,
-        len(cache),
-    )
 
 
 def assert_same(scrapes: list[tuple[bytes, int]], limits: ScrapeLimits | None = None) -> list[Outcome]:
