@@ -28,6 +28,7 @@ from kubescrape.client import (
     TLSConfig,
     client_ssl_context,
     clock_timeout,
+    inflate_limited,
     inflate_module,
     remote_write_error,
     translate_error,
@@ -670,3 +671,64 @@ async def test_a_gzip_error_page_is_read_inflated_into_the_message() -> None:
         report = await scrape(make_target(base + "/metrics"))
     assert isinstance(report.error, HTTPStatusError) and report.error.status == 403
     assert "subresource=metrics" in str(report.error)
+
+
+class ChunkedStream:
+    """A response body stream handing out fixed-size chunks (what ``inflate_limited`` reads)."""
+
+    def __init__(self, data: bytes) -> None:
+        self._data = data
+
+    async def iter_chunked(self, n: int) -> AsyncIterator[bytes]:
+        for i in range(0, len(self._data), n):
+            yield self._data[i : i + n]
+
+
+async def inflate(data: bytes, limit: int = 0) -> bytes:
+    return await inflate_limited(ChunkedStream(data), limit, "https://node:10250/metrics")  # type: ignore[arg-type]
+
+
+async def test_a_whole_gzip_body_is_inflated_into_one_allocation() -> None:
+    text = b"".join(b'container_memory_rss{id="/pod%d"} %d\n' % (i, i * 7) for i in range(200_000))
+    compressed = gzip.compress(text, 6)
+    tracemalloc.start()
+    try:
+        body = await inflate(compressed, limit=len(text))
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert body == text
+    # The compressed bytes (read chunks and their join) and the body once: no inflated parts to join.
+    assert peak < 2 * len(compressed) + len(text) + (1 << 20)
+
+
+async def test_concatenated_gzip_members_are_read_in_a_row() -> None:
+    first, second = b"up 1\n" * 5000, b'kubelet_running_pods{node="a"} 3\n' * 5000
+    assert await inflate(gzip.compress(first) + gzip.compress(second)) == first + second
+
+
+async def test_a_trailer_announcing_the_wrong_size_is_refused() -> None:
+    good = gzip.compress(b"up 1\n" * 10_000)
+    for size in (49_999, 50_001, 1):
+        bad = good[:-4] + size.to_bytes(4, "little")
+        with pytest.raises(ScrapeError) as caught:
+            await inflate(bad)
+        assert caught.value.reason == "gzip"
+
+
+async def test_a_long_gzip_header_still_fits_a_body_within_the_limit() -> None:
+    text = b"up 1\n" * 1000
+    plain = gzip.compress(text)
+    # FNAME flag with a 100 KiB file name: the compressed body is larger than the inflated one.
+    named = plain[:3] + bytes([plain[3] | 0x08]) + plain[4:10] + b"n" * (100 << 10) + b"\0" + plain[10:]
+    assert await inflate(named, limit=len(text)) == text
+    with pytest.raises(BodyTooLargeError):
+        await inflate(named, limit=len(text) - 1)
+
+
+async def test_an_incompressible_body_over_the_limit_fails_while_it_is_read() -> None:
+    noise = os.urandom(4 << 20)
+    compressed = gzip.compress(noise, 0)  # stored blocks: larger than the input
+    with pytest.raises(BodyTooLargeError, match="body_size_limit = 1048576"):
+        await inflate(compressed, limit=1 << 20)
+    assert await inflate(compressed, limit=len(noise)) == noise
