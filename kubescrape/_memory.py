@@ -11,8 +11,11 @@ the order of the frees: the RSS of ``kubescrape run`` on one emulated node with 
 2 s interval, remote write into a real Prometheus) wandered between 126 and 188 MiB from run to run
 and within a run, with ``mallinfo2`` showing 20-40 MiB free in the heap.
 
-Fixing both thresholds (which also turns the dynamic adjustment off) sends every buffer of 256 KiB or
+Fixing both thresholds (which also turns the dynamic adjustment off) sends every buffer of 1 MiB or
 more to ``mmap``, returned to the system as soon as it is freed, and trims the heap top beyond 1 MiB.
+(The threshold sits above one remote-write chunk of 2,000 samples, ~850 KB: a scrape assembles and
+compresses its chunks one at a time, so each reuses the heap space the previous one freed instead of
+faulting in a fresh mapping; at 250 pods that halved the minor page faults, ~11,000 to ~5,300 per scrape.)
 Measured on the same set-up: steady RSS 120-124 MiB with a maximum of 121-126 MiB, for about 5,000
 more minor page faults per scrape (~42k samples; well under a millisecond of CPU at ~0.1 µs each).
 
@@ -40,7 +43,7 @@ __all__ = ["MMAP_THRESHOLD", "TRIM_THRESHOLD", "trim_periodically", "tune_alloca
 
 log = logging.getLogger("kubescrape.memory")
 
-MMAP_THRESHOLD = 256 * 1024
+MMAP_THRESHOLD = 1024 * 1024
 """Blocks of this many bytes or more get their own mapping, unmapped when freed."""
 
 TRIM_THRESHOLD = 1024 * 1024

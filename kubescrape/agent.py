@@ -322,7 +322,7 @@ def parse_listen(listen: str) -> tuple[str, int]:
 def render_chunks(chunks: Sequence[Chunk], *, timestamps: bool = False) -> str:
     """Decode encoded chunks back into exposition text, one sample per line, sorted by series."""
     samples: list[Sample] = []
-    for labels, points in decode_write_request(b"".join(c.data for c in chunks)):
+    for labels, points in decode_write_request(b"".join(c.plain() for c in chunks)):
         name = labels.get("__name__", "")
         rest = tuple(sorted((k, v) for k, v in labels.items() if k != "__name__"))
         for value, ts in points:

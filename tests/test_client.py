@@ -514,7 +514,9 @@ async def test_the_content_type_reaches_a_cache_that_takes_it() -> None:
     seen: list[str] = []
 
     class Cache:
-        def process(self, body: bytes, scrape_ts_ms: int, *, content_type: str = "") -> ScrapeResult:
+        def process(
+            self, body: bytes, scrape_ts_ms: int, *, content_type: str = "", snappy: bool = False
+        ) -> ScrapeResult:
             seen.append(content_type)
             return ScrapeResult([], 1, 1, 0)
 
@@ -543,7 +545,9 @@ async def test_the_content_type_reaches_a_cache_that_takes_it() -> None:
 
 async def test_drops_reported_by_the_cache_are_counted_per_target() -> None:
     class Cache:
-        def process(self, body: bytes, scrape_ts_ms: int, *, content_type: str = "") -> ScrapeResult:
+        def process(
+            self, body: bytes, scrape_ts_ms: int, *, content_type: str = "", snappy: bool = False
+        ) -> ScrapeResult:
             return ScrapeResult([], 5, 3, 0, samples_duplicate=2, dropped={"duplicate": 2})
 
         def stale_all(self, scrape_ts_ms: int) -> list[Chunk]:

@@ -33,6 +33,14 @@ class Chunk(NamedTuple):
     key: int = 0
     snappy: bool = False
 
+    def plain(self) -> bytes:
+        """The ``timeseries`` bytes, decompressed if ``data`` is a snappy block."""
+        if not self.snappy:
+            return self.data
+        from kubescrape.remote_write.encode import decompress
+
+        return decompress(self.data)
+
 
 class Sink(Protocol):
     """Where a scrape loop hands its encoded samples.

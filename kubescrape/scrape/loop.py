@@ -67,7 +67,9 @@ SYNTHETIC_NAMES = (
 class SeriesProcessor(Protocol):
     """What the loop needs of the series cache (:class:`kubescrape.scrape.cache.SeriesCache`)."""
 
-    def process(self, body: bytes, scrape_ts_ms: int, *, content_type: str = "") -> ScrapeResult: ...
+    def process(
+        self, body: bytes, scrape_ts_ms: int, *, content_type: str = "", snappy: bool = False
+    ) -> ScrapeResult: ...
 
     def stale_all(self, scrape_ts_ms: int) -> list[Chunk]: ...
 
@@ -236,7 +238,8 @@ class ScrapeLoop:
         error: KubescrapeError | None = None
         try:
             fetched = await self.fetch()
-            result = process_body(self._cache, fetched, ts_ms)
+            # Chunks bound for a sink are compressed as they are assembled (as they are spooled and sent).
+            result = process_body(self._cache, fetched, ts_ms, snappy=self.sink is not None)
             del fetched
         except asyncio.CancelledError:
             raise
@@ -339,10 +342,13 @@ def series_cache(target: Target, *, batch: int = 2000) -> SeriesCache:
     )
 
 
-def process_body(cache: SeriesProcessor, fetched: FetchResult, scrape_ts_ms: int) -> ScrapeResult:
+def process_body(
+    cache: SeriesProcessor, fetched: FetchResult, scrape_ts_ms: int, *, snappy: bool = False
+) -> ScrapeResult:
     """Hand a fetched body to the series cache with its Content-Type (which selects the text or the
-    OpenMetrics parser). Doctor parses through here too. Raises ParseError."""
-    return cache.process(fetched.body, scrape_ts_ms, content_type=fetched.content_type)
+    OpenMetrics parser); ``snappy`` compresses the chunks. Doctor parses through here too. Raises
+    ParseError."""
+    return cache.process(fetched.body, scrape_ts_ms, content_type=fetched.content_type, snappy=snappy)
 
 
 def _drops(result: ScrapeResult) -> dict[str, int]:

@@ -35,7 +35,7 @@ class ListSink:
         self.chunks.extend(chunks)
 
     def jobs(self) -> set[str]:
-        return {labels.get("job", "") for c in self.chunks for labels, _ in decode_write_request(c.data)}
+        return {labels.get("job", "") for c in self.chunks for labels, _ in decode_write_request(c.plain())}
 
 
 async def _until(check: Callable[[], bool], what: str, timeout: float = 20.0) -> None:

@@ -79,7 +79,7 @@ class ListSink:
     def series(self) -> list[tuple[dict[str, str], float, int]]:
         out = []
         for c in self.chunks:
-            for labels, samples in decode_write_request(c.data):
+            for labels, samples in decode_write_request(c.plain()):
                 out += [(labels, v, c.key) for v, _ in samples]
         return out
 

@@ -145,6 +145,18 @@ def test_chunks_are_cut_at_batch() -> None:
         assert same(decode(result), expected(text, NOW))
 
 
+@pytest.mark.parametrize("compiled", [False, None])
+def test_snappy_chunks_hold_the_same_bytes_compressed(compiled: bool | None) -> None:
+    text = "".join(f'm{{i="{i}"}} {i}\n' for i in range(25)) + "drop_me 1\nm{i=\"x\"} 2 1764000000000\n"
+    plain, packed = (SeriesCache(Labeler(), batch=10, compiled=compiled) for _ in range(2))
+    for step in range(2):  # a first (cold) and a second (warm) scrape
+        want = plain.process(text, NOW + step)
+        got = packed.process(text, NOW + step, snappy=True)
+        assert all(c.snappy for c in got.chunks) and not any(c.snappy for c in want.chunks)
+        assert [(c.plain(), c.samples) for c in got.chunks] == [(c.data, c.samples) for c in want.chunks]
+        assert got._replace(chunks=[]) == want._replace(chunks=[])
+
+
 def test_empty_scrape_has_no_chunks() -> None:
     result = SeriesCache(Labeler()).process(b"# only comments\n\n", NOW)
     assert result == ScrapeResult([], 0, 0, 0, 0)
