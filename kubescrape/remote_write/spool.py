@@ -98,6 +98,21 @@ from kubescrape.remote_write import Chunk
 from kubescrape.remote_write.encode import compress
 from kubescrape.remote_write.ledger import Fifo, Record, WriterCounters
 
+_crc32_impl: Callable[[bytes | memoryview, int], int] | None = None
+
+
+def _crc32(data: bytes | memoryview, value: int = 0) -> int:
+    """zlib's CRC-32, computed by ISA-L when installed (a dependency, which inflates scrape bodies too;
+    ~4x faster: ~0.5 ms for the 4.7 MB a 250-pod scrape spools); imported on first use, off start-up."""
+    global _crc32_impl
+    if _crc32_impl is None:
+        try:
+            from isal.isal_zlib import crc32
+        except ImportError:  # pragma: no cover - isal missing: the standard library's
+            crc32 = zlib.crc32
+        _crc32_impl = crc32
+    return _crc32_impl(data, value)
+
 log = logging.getLogger("kubescrape.spool")
 
 HEADER = struct.Struct("<IIQId")
@@ -191,7 +206,7 @@ def pack_chunks(chunks: Sequence[Chunk]) -> tuple[Chunk, ...]:
 def encode_record(seq: int, samples: int, ts: float, payload: bytes) -> bytes:
     """Header (with CRC) + payload of one record."""
     rest = HEADER.pack(0, len(payload), seq, samples, ts)[4:]
-    crc = zlib.crc32(payload, zlib.crc32(rest))
+    crc = _crc32(payload, _crc32(rest))
     return struct.pack("<I", crc) + rest + payload
 
 
@@ -208,9 +223,9 @@ def record_parts(seq: int, samples: int, ts: float, chunks: Sequence[Chunk]) -> 
         parts.append(c.data)
         length += FRAME.size + len(c.data)
     rest = HEADER.pack(0, length, seq, samples, ts)[4:]
-    crc = zlib.crc32(rest)
+    crc = _crc32(rest)
     for part in parts:
-        crc = zlib.crc32(part, crc)
+        crc = _crc32(part, crc)
     parts[0] = struct.pack("<I", crc) + rest
     return parts, length
 
@@ -224,7 +239,7 @@ def _valid_at(data: bytes, pos: int) -> tuple[int, int, int, float] | None:
     if end > len(data):
         return None
     mv = memoryview(data)
-    if zlib.crc32(mv[pos + HEADER.size:end], zlib.crc32(mv[pos + 4:pos + HEADER.size])) != crc:
+    if _crc32(mv[pos + HEADER.size:end], _crc32(mv[pos + 4:pos + HEADER.size])) != crc:
         return None
     return length, seq, samples, ts
 
@@ -280,7 +295,7 @@ def _ack_slot(raw: bytes) -> int | None:
     if len(raw) != ACK.size:
         return None
     seq, crc = ACK.unpack(raw)
-    return int(seq) if zlib.crc32(SEQ.pack(seq)) == crc else None
+    return int(seq) if _crc32(SEQ.pack(seq)) == crc else None
 
 
 def _writev_all(fd: int, parts: list[bytes]) -> None:
@@ -465,7 +480,7 @@ class Spool:
             return
         if self._ack_fd is None:
             self._ack_fd = os.open(self.directory / CURSOR, os.O_RDWR | os.O_CREAT, 0o600)
-        os.pwrite(self._ack_fd, ACK.pack(self._ack_seq, zlib.crc32(SEQ.pack(self._ack_seq))),
+        os.pwrite(self._ack_fd, ACK.pack(self._ack_seq, _crc32(SEQ.pack(self._ack_seq))),
                   self._ack_slot * ACK.size)
         self._ack_slot = 1 - self._ack_slot
         self._ack_written = self._ack_seq
