@@ -5,7 +5,7 @@
  * a value that float() rejects or reads as NaN/Inf, a value with "_", a timestamp that is not a plain
  * in-window int64 with a 6-byte varint. The Python loop then handles that line and calls run() again,
  * so every decision that is not the common case stays in one place (Python) and both paths produce the
- * same bytes. join() assembles the chunks without slicing the pieces list.
+ * same bytes. join_range() assembles a chunk without slicing the pieces list.
  */
 #define PY_SSIZE_T_CLEAN
 #include <Python.h>
@@ -226,60 +226,47 @@ fastpath_run(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
     return Py_BuildValue("(nn)", pos, index);
 }
 
+/* join_range(pieces, start, stop) -> bytes: pieces[start:stop] joined, without slicing the list. */
 static PyObject *
-fastpath_join(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
+fastpath_join_range(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
 {
     (void)module;
-    if (nargs != 2 || !PyList_CheckExact(args[0])) {
-        PyErr_SetString(PyExc_TypeError, "join(pieces: list[bytes], step: int)");
+    if (nargs != 3 || !PyList_CheckExact(args[0])) {
+        PyErr_SetString(PyExc_TypeError, "join_range(pieces: list[bytes], start: int, stop: int)");
         return NULL;
     }
     PyObject *pieces = args[0];
-    Py_ssize_t step = PyLong_AsSsize_t(args[1]);
-    if (step == -1 && PyErr_Occurred()) {
-        return NULL;
-    }
-    if (step < 1) {
-        PyErr_SetString(PyExc_ValueError, "step must be at least 1");
+    Py_ssize_t start = PyLong_AsSsize_t(args[1]);
+    Py_ssize_t stop = PyLong_AsSsize_t(args[2]);
+    if ((start == -1 || stop == -1) && PyErr_Occurred()) {
         return NULL;
     }
     Py_ssize_t n = PyList_GET_SIZE(pieces);
-    PyObject *out = PyList_New(0);
-    if (out == NULL) {
+    if (start < 0 || stop > n || start > stop) {
+        PyErr_SetString(PyExc_ValueError, "join_range(): start/stop out of range");
         return NULL;
     }
-    for (Py_ssize_t first = 0; first < n; first += step) {
-        Py_ssize_t last = first + step < n ? first + step : n;
-        Py_ssize_t total = 0;
-        for (Py_ssize_t i = first; i < last; i++) {
-            PyObject *piece = PyList_GET_ITEM(pieces, i);
-            if (!PyBytes_CheckExact(piece)) {
-                Py_DECREF(out);
-                PyErr_SetString(PyExc_TypeError, "join(): pieces must be bytes");
-                return NULL;
-            }
-            total += PyBytes_GET_SIZE(piece);
-        }
-        PyObject *chunk = PyBytes_FromStringAndSize(NULL, total);
-        if (chunk == NULL) {
-            Py_DECREF(out);
+    Py_ssize_t total = 0;
+    for (Py_ssize_t i = start; i < stop; i++) {
+        PyObject *piece = PyList_GET_ITEM(pieces, i);
+        if (!PyBytes_CheckExact(piece)) {
+            PyErr_SetString(PyExc_TypeError, "join_range(): pieces must be bytes");
             return NULL;
         }
-        char *dst = PyBytes_AS_STRING(chunk);
-        for (Py_ssize_t i = first; i < last; i++) {
-            PyObject *piece = PyList_GET_ITEM(pieces, i);
-            Py_ssize_t len = PyBytes_GET_SIZE(piece);
-            memcpy(dst, PyBytes_AS_STRING(piece), (size_t)len);
-            dst += len;
-        }
-        int rc = PyList_Append(out, chunk);
-        Py_DECREF(chunk);
-        if (rc < 0) {
-            Py_DECREF(out);
-            return NULL;
-        }
+        total += PyBytes_GET_SIZE(piece);
     }
-    return out;
+    PyObject *chunk = PyBytes_FromStringAndSize(NULL, total);
+    if (chunk == NULL) {
+        return NULL;
+    }
+    char *dst = PyBytes_AS_STRING(chunk);
+    for (Py_ssize_t i = start; i < stop; i++) {
+        PyObject *piece = PyList_GET_ITEM(pieces, i);
+        Py_ssize_t len = PyBytes_GET_SIZE(piece);
+        memcpy(dst, PyBytes_AS_STRING(piece), (size_t)len);
+        dst += len;
+    }
+    return chunk;
 }
 
 static PyObject *fastpath_cold_parse(PyObject *module, PyObject *arg);
@@ -289,8 +276,8 @@ static PyObject *fastpath_plain_labels(PyObject *module, PyObject *const *args, 
 static PyMethodDef fastpath_methods[] = {
     {"run", (PyCFunction)(void (*)(void))fastpath_run, METH_FASTCALL,
      "Consume the predicted lines from pos; return (pos, index) of the first line left to Python."},
-    {"join", (PyCFunction)(void (*)(void))fastpath_join, METH_FASTCALL,
-     "b''.join of each run of step pieces, without slicing the list."},
+    {"join_range", (PyCFunction)(void (*)(void))fastpath_join_range, METH_FASTCALL,
+     "b''.join(pieces[start:stop]), without slicing the list."},
     {"cold_parse", (PyCFunction)fastpath_cold_parse, METH_O,
      "Split a sample line it is sure about into (name, labels, value, timestamp, key), else None."},
     {"cold_head", (PyCFunction)fastpath_cold_head, METH_O,

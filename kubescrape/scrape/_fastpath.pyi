@@ -17,8 +17,8 @@ def run(
     """Consume the predicted lines from ``pos``; return ``(pos, index)`` of the first line left to the
     Python loop (``pos == len(data)`` when none)."""
 
-def join(pieces: list[bytes], step: int, /) -> list[bytes]:
-    """``b"".join`` of each run of ``step`` pieces, without slicing the list."""
+def join_range(pieces: list[bytes], start: int, stop: int, /) -> bytes:
+    """``b"".join(pieces[start:stop])``, without slicing the list."""
 
 def cold_parse(line: bytes, /) -> tuple[str, list[tuple[str, str]], float, int | None, bytes] | None:
     """Split a sample line the compiled code is sure about into ``(name, labels, value, timestamp, key)``

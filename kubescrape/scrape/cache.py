@@ -321,13 +321,12 @@ class SeriesCache:
         """``pieces`` (head, value, tail per sample) joined into chunks of ``batch`` samples, each
         compressed right away with ``snappy``."""
         step = 3 * self._batch
-        join = self._compiled.join if self._compiled is not None else None
+        join = self._compiled.join_range if self._compiled is not None else None
         chunks: list[Chunk] = []
         for start in range(0, len(pieces), step):
-            part = pieces[start : start + step]
-            data = join(part, step)[0] if join is not None else b"".join(part)
-            samples = len(part) // 3
-            del part
+            stop = min(start + step, len(pieces))
+            data = join(pieces, start, stop) if join is not None else b"".join(pieces[start:stop])
+            samples = (stop - start) // 3
             chunks.append(Chunk(compress(data), samples, 0, True) if snappy else Chunk(data, samples))
             del data
         return chunks

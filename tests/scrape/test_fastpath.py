@@ -359,16 +359,17 @@ def test_emulator_churn_with_timestamp_staleness_tracking_gives_identical_bytes(
 
 
 @needs_compiled
-def test_join_assembles_the_chunks_as_bytes_join_does() -> None:
+def test_join_range_assembles_a_chunk_as_bytes_join_does() -> None:
     from kubescrape.scrape import _fastpath
 
     pieces = [bytes([i]) * (i % 5) for i in range(40)]
-    for step in (1, 3, 7, 40, 100):
-        want = [b"".join(pieces[start : start + step]) for start in range(0, len(pieces), step)]
-        assert _fastpath.join(pieces, step) == want
-    assert _fastpath.join([], 3) == []
-    with pytest.raises(ValueError):
-        _fastpath.join(pieces, 0)
+    for start, stop in ((0, 0), (0, 40), (3, 10), (39, 40), (40, 40)):
+        assert _fastpath.join_range(pieces, start, stop) == b"".join(pieces[start:stop])
+    for start, stop in ((-1, 3), (0, 41), (5, 4)):
+        with pytest.raises(ValueError):
+            _fastpath.join_range(pieces, start, stop)
+    with pytest.raises(TypeError):
+        _fastpath.join_range([b"a", "b"], 0, 2)  # type: ignore[list-item]
 
 
 # -- selection ---------------------------------------------------------------------------------------------
