@@ -56,27 +56,31 @@ make_tail(const char *s, Py_ssize_t n, long long lo, long long hi)
     return PyBytes_FromStringAndSize((const char *)buf, 7);
 }
 
+/* A packed sample: the value's 8 bytes, then the 7-byte tail (0x10 + 6-byte varint). */
+#define PACKED_TAIL 7
+#define PACKED_SAMPLE 15
+
 /* Longest value text parsed here; longer ones (rare) go to the Python loop. */
 #define VALUE_MAX 64
 
-/* The packed double (8 bytes, little-endian) of a value text, new reference; NULL without an error set
- * when the Python code must decide, NULL with an error set on failure.
+/* The packed double (8 bytes, little-endian) of a value text into ``out``: 1; 0 when the Python code
+ * must decide; -1 with an error set on failure.
  *
  * Only texts of digits, signs, dots and exponents are parsed here: for those float() is exactly
  * PyOS_string_to_double() over the whole text (no whitespace to strip, no "_"), which is what this
  * calls. NaN, infinities, overflow and anything else are left to Python. No memo: parsing in place
  * costs about what the old value-text dict lookup did, and the dict held ~260 B per series. */
-static PyObject *
-packed_value(const char *s, Py_ssize_t n)
+static int
+parse_value(const char *s, Py_ssize_t n, char out[8])
 {
     if (n == 0 || n >= VALUE_MAX) {
-        return NULL;
+        return 0;
     }
     char text[VALUE_MAX];
     for (Py_ssize_t i = 0; i < n; i++) {
         char c = s[i];
         if (!((c >= '0' && c <= '9') || c == '.' || c == '-' || c == '+' || c == 'e' || c == 'E')) {
-            return NULL;
+            return 0;
         }
         text[i] = c;
     }
@@ -86,32 +90,33 @@ packed_value(const char *s, Py_ssize_t n)
     if (x == -1.0 && PyErr_Occurred()) {
         if (PyErr_ExceptionMatches(PyExc_ValueError)) {
             PyErr_Clear(); /* not a number: Python decides */
+            return 0;
         }
-        return NULL;
+        return -1;
     }
     if (end != text + n || x - x != 0.0 || x != x) {
-        return NULL; /* not all of it a number, or ±Inf (overflow): Python decides */
+        return 0; /* not all of it a number, or ±Inf (overflow): Python decides */
     }
-    char buf[8];
-    if (PyFloat_Pack8(x, buf, 1) < 0) {
-        return NULL;
+    if (PyFloat_Pack8(x, out, 1) < 0) {
+        return -1;
     }
-    return PyBytes_FromStringAndSize(buf, 8);
+    return 1;
 }
 
 static PyObject *
 fastpath_run(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
 {
     (void)module;
-    if (nargs != 11) {
-        PyErr_SetString(PyExc_TypeError, "run() takes 11 arguments");
+    if (nargs != 13) {
+        PyErr_SetString(PyExc_TypeError, "run() takes 13 arguments");
         return NULL;
     }
     PyObject *data = args[0], *predicted = args[2], *order = args[4], *pieces = args[5];
-    PyObject *tails = args[6], *default_tail = args[7];
+    PyObject *tails = args[6], *default_tail = args[7], *packed_out = args[11];
     if (!PyBytes_Check(data) || !PyList_CheckExact(predicted) || !PyList_CheckExact(pieces) ||
         (order != Py_None && !PyList_CheckExact(order)) || !PyDict_CheckExact(tails) ||
-        !PyBytes_CheckExact(default_tail)) {
+        !PyBytes_CheckExact(default_tail) || (packed_out != Py_None && !PyByteArray_CheckExact(packed_out)) ||
+        (packed_out != Py_None && order != Py_None)) {
         PyErr_SetString(PyExc_TypeError, "run(): unexpected argument types");
         return NULL;
     }
@@ -120,8 +125,21 @@ fastpath_run(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
     int honor = PyObject_IsTrue(args[8]);
     long long lo = PyLong_AsLongLong(args[9]);
     long long hi = PyLong_AsLongLong(args[10]);
+    Py_ssize_t packed_len = PyLong_AsSsize_t(args[12]);
     if (PyErr_Occurred()) {
         return NULL;
+    }
+    /* Packed mode: value (8 bytes) + tail (7) of each kept sample go to ``packed_out`` at
+     * ``packed_len``, the heads being those of the predicted entries; nothing is appended to pieces. */
+    char *packed_buf = NULL;
+    Py_ssize_t packed_cap = 0;
+    if (packed_out != Py_None) {
+        packed_buf = PyByteArray_AS_STRING(packed_out);
+        packed_cap = PyByteArray_GET_SIZE(packed_out);
+        if (packed_len < 0 || packed_len > packed_cap) {
+            PyErr_SetString(PyExc_ValueError, "run(): packed length out of range");
+            return NULL;
+        }
     }
     const char *buf = PyBytes_AS_STRING(data);
     Py_ssize_t size = PyBytes_GET_SIZE(data);
@@ -201,29 +219,46 @@ fastpath_run(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
             tail = default_tail;
         }
 
-        PyObject *packed = packed_value(buf + start, value_end - start);
-        if (packed == NULL) {
-            if (PyErr_Occurred()) {
-                return NULL;
-            }
+        char value[8];
+        int ok = parse_value(buf + start, value_end - start, value);
+        if (ok < 0) {
+            return NULL;
+        }
+        if (ok == 0) {
             break; /* an unusual value: the Python loop decides */
         }
+        if (PyBytes_GET_SIZE(tail) != PACKED_TAIL) {
+            break; /* cannot happen (tails are 7 bytes); let Python decide anyway */
+        }
         if (order != Py_None && PyList_Append(order, entry) < 0) {
-            Py_DECREF(packed);
             return NULL;
         }
         if (PyBytes_GET_SIZE(head) > 0) {
-            if (PyList_Append(pieces, head) < 0 || PyList_Append(pieces, packed) < 0 ||
-                PyList_Append(pieces, tail) < 0) {
+            if (packed_buf != NULL) {
+                if (packed_len + PACKED_SAMPLE > packed_cap) {
+                    break; /* no room: the Python loop decides (it never happens: one per entry) */
+                }
+                memcpy(packed_buf + packed_len, value, 8);
+                memcpy(packed_buf + packed_len + 8, PyBytes_AS_STRING(tail), PACKED_TAIL);
+                packed_len += PACKED_SAMPLE;
+            }
+            else {
+                PyObject *packed = PyBytes_FromStringAndSize(value, 8);
+                if (packed == NULL) {
+                    return NULL;
+                }
+                int rc = PyList_Append(pieces, head) < 0 || PyList_Append(pieces, packed) < 0 ||
+                         PyList_Append(pieces, tail) < 0;
                 Py_DECREF(packed);
-                return NULL;
+                if (rc) {
+                    return NULL;
+                }
             }
         }
-        Py_DECREF(packed);
         pos = end + 1;
         index += 1;
     }
-    return Py_BuildValue("(nn)", pos, index);
+    return Py_BuildValue("(nnn)", pos, index, packed_len);
 }
 
 /* join_range(pieces, start, stop) -> bytes: pieces[start:stop] joined, without slicing the list. */
@@ -269,6 +304,72 @@ fastpath_join_range(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
     return chunk;
 }
 
+/* join_packed(predicted, packed, index, stop, offset, count) -> (bytes, index, offset): the next
+ * ``count`` kept samples of predicted[index:stop] (the entries with a non-empty head, in order), each
+ * its head followed by the 15 packed bytes at ``offset``; and where the next chunk starts. */
+static PyObject *
+fastpath_join_packed(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
+{
+    (void)module;
+    if (nargs != 6 || !PyList_CheckExact(args[0]) || !PyByteArray_CheckExact(args[1])) {
+        PyErr_SetString(PyExc_TypeError,
+                        "join_packed(predicted: list, packed: bytearray, index, stop, offset, count)");
+        return NULL;
+    }
+    PyObject *predicted = args[0], *packed = args[1];
+    Py_ssize_t index = PyLong_AsSsize_t(args[2]);
+    Py_ssize_t stop = PyLong_AsSsize_t(args[3]);
+    Py_ssize_t offset = PyLong_AsSsize_t(args[4]);
+    Py_ssize_t count = PyLong_AsSsize_t(args[5]);
+    if (PyErr_Occurred()) {
+        return NULL;
+    }
+    Py_ssize_t plen = PyByteArray_GET_SIZE(packed);
+    if (index < 0 || stop > PyList_GET_SIZE(predicted) || index > stop || offset < 0 || count < 1) {
+        PyErr_SetString(PyExc_ValueError, "join_packed(): argument out of range");
+        return NULL;
+    }
+    /* First pass: how far the chunk reaches and its size. */
+    Py_ssize_t total = 0, samples = 0, i = index, off = offset;
+    for (; i < stop && samples < count; i++) {
+        PyObject *entry = PyList_GET_ITEM(predicted, i);
+        if (!PyTuple_CheckExact(entry) || PyTuple_GET_SIZE(entry) != 3 ||
+            !PyBytes_CheckExact(PyTuple_GET_ITEM(entry, 2))) {
+            PyErr_SetString(PyExc_TypeError, "join_packed(): predicted entries must be (bytes, int, bytes)");
+            return NULL;
+        }
+        Py_ssize_t hlen = PyBytes_GET_SIZE(PyTuple_GET_ITEM(entry, 2));
+        if (hlen == 0) {
+            continue;
+        }
+        if (off + PACKED_SAMPLE > plen) {
+            PyErr_SetString(PyExc_ValueError, "join_packed(): packed samples run short");
+            return NULL;
+        }
+        total += hlen + PACKED_SAMPLE;
+        off += PACKED_SAMPLE;
+        samples += 1;
+    }
+    PyObject *chunk = PyBytes_FromStringAndSize(NULL, total);
+    if (chunk == NULL) {
+        return NULL;
+    }
+    char *dst = PyBytes_AS_STRING(chunk);
+    const char *src = PyByteArray_AS_STRING(packed);
+    for (Py_ssize_t j = index; j < i; j++) {
+        PyObject *head = PyTuple_GET_ITEM(PyList_GET_ITEM(predicted, j), 2);
+        Py_ssize_t hlen = PyBytes_GET_SIZE(head);
+        if (hlen == 0) {
+            continue;
+        }
+        memcpy(dst, PyBytes_AS_STRING(head), (size_t)hlen);
+        memcpy(dst + hlen, src + offset, PACKED_SAMPLE);
+        dst += hlen + PACKED_SAMPLE;
+        offset += PACKED_SAMPLE;
+    }
+    return Py_BuildValue("(Nnn)", chunk, i, offset);
+}
+
 static PyObject *fastpath_cold_parse(PyObject *module, PyObject *arg);
 static PyObject *fastpath_cold_head(PyObject *module, PyObject *arg);
 static PyObject *fastpath_plain_labels(PyObject *module, PyObject *const *args, Py_ssize_t nargs);
@@ -278,6 +379,8 @@ static PyMethodDef fastpath_methods[] = {
      "Consume the predicted lines from pos; return (pos, index) of the first line left to Python."},
     {"join_range", (PyCFunction)(void (*)(void))fastpath_join_range, METH_FASTCALL,
      "b''.join(pieces[start:stop]), without slicing the list."},
+    {"join_packed", (PyCFunction)(void (*)(void))fastpath_join_packed, METH_FASTCALL,
+     "The next chunk of packed samples: (bytes, next index, next offset)."},
     {"cold_parse", (PyCFunction)fastpath_cold_parse, METH_O,
      "Split a sample line it is sure about into (name, labels, value, timestamp, key), else None."},
     {"cold_head", (PyCFunction)fastpath_cold_head, METH_O,

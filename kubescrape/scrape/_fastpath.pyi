@@ -12,10 +12,26 @@ def run(
     honor: bool,
     lo: int,
     hi: int,
+    packed: bytearray | None,
+    packed_len: int,
     /,
-) -> tuple[int, int]:
-    """Consume the predicted lines from ``pos``; return ``(pos, index)`` of the first line left to the
-    Python loop (``pos == len(data)`` when none)."""
+) -> tuple[int, int, int]:
+    """Consume the predicted lines from ``pos``; return ``(pos, index, packed_len)``: the first line left
+    to the Python loop (``pos == len(data)`` when none) and the packed bytes used. With ``packed`` (only
+    while ``order`` is ``None``) each kept sample's value and tail (15 bytes) go there, at
+    ``packed_len``, instead of three pieces."""
+
+def join_packed(
+    predicted: list[tuple[bytes, int, bytes]],
+    packed: bytearray,
+    index: int,
+    stop: int,
+    offset: int,
+    count: int,
+    /,
+) -> tuple[bytes, int, int]:
+    """The next ``count`` kept samples of ``predicted[index:stop]`` (non-empty heads), each its head and
+    the 15 packed bytes at ``offset``, as one chunk; with the index and offset where the next starts."""
 
 def join_range(pieces: list[bytes], start: int, stop: int, /) -> bytes:
     """``b"".join(pieces[start:stop])``, without slicing the list."""

@@ -282,12 +282,14 @@ class SeriesCache:
             raise error.with_traceback(None)
         self._new_keys = []
         window_dropped = sum(self._window_drops.values())
-        offered = len(pieces) // 3 + window_dropped
+        offered = _count(pieces) + window_dropped
         self._scrapes += 1
         if order is self._order and not self._order_had_duplicates:
             # Same series in the same order as last time: nothing added, no duplicates.
             added = duplicates = 0
         else:
+            if isinstance(pieces, _Packed):
+                pieces = pieces.unpack()
             heads = pieces[0::3]
             if self._odd_heads:
                 # Samples with an unusual timestamp length: identify their series by the usual head.
@@ -308,7 +310,7 @@ class SeriesCache:
             self._scrapes % self._generation == 0 or len(self._entries) > 2 * len(order) + 1024
         ):
             self._entries = {key: head for key, _, head in order}
-        kept = len(pieces) // 3 - self._stale_count
+        kept = _count(pieces) - self._stale_count
         chunks = self._chunks(pieces, snappy)
         dropped = dict(self._window_drops)
         if duplicates:
@@ -317,9 +319,11 @@ class SeriesCache:
             dropped["relabel"] = scraped - offered
         return ScrapeResult(chunks, scraped, kept, added, duplicates, self._stale_count, dropped)
 
-    def _chunks(self, pieces: list[bytes], snappy: bool) -> list[Chunk]:
-        """``pieces`` (head, value, tail per sample) joined into chunks of ``batch`` samples, each
-        compressed right away with ``snappy``."""
+    def _chunks(self, pieces: list[bytes] | _Packed, snappy: bool) -> list[Chunk]:
+        """``pieces`` (head, value, tail per sample, or packed) joined into chunks of ``batch`` samples,
+        each compressed right away with ``snappy``."""
+        if isinstance(pieces, _Packed):
+            return self._packed_chunks(pieces, snappy)
         step = 3 * self._batch
         join = self._compiled.join_range if self._compiled is not None else None
         chunks: list[Chunk] = []
@@ -331,10 +335,24 @@ class SeriesCache:
             del data
         return chunks
 
+    def _packed_chunks(self, packed: _Packed, snappy: bool) -> list[Chunk]:
+        assert self._compiled is not None  # packed samples come from the compiled loop only
+        join = self._compiled.join_packed
+        chunks: list[Chunk] = []
+        index = offset = 0
+        while offset < packed.size:
+            data, index, end = join(packed.entries, packed.data, index, packed.stop, offset, self._batch)
+            samples = (end - offset) // _PACKED_SAMPLE
+            offset = end
+            chunks.append(Chunk(compress(data), samples, 0, True) if snappy else Chunk(data, samples))
+            del data
+        return chunks
+
     def _encode_any(
         self, data: bytes, scrape_ts_ms: int, content_type: str
-    ) -> tuple[list[bytes], int, list[_Entry]]:
+    ) -> tuple[list[bytes] | _Packed, int, list[_Entry]]:
         """Encode with the parser the content type selects, then apply the sample limit."""
+        result: tuple[list[bytes] | _Packed, int, list[_Entry]]
         if is_openmetrics(content_type):
             result = self._encode_openmetrics(data, scrape_ts_ms)
         else:
@@ -347,8 +365,8 @@ class SeriesCache:
                 parse(data.decode("utf-8", "surrogateescape"))
                 raise
         limit = self._limits.sample_limit
-        if limit and len(result[0]) // 3 + sum(self._window_drops.values()) > limit:
-            self._sample_limit_error(len(result[0]) // 3 + sum(self._window_drops.values()))
+        if limit and _count(result[0]) + sum(self._window_drops.values()) > limit:
+            self._sample_limit_error(_count(result[0]) + sum(self._window_drops.values()))
         return result
 
     def _sample_limit_error(self, count: int) -> None:
@@ -459,7 +477,7 @@ class SeriesCache:
             for start in range(0, len(pieces), step)
         ]
 
-    def _encode(self, data: bytes, scrape_ts_ms: int) -> tuple[list[bytes], int, list[_Entry]]:
+    def _encode(self, data: bytes, scrape_ts_ms: int) -> tuple[list[bytes] | _Packed, int, list[_Entry]]:
         """The hot loop, on the raw body: three pieces (head, value, tail) per kept sample, the sample
         count, and the series order of this scrape (the previous order object itself when every
         series was where it predicted).
@@ -503,6 +521,11 @@ class SeriesCache:
         # which this loop handles as usual (lo and hi always fit an int64 for a 1971-2109 scrape time).
         compiled = self._compiled
         run = compiled.run if compiled is not None and lo >= -_INT64_MAX - 1 and hi <= _INT64_MAX else None
+        # Packed mode (compiled, while every line is where the previous order predicts): the value and
+        # tail of each kept sample go into one buffer, the heads being those of the predicted entries;
+        # no per-sample objects. Left (unpacked into pieces) as soon as the order diverges.
+        vt = bytearray(_PACKED_SAMPLE * npredicted) if run is not None and npredicted else None
+        vt_len = 0
         slow = self._slow_line
         if not data.endswith(b"\n"):
             data += b"\n"
@@ -514,7 +537,7 @@ class SeriesCache:
 
         while pos < size:
             if run is not None and index < npredicted:
-                pos, index = run(
+                pos, index, vt_len = run(
                     data,
                     pos,
                     predicted,
@@ -526,6 +549,8 @@ class SeriesCache:
                     honor,
                     lo,
                     hi,
+                    vt,
+                    vt_len,
                 )
                 if pos >= size:
                     break
@@ -552,6 +577,9 @@ class SeriesCache:
                     order.extend(predicted[:index])
                     remember = order.append
                     diverged = True
+                    if vt is not None:
+                        _unpack(predicted, index, vt, vt_len, pieces)
+                        vt = None
                 if line[0] in b" \t" or not fast or not line.isascii():
                     index += slow(line, metadata, scrape_ts_ms, pieces, order)
                     pos = end + 1
@@ -591,6 +619,9 @@ class SeriesCache:
                     order.extend(predicted[:index])
                     remember = order.append
                     diverged = True
+                    if vt is not None:
+                        _unpack(predicted, index, vt, vt_len, pieces)
+                        vt = None
                 index += slow(data[pos:end], metadata, scrape_ts_ms, pieces, order)
                 pos = end + 1
                 continue
@@ -599,11 +630,20 @@ class SeriesCache:
             if diverged:
                 remember(entry)
             if entry[2]:
-                extend((entry[2], packed, tail))
+                if vt is not None:  # packed mode: not diverged
+                    vt[vt_len : vt_len + 8] = packed
+                    vt[vt_len + 8 : vt_len + _PACKED_SAMPLE] = tail
+                    vt_len += _PACKED_SAMPLE
+                else:
+                    extend((entry[2], packed, tail))
         if not diverged and index == len(predicted):
+            if vt is not None:
+                return _Packed(predicted, index, vt, vt_len), index, predicted
             return pieces, index, predicted
         if not diverged:
             order.extend(predicted[:index])
+            if vt is not None:
+                _unpack(predicted, index, vt, vt_len, pieces)
         return pieces, index, order
 
     def _slow_line(
@@ -779,3 +819,44 @@ def _drop_duplicates(pieces: list[bytes], heads: list[bytes]) -> tuple[list[byte
         seen.add(head)
         kept.extend(pieces[i : i + 3])
     return kept, duplicates
+
+
+_PACKED_SAMPLE = 15
+"""Bytes of a packed sample: the value's 8, then the 7-byte tail (0x10 + 6-byte timestamp varint)."""
+
+
+class _Packed(NamedTuple):
+    """The kept samples of a scrape whose every line was where the previous order predicted (compiled
+    loop): their heads are those of ``entries[:stop]`` that are not :data:`DROPPED`, in order, and
+    ``data[:size]`` holds each one's value and tail (:data:`_PACKED_SAMPLE` bytes)."""
+
+    entries: list[_Entry]
+    stop: int
+    data: bytearray
+    size: int
+
+    @property
+    def samples(self) -> int:
+        return self.size // _PACKED_SAMPLE
+
+    def unpack(self) -> list[bytes]:
+        pieces: list[bytes] = []
+        _unpack(self.entries, self.stop, self.data, self.size, pieces)
+        return pieces
+
+
+def _unpack(entries: list[_Entry], stop: int, data: bytearray, size: int, pieces: list[bytes]) -> None:
+    """Append the (head, value, tail) pieces of packed samples (see :class:`_Packed`) to ``pieces``."""
+    offset = 0
+    for _, _, head in entries[:stop]:
+        if head:
+            value, tail = offset + 8, offset + _PACKED_SAMPLE
+            pieces += (head, bytes(data[offset:value]), bytes(data[value:tail]))
+            offset = tail
+    if offset != size:
+        raise AssertionError(f"packed samples: {size} bytes for {offset // _PACKED_SAMPLE} kept entries")
+
+
+def _count(pieces: list[bytes] | _Packed) -> int:
+    """Samples in ``pieces`` (three per sample) or in packed samples."""
+    return pieces.samples if isinstance(pieces, _Packed) else len(pieces) // 3
