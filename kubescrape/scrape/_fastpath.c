@@ -150,11 +150,11 @@ fastpath_run(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
 
     while (pos < size && index < PyList_GET_SIZE(predicted)) {
         PyObject *entry = PyList_GET_ITEM(predicted, index);
-        if (!PyTuple_CheckExact(entry) || PyTuple_GET_SIZE(entry) != 3) {
+        if (!PyTuple_CheckExact(entry) || PyTuple_GET_SIZE(entry) != 2) {
             break;
         }
         PyObject *key = PyTuple_GET_ITEM(entry, 0);
-        PyObject *head = PyTuple_GET_ITEM(entry, 2);
+        PyObject *head = PyTuple_GET_ITEM(entry, 1);
         if (!PyBytes_CheckExact(key) || !PyBytes_CheckExact(head)) {
             break;
         }
@@ -333,12 +333,12 @@ fastpath_join_packed(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
     Py_ssize_t total = 0, samples = 0, i = index, off = offset;
     for (; i < stop && samples < count; i++) {
         PyObject *entry = PyList_GET_ITEM(predicted, i);
-        if (!PyTuple_CheckExact(entry) || PyTuple_GET_SIZE(entry) != 3 ||
-            !PyBytes_CheckExact(PyTuple_GET_ITEM(entry, 2))) {
-            PyErr_SetString(PyExc_TypeError, "join_packed(): predicted entries must be (bytes, int, bytes)");
+        if (!PyTuple_CheckExact(entry) || PyTuple_GET_SIZE(entry) != 2 ||
+            !PyBytes_CheckExact(PyTuple_GET_ITEM(entry, 1))) {
+            PyErr_SetString(PyExc_TypeError, "join_packed(): predicted entries must be (bytes, bytes)");
             return NULL;
         }
-        Py_ssize_t hlen = PyBytes_GET_SIZE(PyTuple_GET_ITEM(entry, 2));
+        Py_ssize_t hlen = PyBytes_GET_SIZE(PyTuple_GET_ITEM(entry, 1));
         if (hlen == 0) {
             continue;
         }
@@ -357,7 +357,7 @@ fastpath_join_packed(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
     char *dst = PyBytes_AS_STRING(chunk);
     const char *src = PyByteArray_AS_STRING(packed);
     for (Py_ssize_t j = index; j < i; j++) {
-        PyObject *head = PyTuple_GET_ITEM(PyList_GET_ITEM(predicted, j), 2);
+        PyObject *head = PyTuple_GET_ITEM(PyList_GET_ITEM(predicted, j), 1);
         Py_ssize_t hlen = PyBytes_GET_SIZE(head);
         if (hlen == 0) {
             continue;

@@ -3,9 +3,9 @@
 def run(
     data: bytes,
     pos: int,
-    predicted: list[tuple[bytes, int, bytes]],
+    predicted: list[tuple[bytes, bytes]],
     index: int,
-    order: list[tuple[bytes, int, bytes]] | None,
+    order: list[tuple[bytes, bytes]] | None,
     pieces: list[bytes],
     tails: dict[bytes, bytes],
     default_tail: bytes,
@@ -22,7 +22,7 @@ def run(
     ``packed_len``, instead of three pieces."""
 
 def join_packed(
-    predicted: list[tuple[bytes, int, bytes]],
+    predicted: list[tuple[bytes, bytes]],
     packed: bytearray,
     index: int,
     stop: int,

@@ -83,8 +83,9 @@ DROPPED = b""
 _TAIL_LEN = 7
 _INT64_MAX = (1 << 63) - 1
 _pack_double = struct.Struct("<d").pack
-# Series order entry: (raw series text + b" ", its length, head or DROPPED).
-_Entry = tuple[bytes, int, bytes]
+# Series order entry: (raw series text + b" ", head or DROPPED). Two items, no length: an int object per
+# series would cost ~35 B of the ~960 B a series holds.
+_Entry = tuple[bytes, bytes]
 # Tail marker of a sample the fast path hands to the full parser.
 _ODD = b"odd"
 
@@ -309,7 +310,7 @@ class SeriesCache:
         if len(self._entries) > len(order) and (
             self._scrapes % self._generation == 0 or len(self._entries) > 2 * len(order) + 1024
         ):
-            self._entries = {key: head for key, _, head in order}
+            self._entries = dict(order)
         kept = _count(pieces) - self._stale_count
         chunks = self._chunks(pieces, snappy)
         dropped = dict(self._window_drops)
@@ -482,7 +483,7 @@ class SeriesCache:
         count, and the series order of this scrape (the previous order object itself when every
         series was where it predicted).
 
-        An order entry is ``(series text + b" ", its length, head)``; the trailing blank makes
+        An order entry is ``(series text + b" ", head)``; the trailing blank makes
         ``startswith`` check the separator too. Nothing here needs the body decoded: label values are
         decoded (and their UTF-8 validated) when their series is first seen; values and timestamps are
         ASCII or invalid.
@@ -560,7 +561,7 @@ class SeriesCache:
             else:  # past the previous scrape's series (every line of a first scrape)
                 hit = False
             if hit:
-                start = pos + entry[1]
+                start = pos + len(entry[0])
                 end = find(b"\n", start)
                 value, _, stamp = data[start:end].partition(b" ")
             else:
@@ -591,8 +592,8 @@ class SeriesCache:
                     index += slow(line, metadata, scrape_ts_ms, pieces, order)
                     pos = end + 1
                     continue
-                entry = (key, len(key), head)
-                value, _, stamp = line[entry[1] :].partition(b" ")
+                entry = (key, head)
+                value, _, stamp = line[len(key) :].partition(b" ")
             packed = values_get(value)
             if packed is None:
                 packed = old_values_get(value)
@@ -629,13 +630,13 @@ class SeriesCache:
             index += 1
             if diverged:
                 remember(entry)
-            if entry[2]:
+            if entry[1]:
                 if vt is not None:  # packed mode: not diverged
                     vt[vt_len : vt_len + 8] = packed
                     vt[vt_len + 8 : vt_len + _PACKED_SAMPLE] = tail
                     vt_len += _PACKED_SAMPLE
                 else:
-                    extend((entry[2], packed, tail))
+                    extend((entry[1], packed, tail))
         if not diverged and index == len(predicted):
             if vt is not None:
                 return _Packed(predicted, index, vt, vt_len), index, predicted
@@ -726,7 +727,7 @@ class SeriesCache:
                 self._entries[key] = head
                 self._new_keys.append(key)
         # Any validated series text predicts the next scrape's line, cacheable by key or not.
-        order.append((key, len(key), head))
+        order.append((key, head))
         if head:
             if self._honor and timestamp is not None:
                 ts = timestamp
@@ -848,7 +849,7 @@ class _Packed(NamedTuple):
 def _unpack(entries: list[_Entry], stop: int, data: bytearray, size: int, pieces: list[bytes]) -> None:
     """Append the (head, value, tail) pieces of packed samples (see :class:`_Packed`) to ``pieces``."""
     offset = 0
-    for _, _, head in entries[:stop]:
+    for _, head in entries[:stop]:
         if head:
             value, tail = offset + 8, offset + _PACKED_SAMPLE
             pieces += (head, bytes(data[offset:value]), bytes(data[value:tail]))

@@ -376,8 +376,8 @@ def test_join_range_assembles_a_chunk_as_bytes_join_does() -> None:
 def test_join_packed_puts_each_kept_head_before_its_packed_bytes() -> None:
     from kubescrape.scrape import _fastpath
 
-    entries = [(b"k%d " % i, 3, b"" if i % 3 == 0 else b"H%d" % i) for i in range(10)]
-    kept = [head for _, _, head in entries if head]
+    entries = [(b"k%d " % i, b"" if i % 3 == 0 else b"H%d" % i) for i in range(10)]
+    kept = [head for _, head in entries if head]
     packed = bytearray(b"".join(bytes([65 + i]) * 15 for i in range(len(kept))))
     chunks, index, offset = [], 0, 0
     while offset < len(packed):
@@ -391,7 +391,7 @@ def test_join_packed_puts_each_kept_head_before_its_packed_bytes() -> None:
     with pytest.raises(ValueError):
         _fastpath.join_packed(entries, packed, 0, len(entries) + 1, 0, 4)
     with pytest.raises(TypeError):
-        _fastpath.join_packed([(b"k", 1)], packed, 0, 1, 0, 4)  # type: ignore[list-item]
+        _fastpath.join_packed([(b"k",)], packed, 0, 1, 0, 4)  # type: ignore[list-item]
 
 
 # -- selection ---------------------------------------------------------------------------------------------
