@@ -289,6 +289,27 @@ def test_every_odd_value_and_timestamp_on_a_warm_line(
     )
 
 
+INTEGER_SPELLINGS = [
+    *("0", "-0", "+0", "00", "-00012", "+7", "9", "123456789012345", "-123456789012345", "999999999999999"),
+    *("1234567890123456", "9007199254740993", "-9223372036854775809", "1" * 40, "-", "+", "--1", "1-", "+-1"),
+]
+
+
+@needs_compiled
+@pytest.mark.parametrize("value", INTEGER_SPELLINGS)
+def test_integer_values_on_a_warm_line_are_the_doubles_strtod_gives(value: str) -> None:
+    # The compiled loop converts short integers itself: the same double (sign of zero included) as
+    # the pure-Python loop, and anything else left to the parser as before.
+    first = f'a 1 {NOW}\nb{{x="1"}} 2 {NOW}\n'.encode()
+    second = f'a 1 {NOW}\nb{{x="1"}} {value} {NOW}\n'.encode()
+    outcomes = assert_same([(first, NOW), (second, NOW), (second, NOW + 1)])
+    if value.lstrip("+-").isdigit() and value.count("-") + value.count("+") <= 1:
+        assert outcomes[1][0] == "ok"
+        chunks = outcomes[1][1]
+        assert isinstance(chunks, list)
+        assert struct.pack("<d", float(value)) in b"".join(data for data, _ in chunks)
+
+
 @needs_compiled
 @pytest.mark.parametrize("honor", [True, False])
 def test_duplicates_and_sample_limit_on_the_warm_path(honor: bool) -> None:
