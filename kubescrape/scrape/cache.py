@@ -88,6 +88,9 @@ _pack_double = struct.Struct("<d").pack
 _Entry = tuple[bytes, bytes]
 # Tail marker of a sample the fast path hands to the full parser.
 _ODD = b"odd"
+# Validated comment lines a cache remembers from one scrape to the next (bounds what a hostile target
+# with millions of distinct comment lines can make it hold).
+_COMMENTS_KEPT = 4096
 
 MAX_AHEAD_MS = 10 * 60 * 1000
 """A sample whose own timestamp is more than this ahead of the scrape time is dropped (``too_far_future``).
@@ -221,6 +224,10 @@ class SeriesCache:
         self._tracked: set[bytes] = set()
         self._odd_heads: dict[bytes, bytes] = {}
         self._stale_count = 0
+        # Comment and metadata lines (HELP, TYPE) of the last scrape that validated: their validation
+        # depends on the line alone, so the same line is not parsed again (~290 per scrape of a kubelet's
+        # /metrics and /metrics/cadvisor). At most _COMMENTS_KEPT lines.
+        self._comments: set[bytes] = set()
         if compiled and _compiled is None:
             raise ValueError("the compiled fast path is not available (not built, or KUBESCRAPE_PURE_PYTHON)")
         self._compiled = _compiled if compiled is not False else None
@@ -243,6 +250,7 @@ class SeriesCache:
         self._previous = set()
         self._tracked = set()
         self._new_keys = []
+        self._comments = set()
 
     def process(
         self, body: bytes | str, scrape_ts_ms: int, *, content_type: str = "", snappy: bool = False
@@ -528,6 +536,8 @@ class SeriesCache:
         vt = bytearray(_PACKED_SAMPLE * npredicted) if run is not None and npredicted else None
         vt_len = 0
         slow = self._slow_line
+        comments_seen = self._comments
+        comments: set[bytes] = set()
         if not data.endswith(b"\n"):
             data += b"\n"
         find = data.find
@@ -571,7 +581,10 @@ class SeriesCache:
                     pos = end + 1
                     continue
                 if line[0] == 35:  # "#": a comment or metadata line, validated; never a sample
-                    slow(line, metadata, scrape_ts_ms, pieces, order)
+                    if line not in comments_seen:
+                        slow(line, metadata, scrape_ts_ms, pieces, order)
+                    if len(comments) < _COMMENTS_KEPT:
+                        comments.add(line)
                     pos = end + 1
                     continue
                 if not diverged:
@@ -637,6 +650,7 @@ class SeriesCache:
                     vt_len += _PACKED_SAMPLE
                 else:
                     extend((entry[1], packed, tail))
+        self._comments = comments
         if not diverged and index == len(predicted):
             if vt is not None:
                 return _Packed(predicted, index, vt, vt_len), index, predicted
