@@ -142,7 +142,8 @@ finally:
 # Not needed to scrape a Categraf configuration without discovery (each is imported by what needs it).
 NOT_ON_THE_RUN_PATH = ("typer", "click", "rich", "yaml", "google.protobuf", "kubescrape.discovery",
                        "kubescrape.scrape.discovered", "kubescrape.cli", "kubescrape.doctor",
-                       "kubescrape.emulator", "kubescrape.deploy", "kubescrape.demo", "kubescrape.receiver")
+                       "kubescrape.emulator", "kubescrape.deploy", "kubescrape.demo", "kubescrape.receiver",
+                       "logging.handlers")
 
 
 def _serve_metrics() -> tuple[ThreadingHTTPServer, str]:
