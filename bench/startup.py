@@ -10,11 +10,16 @@ Separately, the imports of ``kubescrape run`` (``kubescrape.__main__``, ``kubesc
 ``kubescrape.agent``) in a fresh interpreter: CPU seconds, modules, RSS after the import, and the import
 time by top-level package (``-X importtime``); and the same for the typer CLI, for comparison.
 
+With ``--instructions`` (needs valgrind), the instructions ``kubescrape run`` executes from exec to the start
+of its first scrape, counted by valgrind's cachegrind: the same figure on every run, where CPU seconds on a
+shared 2-core VM vary by ±20 % from one start to the next. The agent is the one under test, on the same
+configuration, with its first scrape due at once; it exits as that scrape begins.
+
 Before measuring, kubescrape's own modules are byte-compiled (``compileall``): with
 ``PYTHONDONTWRITEBYTECODE=1`` in the environment a source checkout would otherwise recompile every module
 on every start (0.18 s CPU), which an installed package (pip compiles at install) does not pay.
 
-    python3 -m bench.startup [--runs 3] [--pods 250] [--agents kubescrape]
+    python3 -m bench.startup [--runs 3] [--pods 250] [--agents kubescrape] [--instructions]
 """
 
 from __future__ import annotations
@@ -22,6 +27,8 @@ from __future__ import annotations
 import argparse
 import json
 import math
+import re
+import shutil
 import statistics
 import subprocess
 import sys
@@ -35,7 +42,7 @@ ROOT = Path(__file__).resolve().parent.parent
 if str(ROOT) not in sys.path:  # run as a script: make `bench` and `kubescrape` importable
     sys.path.insert(0, str(ROOT))
 
-from bench.agents import AGENTS, AgentContext, make_agent  # noqa: E402
+from bench.agents import AGENTS, KUBESCRAPE, AgentContext, make_agent  # noqa: E402
 from bench.compare import AGENT_LABEL  # noqa: E402
 from bench.processes import Processes, child_env, precompile, progress  # noqa: E402
 from bench.procstat import CpuTimeline  # noqa: E402
@@ -153,6 +160,64 @@ print(json.dumps({"cpu": cpu, "modules": len(sys.modules), "maxrss": rss,
 """
 
 
+# `python -m kubescrape run …` whose first scrape is due at once and which exits, without a word, as it
+# begins: what it costs to get there. The scrape loop's module is patched as it is first imported, so the
+# run path's imports happen in their own order.
+FIRST_SCRAPE_PROBE = """\
+import importlib.abc, importlib.machinery, os, sys
+
+class Patch(importlib.abc.MetaPathFinder):
+    def find_spec(self, name, path, target=None):
+        if name != "kubescrape.scrape.loop":
+            return None
+        sys.meta_path.remove(self)
+        spec = importlib.machinery.PathFinder.find_spec(name, path)
+        run = spec.loader.exec_module
+
+        def exec_module(module):
+            run(module)
+
+            async def scrape(self):
+                os._exit(0)
+
+            module.ScrapeLoop.scrape = scrape
+            module.scrape_offset = lambda *args, **kwargs: 0.0
+
+        spec.loader.exec_module = exec_module
+        return spec
+
+sys.meta_path.insert(0, Patch())
+sys.argv = ["kubescrape", *sys.argv[1:]]
+from kubescrape.__main__ import main
+main()
+"""
+
+
+def instructions_to_first_scrape(conf: Path, spool: Path) -> float:
+    """Instructions (valgrind's cachegrind ``I refs``) from exec of ``kubescrape run --config-dir conf`` to
+    the start of its first scrape. NaN without valgrind."""
+    valgrind = shutil.which("valgrind")
+    if valgrind is None:
+        return math.nan
+    args = [valgrind, "--tool=cachegrind", "--cache-sim=no", "--cachegrind-out-file=/dev/null",
+            sys.executable, "-c", FIRST_SCRAPE_PROBE, "run", "--config-dir", str(conf), "--listen",
+            "127.0.0.1:0", "--spool-dir", str(spool)]
+    proc = subprocess.run(args, capture_output=True, text=True, timeout=600, env=child_env(), check=False)
+    m = re.search(r"I\s+refs:\s+([\d,]+)", proc.stderr)
+    if proc.returncode != 0 or m is None:
+        raise RuntimeError(f"instruction count failed ({proc.returncode}): {proc.stderr[-2000:]}")
+    return int(m.group(1).replace(",", "")) / 1e6
+
+
+def render_instructions(counts: Sequence[float]) -> str:
+    """Markdown: the instruction counts of ``kubescrape run`` to its first scrape."""
+    ok = [c for c in counts if not math.isnan(c)]
+    if not ok:
+        return "Instructions to the first scrape: n/a (valgrind not installed).\n"
+    return (f"Instructions from exec to the start of the first scrape (valgrind cachegrind, {len(ok)} runs): "
+            f"median {median(ok):,.1f} M [{min(ok):,.1f}–{max(ok):,.1f}].\n")
+
+
 def import_env() -> dict[str, str]:
     """The child environment plus what ``kubescrape run`` sets before its imports (kubescrape/__main__.py)."""
     return {"PYDANTIC_DISABLE_PLUGINS": "__all__", **child_env()}
@@ -215,6 +280,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--pods", type=int, default=250, help="pods of the emulated node (default 250)")
     parser.add_argument("--interval", type=float, default=15.0, help="scrape interval in s (default 15)")
     parser.add_argument("--agents", default=",".join(AGENTS), help="comma-separated agents (default: all)")
+    parser.add_argument("--instructions", action="store_true",
+                        help="also count kubescrape's instructions to its first scrape (valgrind)")
     ns = parser.parse_args(argv)
     agents = [a.strip() for a in ns.agents.split(",") if a.strip()]
     unknown = set(agents) - set(AGENTS)
@@ -233,6 +300,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         procs = Processes()
         receiver = Receiver(base / "receiver")
         runs: list[Startup] = []
+        counts: list[float] = []
         try:
             with emulator(procs, base, 1, ns.pods) as (printed, port):
                 toml = bench_instances_toml(printed, port, ns.interval)
@@ -244,11 +312,19 @@ def main(argv: Sequence[str] | None = None) -> int:
                         progress(f"startup {name}: start {i + 1} of {ns.runs}")
                         ctx = AgentContext(base / f"{name}-{i}", sc, jobs, toml, receiver.write_url, procs)
                         runs.append(start_once(name, ctx, receiver, targets, 2 * ns.interval + 30))
+                if ns.instructions and KUBESCRAPE in agents:
+                    conf = next(base.glob(f"{KUBESCRAPE}-*/conf"))
+                    for i in range(3):
+                        progress(f"startup {KUBESCRAPE}: instructions, run {i + 1} of 3")
+                        spool = base / f"instructions-{i}" / "spool"
+                        counts.append(instructions_to_first_scrape(conf, spool))
         finally:
             receiver.stop()
             procs.close()
     print(render_startups(runs))
     print(render_start_cpu(runs))
+    if ns.instructions:
+        print(render_instructions(counts))
     print(f"Load average after: {load_average()}\n")
     return 0
 

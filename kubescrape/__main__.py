@@ -8,6 +8,7 @@ commands, ``--help``, and any ``run`` line the fast parser is not sure of — go
 
 from __future__ import annotations
 
+import gc
 import os
 import sys
 
@@ -20,12 +21,24 @@ def main() -> None:
         # looking for plugins scans the entry points of every installed distribution (18 ms of CPU on the
         # bench machine). An operator's own setting wins.
         os.environ.setdefault("PYDANTIC_DISABLE_PLUGINS", "__all__")
-        from kubescrape.run_options import parse_run_args, run_kwargs
+        # The run path's imports create ~80,000 objects that live as long as the process; the cyclic
+        # collector would traverse them about a hundred times while they are created. Paused for the imports,
+        # then one collection (the few thousand cycles they leave behind) and gc.freeze(), so that later
+        # collections skip them too: 2 % fewer instructions to the first scrape, memory unchanged.
+        gc_was_enabled = gc.isenabled()
+        gc.disable()
+        try:
+            from kubescrape.run_options import parse_run_args, run_kwargs
 
-        values = parse_run_args(args[1:])
+            values = parse_run_args(args[1:])
+            if values is not None:
+                from kubescrape.agent import run_command
+        finally:
+            if gc_was_enabled:
+                gc.collect()
+                gc.freeze()
+                gc.enable()
         if values is not None:
-            from kubescrape.agent import run_command
-
             sys.exit(run_command(**run_kwargs(values)))
     from kubescrape.cli import main as typer_main
 

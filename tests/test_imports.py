@@ -114,16 +114,18 @@ ROOT = PACKAGE.parent
 # Started as `python -m kubescrape run …`; when the first scrape has been appended, it records the modules
 # loaded so far and stops the agent with SIGTERM, as an operator would.
 RUN_PROBE = """\
-import os, signal, sys
+import gc, mimetypes, os, signal, sys
 from kubescrape.scrape import loop
 
 first = loop.ScrapeLoop.scrape_and_append
 loaded = []
+state = []
 
 async def scrape_and_append(self):
     report = await first(self)
     if not loaded:
         loaded.extend(sorted(sys.modules))
+        state.extend([gc.isenabled(), gc.get_freeze_count() > 0, mimetypes.inited])
         os.kill(os.getpid(), signal.SIGTERM)
     return report
 
@@ -134,12 +136,14 @@ try:
     main()
 finally:
     sys.stderr.write("\\nMODULES " + " ".join(loaded) + "\\n")
+    sys.stderr.write("STATE " + " ".join(map(str, state)) + "\\n")
 """
 
 # Not needed to scrape a Categraf configuration without discovery (each is imported by what needs it).
 NOT_ON_THE_RUN_PATH = ("typer", "click", "rich", "yaml", "google.protobuf", "kubescrape.discovery",
                        "kubescrape.scrape.discovered", "kubescrape.cli", "kubescrape.doctor",
-                       "kubescrape.emulator", "kubescrape.deploy", "kubescrape.demo", "kubescrape.receiver")
+                       "kubescrape.emulator", "kubescrape.deploy", "kubescrape.demo", "kubescrape.receiver",
+                       "logging.handlers")
 
 
 def _serve_metrics() -> tuple[ThreadingHTTPServer, str]:
@@ -177,10 +181,13 @@ def test_kubescrape_run_scrapes_a_categraf_config_without_the_other_commands_mod
     finally:
         server.shutdown()
     assert proc.returncode == 0, proc.stderr
-    loaded = proc.stderr.rsplit("MODULES ", 1)[1].split()
+    loaded = proc.stderr.rsplit("MODULES ", 1)[1].split("\n", 1)[0].split()
     assert "kubescrape.agent" in loaded and "kubescrape.scrape.loop" in loaded
     unwanted = [m for m in loaded if any(m == p or m.startswith(p + ".") for p in NOT_ON_THE_RUN_PATH)]
     assert unwanted == []
+    # By the first scrape the collector runs again, with the imports' objects frozen (kubescrape/__main__.py),
+    # and the system's mime.types has not been read (kubescrape/_aiohttp.py).
+    assert proc.stderr.rsplit("STATE ", 1)[1].split() == ["True", "True", "False"]
 
 
 # ---- aiohttp's default SSL contexts (kubescrape/_aiohttp.py) ---------------------------------------------
@@ -252,3 +259,42 @@ def test_the_tls_probe_server_is_trusted_by_the_system_store(tmp_path: Path) -> 
     # The control: with aiohttp imported first (its defaults loaded normally) the same request succeeds,
     # so the refusal above is the missing trust store, not the server.
     assert _tls_probe("plain", tmp_path) == ["default: 200", "scrape client: up_probe 1"]
+
+
+# ---- mimetypes (kubescrape/_aiohttp.py) ------------------------------------------------------------------
+
+MIME_PROBE = """\
+import mimetypes, sys
+if sys.argv[1] == "plain":
+    import aiohttp.web
+else:
+    import kubescrape._aiohttp
+from aiohttp import web_fileresponse
+table = web_fileresponse.CONTENT_TYPES.types_map[True]
+print(mimetypes.inited, len(table), repr(sorted(table.items())) == sys.argv[2],
+      mimetypes.guess_type("a.json")[0], mimetypes.guess_type("a.tar.gz"), mimetypes.inited)
+"""
+
+
+def _mime_probe(mode: str) -> str:
+    # aiohttp's table: Python's built-in types plus aiohttp's additions, whether or not the system's file
+    # was read (a MimeTypes() never includes it).
+    from aiohttp import web_fileresponse
+
+    table = repr(sorted(web_fileresponse.CONTENT_TYPES.types_map[True].items()))
+    proc = subprocess.run([sys.executable, "-c", MIME_PROBE, mode, table],
+                          env={**os.environ, "PYTHONPATH": str(ROOT)}, capture_output=True, text=True,
+                          timeout=120, check=False)
+    assert proc.returncode == 0, proc.stderr
+    return proc.stdout.strip()
+
+
+def test_aiohttp_imported_through_kubescrape_leaves_mimetypes_to_initialise_on_first_use() -> None:
+    # aiohttp's own table is the same either way; the module's table is read from the system on the first
+    # guess instead of at import.
+    through_kubescrape = _mime_probe("kubescrape")
+    assert through_kubescrape.split()[0] == "False" and through_kubescrape.split()[2] == "True"
+    assert through_kubescrape.endswith(" True")
+    plain = _mime_probe("plain")
+    assert plain.split()[0] == "True" and plain.split()[2] == "True"
+    assert through_kubescrape.split(" ", 1)[1] == plain.split(" ", 1)[1]

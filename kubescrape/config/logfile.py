@@ -9,7 +9,6 @@ Categraf logs to ``stdout`` by default and rotates a log file with lumberjack (`
 from __future__ import annotations
 
 import logging
-import logging.handlers
 import sys
 from pathlib import Path
 from typing import TextIO
@@ -42,12 +41,15 @@ def log_handler(
     elif log.file_name == "stderr":
         handler = logging.StreamHandler(stderr or sys.stderr)
     else:
+        # Imported only for a log file: the run path has no other use for logging.handlers.
+        from logging.handlers import RotatingFileHandler
+
         path = Path(log.file_name)
         max_bytes = (log.max_size or _DEFAULT_MAX_SIZE_MB) << 20
         # lumberjack keeps every old file when max_backups is 0; RotatingFileHandler would keep none.
         backups = log.max_backups if log.max_backups > 0 else 1 << 16
         try:
-            handler = logging.handlers.RotatingFileHandler(
+            handler = RotatingFileHandler(
                 path, maxBytes=max_bytes, backupCount=backups, encoding="utf-8"
             )
         except OSError as exc:

@@ -121,3 +121,23 @@ def test_agent_config_require_writers_and_interval() -> None:
     assert AgentConfig(global_=GlobalConfig(interval=20), input_interval=0).scrape_interval == 20.0
     # The "global" alias is accepted, as in the TOML.
     assert AgentConfig.model_validate({"global": {"hostname": "h"}}).global_.hostname == "h"
+
+
+def test_empty_collection_defaults_are_fresh_for_every_instance() -> None:
+    a, b = InstanceConfig(), InstanceConfig()
+    assert a.urls == [] and a.labels == {} and a.relabel_configs == [] and a.params == {}
+    assert a.urls is not b.urls and a.labels is not b.labels and a.headers is not b.headers
+    assert AgentConfig().writers == [] and AgentConfig().writers is not AgentConfig().writers
+    assert GlobalConfig().labels == {} and GlobalConfig().providers == ["local"]
+
+
+def test_no_default_factory_is_a_builtin() -> None:
+    # pydantic reads each default factory's signature while building the model; a builtin's (list, dict)
+    # is parsed from its text with tokenize, at every `kubescrape run` start (kubescrape/config/models.py).
+    from kubescrape.config.models import LogConfig, StaticConfig
+
+    models = (AgentConfig, GlobalConfig, InstanceConfig, LogConfig, StaticConfig, WriterConfig, WriterOptions)
+    factories = [(model.__name__, name, f.default_factory) for model in models
+                 for name, f in model.model_fields.items() if f.default_factory is not None]
+    assert len(factories) > 20
+    assert [(m, n) for m, n, f in factories if getattr(f, "__module__", "") == "builtins"] == []
