@@ -548,3 +548,30 @@ def test_heavy_churn_is_evicted_before_the_generation_ends() -> None:
     for scrape in range(10):
         cache.process("".join(f'm{{i="{scrape}-{i}"}} 1\n' for i in range(2000)), NOW)
         assert len(cache) <= 2 * 2000 + 1024
+
+
+@pytest.mark.parametrize("compiled", [False, None])
+def test_comment_lines_seen_valid_are_not_parsed_again_and_bad_ones_still_fail(compiled: bool | None) -> None:
+    good = "# HELP m Help.\n# TYPE m gauge\nm 1\n"
+    cache = SeriesCache(Labeler(), compiled=compiled)
+    cache.process(good, NOW)
+    calls: list[bytes] = []
+    slow = cache._slow_line
+
+    def counting(line: bytes, *args: object) -> int:
+        calls.append(line)
+        return slow(line, *args)  # type: ignore[arg-type]
+
+    cache._slow_line = counting  # type: ignore[method-assign,assignment]
+    assert same(decode(cache.process(good, NOW + 1)), expected(good, NOW + 1))
+    assert not [line for line in calls if line.startswith(b"#")]
+    with pytest.raises(ParseError) as caught:
+        cache.process(good + "# TYPE m gauge_ish\n", NOW + 2)
+    assert caught.value.line_no == 4
+
+
+def test_remembered_comment_lines_are_bounded() -> None:
+    text = "".join(f"# HELP m{i} Help {i}.\n" for i in range(10_000)) + "m 1\n"
+    cache = SeriesCache(Labeler())
+    cache.process(text, NOW)
+    assert 0 < len(cache._comments) <= 4096
