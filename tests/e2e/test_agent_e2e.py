@@ -13,6 +13,7 @@ import urllib.request
 from collections.abc import Callable
 from pathlib import Path
 
+import aiohttp
 from aiohttp import web
 
 from kubescrape.agent import Agent
@@ -298,3 +299,97 @@ async def test_run_serves_self_metrics_and_stops_cleanly_on_sigterm(
 def _get(url: str) -> str:
     with urllib.request.urlopen(url, timeout=5) as r:
         return str(r.read().decode())
+
+
+async def test_sigterm_with_a_backend_that_never_answers_ends_in_time_and_keeps_the_rest(
+    tmp_path: Path, prometheus: Prometheus
+) -> None:
+    # The backend takes requests but never answers: a SIGTERM must still end the agent within
+    # --shutdown-timeout (plus at most one request timeout), and what it could not deliver stays in the
+    # spool; the next start, with the backend answering again (a proxy to Prometheus), delivers it.
+    hanging = True
+    released = asyncio.Event()
+    requests = 0
+
+    async def backend(request: web.Request) -> web.Response:
+        nonlocal requests
+        requests += 1
+        body = await request.read()
+        if hanging:
+            await released.wait()  # until the test ends: the agent gives up first
+            return web.Response(status=503)
+        async with aiohttp.ClientSession() as session, session.post(
+            prometheus.write_url, data=body, headers={k: v for k, v in request.headers.items()
+                                                      if k.lower().startswith(("content-", "x-prometheus"))}
+        ) as answer:
+            return web.Response(status=answer.status, body=await answer.read())
+
+    app = web.Application()
+    app.router.add_post("/api/v1/write", backend)
+    runner = web.AppRunner(app)
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", 0)
+    await site.start()
+    assert site._server is not None and site._server.sockets  # type: ignore[attr-defined]
+    port = site._server.sockets[0].getsockname()[1]  # type: ignore[attr-defined]
+    writer_url = f"http://127.0.0.1:{port}/api/v1/write"
+    spool = tmp_path / "spool"
+    listen = f"127.0.0.1:{free_port()}"
+    try:
+        async with metrics_server({"/metrics": PROXY}) as proxy:
+            conf = write_categraf_config(tmp_path / "conf", writer_url=writer_url, interval=0.5,
+                                         urls={"http://127.0.0.1:10249/metrics": proxy.url("/metrics")})
+
+            async def run() -> asyncio.subprocess.Process:
+                return await asyncio.create_subprocess_exec(
+                    sys.executable, "-m", "kubescrape", "run", "--config-dir", str(conf), "--listen", listen,
+                    "--spool-dir", str(spool), "--shutdown-timeout", "2", "--log-level", "info", cwd=ROOT,
+                    env={**os.environ, "HOSTNAME": "node-1"}, stderr=asyncio.subprocess.PIPE,
+                )
+
+            proc = await run()
+            try:
+                await wait_for(lambda: requests > 0, timeout=30, what="a request to the backend")
+                await asyncio.sleep(1.5)  # more scrapes pile up behind the unanswered request
+                started = time.monotonic()
+                proc.send_signal(signal.SIGTERM)
+                code = await asyncio.wait_for(proc.wait(), 30)
+                took = time.monotonic() - started
+            finally:
+                if proc.returncode is None:
+                    proc.kill()
+                    await proc.wait()
+            assert proc.stderr is not None
+            err = (await proc.stderr.read()).decode()
+            assert code == 0, err
+            assert "Traceback" not in err
+            assert took < 20, f"SIGTERM took {took:.1f}s with --shutdown-timeout 2\n{err}"
+            assert "kept in the spool for the next start" in err, err
+            kept = [p for p in spool.rglob("*") if p.is_file() and p.name != "cursor" and p.stat().st_size]
+            assert kept, f"nothing left in the spool\n{err}"
+            stopped_at = time.time()
+
+            hanging = False
+            await asyncio.sleep(1.0)  # nothing scraped in this second: a sample before it is the first run's
+            proc = await run()
+            try:
+                await wait_for(lambda: bool(prometheus.query('up{job="kube-proxy"}', at=stopped_at)),
+                               timeout=30, what="the first run's samples, delivered by the second")
+            finally:
+                proc.send_signal(signal.SIGTERM)
+                try:
+                    await asyncio.wait_for(proc.wait(), 30)
+                finally:
+                    if proc.returncode is None:
+                        proc.kill()
+                        await proc.wait()
+    finally:
+        released.set()
+        await runner.cleanup()
+
+
+def _metrics(listen: str) -> str:
+    try:
+        return _get(f"http://{listen}/metrics")
+    except OSError:
+        return ""
