@@ -38,6 +38,7 @@ class Writer:
     url: str
     pending_samples: int = 0
     last_error: str = ""
+    queue_bytes: int = 0
 
 
 @dataclass
@@ -216,7 +217,7 @@ def writer_source(pending_gauge: float | None) -> Source:
     source = make_source(make_config())
     m = source.metrics
     source.writers = [Writer("w1", "http://u:pw-77@127.0.0.1:9/api/v1/write", pending_samples=10,
-                             last_error="w1 answered 503; fix: check the backend")]
+                             last_error="w1 answered 503; fix: check the backend", queue_bytes=3 << 20)]
     m.samples_appended.labels("w1").inc(100)
     m.samples_sent.labels("w1").inc(80)
     m.samples_dropped.labels("w1", "http_400").inc(4)
@@ -242,6 +243,7 @@ async def test_writers_ledger(pending: float | None, verdict: str) -> None:
     assert "w1 answered 503" in page and "<b>Fix:</b> check the backend" in page
     assert "pw-77" not in page and ">http://127.0.0.1:9/api/v1/write<" in page  # userinfo never shown
     assert '<span class="state failing">failing</span>' in page
+    assert "3.0 MiB" in page  # the queue's bytes in memory
 
 
 async def test_index_links_every_page(client: TestClient[web.Request, web.Application]) -> None:

@@ -340,6 +340,11 @@ class Backlog(Protocol):
     @property
     def bytes(self) -> int: ...
 
+    @property
+    def memory_bytes(self) -> int:
+        """Chunk bytes the backlog holds in memory (the status page's "queue bytes")."""
+        ...
+
     def oldest_ts(self) -> float | None:
         """Append time of the oldest unacknowledged record."""
         ...

@@ -95,6 +95,11 @@ class MemoryBacklog:
     def bytes(self) -> int:
         return self._bytes
 
+    @property
+    def memory_bytes(self) -> int:
+        """All of :attr:`bytes`: every record waits in memory."""
+        return self._bytes
+
     def oldest_ts(self) -> float | None:
         return self.fifo.oldest_ts()
 

@@ -78,6 +78,8 @@ class WriterStats:
     replayed: int = 0
     dropped_by_reason: dict[str, int] = field(default_factory=dict)
     problems: tuple[str, ...] = ()
+    queue_bytes: int = 0
+    """Chunk bytes the backlog holds in memory (with the spool: unread records not read back from disk)."""
 
 
 class _Progressing(Protocol):
@@ -248,6 +250,7 @@ class RemoteWrite:
                 oldest_age=self._age(w.backlog), last_error=c.last_error,
                 appended=c.appended, replayed=c.replayed, dropped_by_reason=dict(c.dropped),
                 problems=tuple(p for p in problems if p.startswith(f"writer {w.settings.name!r}")),
+                queue_bytes=w.backlog.memory_bytes,
             ))
         return out
 

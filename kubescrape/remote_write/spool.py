@@ -791,6 +791,11 @@ class Spool:
         """Chunk bytes of unread records held in memory (at most ``cache_bytes``)."""
         return self._cached
 
+    @property
+    def memory_bytes(self) -> int:
+        """What :attr:`cached_bytes` is: the rest of the unread records is read back from disk."""
+        return self._cached
+
     def oldest_ts(self) -> float | None:
         return self.fifo.oldest_ts()
 

@@ -122,10 +122,14 @@ async def test_one_dead_writer_does_not_stall_another() -> None:
         await rw.start()
         for ts in range(1, 6):
             await rw.append([scrape("a", ts)])
-        for _ in range(200):
-            if len(rec.samples()) == 25:
+        for _ in range(500):
+            if len(rec.samples()) == 25 and rw.stats()[1].pending_samples == 0:
                 break
             await asyncio.sleep(0.01)
+        stats = {s.name: s for s in rw.stats()}
+        # The dead writer's five records wait in memory; the live one's are gone.
+        assert stats["dead"].queue_bytes == sum(len(scrape("a", ts).data) for ts in range(1, 6))
+        assert stats["live"].queue_bytes == 0
         await rw.close(0.2)
     assert len(rec.samples()) == 25
     assert value(m, "kubescrape_samples_dropped_total", writer="dead", reason="shutdown") == 25
