@@ -88,9 +88,10 @@ _pack_double = struct.Struct("<d").pack
 _Entry = tuple[bytes, bytes]
 # Tail marker of a sample the fast path hands to the full parser.
 _ODD = b"odd"
-# Validated comment lines a cache remembers from one scrape to the next (bounds what a hostile target
-# with millions of distinct comment lines can make it hold).
+# Validated comment lines a cache remembers from one scrape to the next, and the longest remembered: a
+# hostile target with millions of distinct or huge comment lines can make it hold at most ~2 MiB.
 _COMMENTS_KEPT = 4096
+_COMMENT_KEPT_LEN = 512
 
 MAX_AHEAD_MS = 10 * 60 * 1000
 """A sample whose own timestamp is more than this ahead of the scrape time is dropped (``too_far_future``).
@@ -226,7 +227,7 @@ class SeriesCache:
         self._stale_count = 0
         # Comment and metadata lines (HELP, TYPE) of the last scrape that validated: their validation
         # depends on the line alone, so the same line is not parsed again (~290 per scrape of a kubelet's
-        # /metrics and /metrics/cadvisor). At most _COMMENTS_KEPT lines.
+        # /metrics and /metrics/cadvisor). At most _COMMENTS_KEPT lines of up to _COMMENT_KEPT_LEN bytes.
         self._comments: set[bytes] = set()
         if compiled and _compiled is None:
             raise ValueError("the compiled fast path is not available (not built, or KUBESCRAPE_PURE_PYTHON)")
@@ -583,7 +584,7 @@ class SeriesCache:
                 if line[0] == 35:  # "#": a comment or metadata line, validated; never a sample
                     if line not in comments_seen:
                         slow(line, metadata, scrape_ts_ms, pieces, order)
-                    if len(comments) < _COMMENTS_KEPT:
+                    if len(comments) < _COMMENTS_KEPT and len(line) <= _COMMENT_KEPT_LEN:
                         comments.add(line)
                     pos = end + 1
                     continue

@@ -571,7 +571,9 @@ def test_comment_lines_seen_valid_are_not_parsed_again_and_bad_ones_still_fail(c
 
 
 def test_remembered_comment_lines_are_bounded() -> None:
-    text = "".join(f"# HELP m{i} Help {i}.\n" for i in range(10_000)) + "m 1\n"
+    big = "# HELP big " + "x" * 100_000 + "\n"  # first: only its length keeps it out
+    text = big + "".join(f"# HELP m{i} Help {i}.\n" for i in range(10_000)) + "m 1\n"
     cache = SeriesCache(Labeler())
     cache.process(text, NOW)
     assert 0 < len(cache._comments) <= 4096
+    assert sum(map(len, cache._comments)) <= 4096 * 512
