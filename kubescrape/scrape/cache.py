@@ -346,6 +346,7 @@ class SeriesCache:
         return chunks
 
     def _packed_chunks(self, packed: _Packed, snappy: bool) -> list[Chunk]:
+        """:meth:`_chunks` for packed samples: each chunk built by the compiled ``join_packed``."""
         assert self._compiled is not None  # packed samples come from the compiled loop only
         join = self._compiled.join_packed
         chunks: list[Chunk] = []
@@ -488,9 +489,10 @@ class SeriesCache:
         ]
 
     def _encode(self, data: bytes, scrape_ts_ms: int) -> tuple[list[bytes] | _Packed, int, list[_Entry]]:
-        """The hot loop, on the raw body: three pieces (head, value, tail) per kept sample, the sample
-        count, and the series order of this scrape (the previous order object itself when every
-        series was where it predicted).
+        """The hot loop, on the raw body: three pieces (head, value, tail) per kept sample (or, when the
+        compiled loop found every series where the previous order predicts, the same samples packed:
+        :class:`_Packed`), the sample count, and the series order of this scrape (the previous order
+        object itself when every series was where it predicted).
 
         An order entry is ``(series text + b" ", head)``; the trailing blank makes
         ``startswith`` check the separator too. Nothing here needs the body decoded: label values are
