@@ -3,9 +3,11 @@ Categraf config directory written from the seed files with URLs and paths pointe
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import gzip
 import re
+import signal
 import socket
 from collections.abc import AsyncIterator, Callable, Mapping
 from dataclasses import dataclass, field
@@ -158,3 +160,21 @@ def write_categraf_config(
     (dest / "config.toml").write_text(main)
     (dest / "input.prometheus" / "prometheus.toml").write_text(inputs)
     return dest
+
+
+async def terminate(proc: asyncio.subprocess.Process, timeout: float) -> tuple[int | None, str]:
+    """SIGTERM ``proc`` (a ``kubescrape`` started with ``stderr=PIPE``), wait up to ``timeout`` s, kill it if
+    it is still running; return its exit code (``None`` if it had to be killed) and its stderr."""
+    if proc.returncode is None:
+        proc.send_signal(signal.SIGTERM)
+    code: int | None
+    try:
+        code = await asyncio.wait_for(proc.wait(), timeout)
+    except TimeoutError:
+        code = None
+    finally:
+        if proc.returncode is None:
+            proc.kill()
+            await proc.wait()
+    assert proc.stderr is not None
+    return code, (await proc.stderr.read()).decode()

@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import asyncio
 import os
-import signal
 import sys
 import time
 import urllib.request
@@ -21,7 +20,14 @@ from kubescrape.config.categraf import load_categraf
 from kubescrape.emulator.pki import write_private
 from kubescrape.scrape.parser import format_value, parse
 from kubescrape.scrape.targets import build_targets
-from tests.e2e.helpers import TLSFiles, free_port, metrics_server, rotate_token, write_categraf_config
+from tests.e2e.helpers import (
+    TLSFiles,
+    free_port,
+    metrics_server,
+    rotate_token,
+    terminate,
+    write_categraf_config,
+)
 from tests.e2e.prom import Prometheus
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -284,14 +290,8 @@ async def test_run_serves_self_metrics_and_stops_cleanly_on_sigterm(
             body = await asyncio.to_thread(_get, f"http://{listen}/metrics")
             assert 'kubescrape_target_up{target="' + kubelet.url("/metrics") + '"} 1.0' in body
             assert "kubescrape_samples_sent_total" in body
-            proc.send_signal(signal.SIGTERM)
-            code = await asyncio.wait_for(proc.wait(), 15)
         finally:
-            if proc.returncode is None:
-                proc.kill()
-                await proc.wait()
-        assert proc.stderr is not None
-        err = (await proc.stderr.read()).decode()
+            code, err = await terminate(proc, 15)
     assert code == 0, err
     assert "Traceback" not in err
 
@@ -351,16 +351,10 @@ async def test_sigterm_with_a_backend_that_never_answers_ends_in_time_and_keeps_
             try:
                 await wait_for(lambda: requests > 0, timeout=30, what="a request to the backend")
                 await asyncio.sleep(1.5)  # more scrapes pile up behind the unanswered request
-                started = time.monotonic()
-                proc.send_signal(signal.SIGTERM)
-                code = await asyncio.wait_for(proc.wait(), 30)
-                took = time.monotonic() - started
             finally:
-                if proc.returncode is None:
-                    proc.kill()
-                    await proc.wait()
-            assert proc.stderr is not None
-            err = (await proc.stderr.read()).decode()
+                started = time.monotonic()
+                code, err = await terminate(proc, 30)
+                took = time.monotonic() - started
             assert code == 0, err
             assert "Traceback" not in err
             assert took < 20, f"SIGTERM took {took:.1f}s with --shutdown-timeout 2\n{err}"
@@ -376,13 +370,7 @@ async def test_sigterm_with_a_backend_that_never_answers_ends_in_time_and_keeps_
                 await wait_for(lambda: bool(prometheus.query('up{job="kube-proxy"}', at=stopped_at)),
                                timeout=30, what="the first run's samples, delivered by the second")
             finally:
-                proc.send_signal(signal.SIGTERM)
-                try:
-                    await asyncio.wait_for(proc.wait(), 30)
-                finally:
-                    if proc.returncode is None:
-                        proc.kill()
-                        await proc.wait()
+                await terminate(proc, 30)
     finally:
         released.set()
         await runner.cleanup()

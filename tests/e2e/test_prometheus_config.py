@@ -13,7 +13,6 @@ from __future__ import annotations
 import asyncio
 import os
 import shutil
-import signal
 import subprocess
 import sys
 import textwrap
@@ -30,7 +29,7 @@ from kubescrape.config.models import WriterConfig, format_prometheus_duration
 from kubescrape.config.prometheus import load_prometheus
 from kubescrape.scrape.targets import build_targets, discover
 from tests.config.test_prometheus import ERRORS, INTERVALS, TARGET_TABLE
-from tests.e2e.helpers import TLSFiles, free_port, metrics_server
+from tests.e2e.helpers import TLSFiles, free_port, metrics_server, terminate
 from tests.e2e.prom import Prometheus, running_prometheus
 
 PROMTOOL = shutil.which("promtool") or "/usr/bin/promtool"
@@ -369,14 +368,8 @@ async def test_run_config_delivers_over_the_files_remote_write_with_its_rules_an
         try:
             await _wait(lambda: prometheus.query('up{job="secure",cluster="e2e"} == 1'))
             series = await asyncio.to_thread(prometheus.series, '{job="secure"}')
-            proc.send_signal(signal.SIGTERM)
-            code = await asyncio.wait_for(proc.wait(), 30)
         finally:
-            if proc.returncode is None:
-                proc.kill()
-                await proc.wait()
-        assert proc.stderr is not None
-        err = (await proc.stderr.read()).decode()
+            code, err = await terminate(proc, 30)
     assert code == 0, err
     assert "Traceback" not in err
     names = {s["__name__"] for s in series}
