@@ -23,11 +23,12 @@ from collections.abc import Callable
 
 from prometheus_client.parser import text_string_to_metric_families
 
+from kubescrape.config.models import AgentConfig, GlobalConfig, InstanceConfig
 from kubescrape.emulator.payloads import NodePayloads
 from kubescrape.remote_write.encode import clear_label_cache, compress
 from kubescrape.scrape.cache import COMPILED, Labeler, SeriesCache
 from kubescrape.scrape.parser import parse
-from kubescrape.scrape.targets import Target, TLSSettings, make_labeler
+from kubescrape.scrape.targets import build_targets, make_labeler
 from kubescrape.testing import FakeClock
 
 
@@ -59,25 +60,11 @@ def _labeler(name: str, labels: list[tuple[str, str]]) -> list[tuple[str, str]] 
 def _target_labeler() -> Labeler:
     """The agent's own labeler for a kubelet cAdvisor target without relabel rules (instance and job
     target labels), as :func:`~kubescrape.scrape.targets.make_labeler` builds it."""
-    target = Target(
-        url="https://10.0.0.1:10250/metrics/cadvisor",
-        name="kubelet",
-        labels=(("instance", "node-1:10250"), ("job", "kubelet")),
-        interval=15.0,
-        timeout=10.0,
-        honor_labels=False,
-        honor_timestamps=True,
-        body_size_limit=0,
-        tls=TLSSettings(False, None, None, None, None, False),
-        bearer_token_file=None,
-        bearer_token_string=None,
-        username=None,
-        password=None,
-        headers=(),
-        metric_relabel_configs=(),
-        ignore_metrics=(),
-        ignore_label_keys=(),
-    )
+    target = build_targets(AgentConfig(
+        global_=GlobalConfig(hostname="node-1", interval=15.0, omit_hostname=True),
+        instances=[InstanceConfig(urls=["https://10.0.0.1:10250/metrics/cadvisor"],
+                                  labels={"instance": "node-1:10250", "job": "kubelet"})],
+    ))[0]
     return make_labeler(target)
 
 

@@ -13,28 +13,16 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from kubescrape.config.models import AgentConfig, GlobalConfig, InstanceConfig
 from kubescrape.scrape.cache import COMPILED
-from kubescrape.scrape.targets import Target, TLSSettings, make_labeler
+from kubescrape.scrape.targets import build_targets, make_labeler
 
-TARGET = Target(
-    url="https://10.0.0.1:10250/metrics/cadvisor",
-    name="kubelet",
-    labels=(("instance", "node-1:10250"), ("job", "kubelet"), ("exported_job", "x")),
-    interval=15.0,
-    timeout=10.0,
-    honor_labels=False,
-    honor_timestamps=True,
-    body_size_limit=0,
-    tls=TLSSettings(False, None, None, None, None, False),
-    bearer_token_file=None,
-    bearer_token_string=None,
-    username=None,
-    password=None,
-    headers=(),
-    metric_relabel_configs=(),
-    ignore_metrics=(),
-    ignore_label_keys=(),
-)
+# A Categraf instance with target labels only (agent_hostname omitted), built as the agent builds it.
+TARGET = build_targets(AgentConfig(
+    global_=GlobalConfig(hostname="node-1", interval=15.0, omit_hostname=True),
+    instances=[InstanceConfig(urls=["https://10.0.0.1:10250/metrics/cadvisor"],
+                              labels={"instance": "node-1:10250", "job": "kubelet", "exported_job": "x"})],
+))[0]
 
 _scraped = st.lists(
     st.tuples(
