@@ -24,6 +24,7 @@ from kubescrape.scrape.cache import (
     COMPILED,
     MAX_AGE_MS,
     MAX_AHEAD_MS,
+    Labeler,
     ScrapeLimits,
     ScrapeResult,
     SeriesCache,
@@ -77,6 +78,7 @@ def assert_same(
     limits: ScrapeLimits | None = None,
     max_age_ms: int = MAX_AGE_MS,
     max_ahead_ms: int = MAX_AHEAD_MS,
+    labeler: Labeler = labeler,
 ) -> list[Outcome]:
     """Run a pure-Python and a compiled cache with these settings over ``scrapes``; return the
     outcomes (equal, or the test fails)."""

@@ -20,10 +20,10 @@ from hypothesis import strategies as st
 from kubescrape.emulator.payloads import NodePayloads
 from kubescrape.errors import ParseError
 from kubescrape.remote_write.encode import encode_labels, sample_head
-from kubescrape.scrape.cache import COMPILED, ScrapeLimits, SeriesCache
+from kubescrape.scrape.cache import COMPILED, ScrapeLimits
 from kubescrape.scrape.parser import Metadata, parse_line
 from kubescrape.testing import FakeClock
-from tests.scrape.test_fastpath import Outcome, outcome
+from tests.scrape.test_fastpath import assert_same
 
 pytestmark = pytest.mark.skipif(
     not COMPILED, reason="the compiled fast path is not built here (or KUBESCRAPE_PURE_PYTHON is set)"
@@ -338,18 +338,6 @@ def labeler(name: str, labels: list[tuple[str, str]]) -> list[tuple[str, str]] |
     return [("__name__", name), *labels, ("instance", "node-1:10250"), ("job", "kubelet")]
 
 
-def assert_same(scrapes: list[tuple[bytes, int]], limits: ScrapeLimits | None = None) -> list[Outcome]:
-    pure, fast = (SeriesCache(labeler, limits=limits, compiled=compiled) for compiled in (False, True))
-    outcomes = []
-    for i, (body, ts) in enumerate(scrapes):
-        want = outcome(pure, body, ts)
-        got = outcome(fast, body, ts)
-        assert got == want, f"scrape {i} differs"
-        outcomes.append(got)
-    assert pure.stale_all(NOW + 60_000) == fast.stale_all(NOW + 60_000)
-    return outcomes
-
-
 _good_lines = st.builds(
     lambda name, pairs, value, stamp: (
         f"{name}{{{','.join(f'{k}={chr(34)}{v}{chr(34)}' for k, v in pairs)}}} {value}{stamp}".encode(
@@ -376,7 +364,7 @@ def test_cold_scrapes_agree(lines: list[bytes], limits: ScrapeLimits | None) -> 
     """First scrape (every series new) and a second one with churn: same bytes, counts and errors."""
     first = b"\n".join(lines) + b"\n"
     second = b"\n".join(reversed(lines)) + b"\n"
-    assert_same([(first, NOW), (second, NOW + 15_000)], limits)
+    assert_same([(first, NOW), (second, NOW + 15_000)], limits=limits, labeler=labeler)
 
 
 def test_cold_scrapes_agree_on_the_kubelet_payload_with_churn() -> None:
@@ -387,7 +375,7 @@ def test_cold_scrapes_agree_on_the_kubelet_payload_with_churn() -> None:
     for _ in range(4):
         scrapes.append((node.cadvisor(), int(clock.time() * 1000)))
         clock.advance(15.0)
-    outcomes = assert_same(scrapes)
+    outcomes = assert_same(scrapes, labeler=labeler)
     first = outcomes[0]
     assert first[0] == "ok"
     assert isinstance(first[2], int) and first[2] > 1000
