@@ -42,7 +42,7 @@ from kubescrape.errors import LabelLimitError, ParseError, SampleLimitError, Scr
 from kubescrape.remote_write import Chunk
 from kubescrape.remote_write.encode import STALE_NAN_BYTES, compress, encode_labels, sample_head, varint
 from kubescrape.scrape.openmetrics import is_openmetrics, iter_openmetrics, label_pairs
-from kubescrape.scrape.parser import Metadata, parse, parse_float, parse_line
+from kubescrape.scrape.parser import Metadata, decode_line, parse, parse_float, parse_line
 
 __all__ = [
     "COMPILED",
@@ -684,13 +684,7 @@ class SeriesCache:
                 name, labels, value, timestamp, key = split
                 # Sure lines end their series at the closing brace or the name's blank: always cacheable.
                 return self._add(key, True, key, name, labels, value, timestamp, scrape_ts_ms, pieces, order)
-        try:
-            text = line.decode("utf-8")
-            check_utf8 = False
-        except UnicodeDecodeError:
-            # Only label values and help text must be UTF-8; the parser checks those.
-            text = line.decode("utf-8", "surrogateescape")
-            check_utf8 = True
+        text, check_utf8 = decode_line(line)
         parsed = parse_line(text, metadata, check_utf8)
         if parsed is None:
             return 0

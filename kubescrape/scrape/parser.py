@@ -36,6 +36,7 @@ __all__ = [
     "METRIC_TYPES",
     "Metadata",
     "Sample",
+    "decode_line",
     "escape_label_value",
     "format_value",
     "has_invalid_utf8",
@@ -326,6 +327,15 @@ def parse_line(
     if check_utf8 and _utf8_problem(line):
         raise ParseError("label value is not valid UTF-8")
     return parsed
+
+
+def decode_line(line: bytes) -> tuple[str, bool]:
+    """One exposition line's text for :func:`parse_line`, and its ``check_utf8``: bytes that are not UTF-8
+    are kept as lone surrogates (only label values and help text must be UTF-8; the parser checks those)."""
+    try:
+        return line.decode("utf-8"), False
+    except UnicodeDecodeError:
+        return line.decode("utf-8", "surrogateescape"), True
 
 
 def has_invalid_utf8(text: str) -> bool:

@@ -21,7 +21,7 @@ from kubescrape.emulator.payloads import NodePayloads
 from kubescrape.errors import ParseError
 from kubescrape.remote_write.encode import encode_labels, sample_head
 from kubescrape.scrape.cache import COMPILED, ScrapeLimits
-from kubescrape.scrape.parser import Metadata, parse_line
+from kubescrape.scrape.parser import Metadata, decode_line, parse_line
 from kubescrape.testing import FakeClock
 from tests.scrape.test_fastpath import assert_same
 
@@ -38,12 +38,7 @@ if TYPE_CHECKING or COMPILED:
 def python_split(line: bytes) -> tuple[object, ...]:
     """What ``SeriesCache._slow_line`` gets from the validating parser for ``line``, with the series end
     in bytes and the value as its bits; or the error."""
-    try:
-        text = line.decode("utf-8")
-        check_utf8 = False
-    except UnicodeDecodeError:
-        text = line.decode("utf-8", "surrogateescape")
-        check_utf8 = True
+    text, check_utf8 = decode_line(line)
     try:
         parsed = parse_line(text, Metadata(), check_utf8)
     except ParseError as exc:
