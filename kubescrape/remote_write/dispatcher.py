@@ -41,7 +41,7 @@ import cramjam
 
 from kubescrape.clock import SYSTEM_CLOCK, Clock, wait_event
 from kubescrape.remote_write import Chunk
-from kubescrape.remote_write.encode import compress, decompress, snappy_concat
+from kubescrape.remote_write.encode import compress, snappy_concat
 from kubescrape.remote_write.ledger import Backlog, Record
 from kubescrape.remote_write.sender import Sender
 from kubescrape.remote_write.settings import WriterSettings
@@ -104,14 +104,15 @@ def iter_series(data: bytes) -> Iterator[tuple[int, int, int, int]]:
 
 def plain(chunk: Chunk) -> Chunk:
     """``chunk`` with uncompressed data (the rare paths that look into a chunk: no key, a refused one)."""
-    return Chunk(decompress(chunk.data), chunk.samples, chunk.key) if chunk.snappy else chunk
+    return Chunk(chunk.plain(), chunk.samples, chunk.key) if chunk.snappy else chunk
 
 
 def request_body(parts: Sequence[Chunk]) -> bytes:
     """The snappy-compressed ``WriteRequest`` of ``parts``, in order.
 
-    Plain chunks (the memory backlog) are joined and compressed; chunks the spool already holds
-    compressed are only concatenated (:func:`~kubescrape.remote_write.encode.snappy_concat`).
+    Plain chunks are joined and compressed; chunks that arrive compressed (a scrape loop compresses its
+    own, the spool stores them so) are only concatenated
+    (:func:`~kubescrape.remote_write.encode.snappy_concat`).
     """
     if not any(p.snappy for p in parts):
         return compress(b"".join(p.data for p in parts))

@@ -27,7 +27,8 @@ bytes; the CRC covers everything after itself. The payload is the record's chunk
 ``samples u32 | length u32 | key u32 | data``.
 
 **Spool what is sent.** Each chunk's data is stored as one snappy block (the top bit of its frame's
-``length`` says so), compressed once in the flusher's worker thread: 4–8× fewer bytes written, CRC'd and
+``length`` says so): a scrape loop hands its chunks over compressed already, and any plain one is
+compressed once in the flusher's worker thread: 4–8× fewer bytes written, CRC'd and
 read back, and a request is assembled from the compressed chunks by
 :func:`~kubescrape.remote_write.encode.snappy_concat` without compressing again. Chunks stay separate
 (not one body per record) so that a round still routes them to shards by key and a refused request
@@ -635,7 +636,7 @@ class Spool:
 
     def _write(self, items: list[tuple[int, int, float, tuple[Chunk, ...]]], expected_size: int,
                new_segment: bool) -> list[tuple[tuple[Chunk, ...], int]]:
-        """Worker-thread part of a flush: compress the records' chunks, writev (in IOV_MAX slices), one
+        """Worker-thread part of a flush: compress the records' plain chunks, writev (in IOV_MAX slices), one
         fsync (and the directory's, for a new file). Returns each record's stored chunks and length."""
         fd = self._wfd
         assert fd is not None
