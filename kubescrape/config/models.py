@@ -27,7 +27,7 @@ name in :mod:`kubescrape.config.schema`, which decides every error and its messa
 from __future__ import annotations
 
 from dataclasses import field
-from typing import Any, ClassVar
+from typing import Any
 
 from kubescrape.config.checks import (
     MIN_DURATION,
@@ -262,8 +262,6 @@ class AgentConfig(_Model):
     ``files`` the files that were read. ``input_interval`` is input.prometheus' top-level ``interval``,
     which overrides the global interval.
     """
-
-    _ALIASES: ClassVar[dict[str, str]] = {"global_": "global"}
 
     global_: GlobalConfig = field(default_factory=GlobalConfig.model_construct)
     writer_opt: WriterOptions = field(default_factory=WriterOptions.model_construct)

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import dataclasses
 from collections.abc import Iterable, Mapping
-from typing import Any, ClassVar, Self, dataclass_transform
+from typing import Any, Self, dataclass_transform
 
 __all__ = ["Plain"]
 
@@ -30,9 +30,6 @@ class Plain:
     the constructor (as it saw the pydantic models'), while at run time ``__init__`` hands them to the
     pydantic model. Field names and defaults are the pydantic model's (tests/config/test_plain.py).
     """
-
-    _ALIASES: ClassVar[Mapping[str, str]] = {}
-    """Field name → its name in a dump ``by_alias`` and in ``model_validate`` input (``global_``)."""
 
     def __init_subclass__(cls, **kwargs: Any) -> None:
         super().__init_subclass__(**kwargs)
@@ -89,7 +86,9 @@ class Plain:
         self, *, mode: str = "python", by_alias: bool = False, exclude_defaults: bool = False,
         exclude: Iterable[str] = (),
     ) -> dict[str, Any]:
-        """The fields as plain data (nested objects as dicts), as pydantic's ``model_dump``."""
+        """The fields as plain data (nested objects as dicts), as pydantic's ``model_dump``. ``by_alias``
+        changes nothing: no field has a serialization alias (``AgentConfig.global_`` is ``global`` only as
+        input)."""
         out: dict[str, Any] = {}
         skip = set(exclude)
         for f in dataclasses.fields(self):  # type: ignore[arg-type]
@@ -98,8 +97,7 @@ class Plain:
             value = getattr(self, f.name)
             if exclude_defaults and value == _default(f):
                 continue
-            key = self._ALIASES.get(f.name, f.name) if by_alias else f.name
-            out[key] = _dump(value, mode, by_alias)
+            out[f.name] = _dump(value, mode, by_alias)
         return out
 
 
@@ -124,7 +122,7 @@ def _as_input(value: Any) -> Any:
     """Nested plain objects as the mappings of their explicitly set fields, for pydantic to validate again
     (validation is idempotent: a valid object's fields validate to themselves)."""
     if isinstance(value, Plain):
-        return {value._ALIASES.get(k, k): _as_input(getattr(value, k)) for k in value.model_fields_set}
+        return {k: _as_input(getattr(value, k)) for k in value.model_fields_set}
     if isinstance(value, list):
         return [_as_input(v) for v in value]
     if isinstance(value, dict):

@@ -227,7 +227,7 @@ def resolve_writer(values: Mapping[str, Any]) -> WriterConfig | None:
         return None
     try:
         clean, user, password = split_userinfo(url)
-        check_url(clean)
+        check_url(clean)  # the URL the writer keeps (unchanged without credentials)
     except ValueError:
         return None
     if user is not None:
