@@ -88,3 +88,14 @@ def test_nested_plain_objects_are_validated_again_with_only_the_fields_they_were
     assert config.log == log and config.log.model_fields_set == {"max_size"}
     assert config.model_copy(update={"files": ["x"]}).files == ["x"]
     assert config.model_copy(update={"files": ["x"]}).model_fields_set == {"log", "instances", "files"}
+
+
+def test_equality_repr_and_immutability_are_a_frozen_dataclass_s() -> None:
+    a, b = models.WriterOptions(batch=5), models.WriterOptions.model_construct(batch=5)
+    assert a == b and hash(a) == hash(b) and a != models.WriterOptions()
+    assert a.__eq__(models.LogConfig()) is NotImplemented
+    assert repr(a) == "WriterOptions(batch=5, chan_size=10000)"
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        del a.batch
+    with pytest.raises(TypeError):
+        hash(models.StaticConfig(targets=["h:1"]))  # a list field, as with the pydantic models
