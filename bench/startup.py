@@ -181,7 +181,7 @@ class Patch(importlib.abc.MetaPathFinder):
             async def scrape(self):
                 with open("/proc/self/status") as status:
                     rss = [line.split()[1] for line in status if line.startswith("VmRSS:")]
-                os.write(2, f"VMRSS_KB {rss[0]}\n".encode())
+                os.write(2, f"VMRSS_KB {rss[0]}\\n".encode())
                 os._exit(0)
 
             module.ScrapeLoop.scrape = scrape
