@@ -13,7 +13,8 @@ time by top-level package (``-X importtime``); and the same for the typer CLI, f
 With ``--instructions`` (needs valgrind), the instructions ``kubescrape run`` executes from exec to the start
 of its first scrape, counted by valgrind's cachegrind: the same figure on every run, where CPU seconds on a
 shared 2-core VM vary by ±20 % from one start to the next. The agent is the one under test, on the same
-configuration, with its first scrape due at once; it exits as that scrape begins.
+configuration, with its first scrape due at once; it exits as that scrape begins. The same probe without
+valgrind gives the agent's VmRSS as that scrape begins (three starts).
 
 Before measuring, kubescrape's own modules are byte-compiled (``compileall``): with
 ``PYTHONDONTWRITEBYTECODE=1`` in the environment a source checkout would otherwise recompile every module
@@ -178,6 +179,9 @@ class Patch(importlib.abc.MetaPathFinder):
             run(module)
 
             async def scrape(self):
+                with open("/proc/self/status") as status:
+                    rss = [line.split()[1] for line in status if line.startswith("VmRSS:")]
+                os.write(2, f"VMRSS_KB {rss[0]}\\n".encode())
                 os._exit(0)
 
             module.ScrapeLoop.scrape = scrape
@@ -207,6 +211,24 @@ def instructions_to_first_scrape(conf: Path, spool: Path) -> float:
     if proc.returncode != 0 or m is None:
         raise RuntimeError(f"instruction count failed ({proc.returncode}): {proc.stderr[-2000:]}")
     return int(m.group(1).replace(",", "")) / 1e6
+
+
+def rss_at_first_scrape(conf: Path, spool: Path) -> float:
+    """VmRSS (MiB) of ``kubescrape run --config-dir conf`` as its first scrape begins (the instruction
+    probe, without valgrind)."""
+    args = [sys.executable, "-c", FIRST_SCRAPE_PROBE, "run", "--config-dir", str(conf), "--listen",
+            "127.0.0.1:0", "--spool-dir", str(spool)]
+    proc = subprocess.run(args, capture_output=True, text=True, timeout=120, env=child_env(), check=False)
+    m = re.search(r"VMRSS_KB (\d+)", proc.stderr)
+    if proc.returncode != 0 or m is None:
+        raise RuntimeError(f"RSS probe failed ({proc.returncode}): {proc.stderr[-2000:]}")
+    return int(m.group(1)) / 1024
+
+
+def render_rss(values: Sequence[float]) -> str:
+    """Markdown: kubescrape's VmRSS as its first scrape begins."""
+    return (f"VmRSS as the first scrape begins ({len(values)} starts, no valgrind): median "
+            f"{median(values):.1f} MiB [{min(values):.1f}–{max(values):.1f}].\n")
 
 
 def render_instructions(counts: Sequence[float]) -> str:
@@ -281,7 +303,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--interval", type=float, default=15.0, help="scrape interval in s (default 15)")
     parser.add_argument("--agents", default=",".join(AGENTS), help="comma-separated agents (default: all)")
     parser.add_argument("--instructions", action="store_true",
-                        help="also count kubescrape's instructions to its first scrape (valgrind)")
+                        help="also count kubescrape's instructions to its first scrape (valgrind) and "
+                        "measure its VmRSS there")
     ns = parser.parse_args(argv)
     agents = [a.strip() for a in ns.agents.split(",") if a.strip()]
     unknown = set(agents) - set(AGENTS)
@@ -301,6 +324,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         receiver = Receiver(base / "receiver")
         runs: list[Startup] = []
         counts: list[float] = []
+        rss: list[float] = []
         try:
             with emulator(procs, base, 1, ns.pods) as (printed, port):
                 toml = bench_instances_toml(printed, port, ns.interval)
@@ -318,6 +342,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                         progress(f"startup {KUBESCRAPE}: instructions, run {i + 1} of 3")
                         spool = base / f"instructions-{i}" / "spool"
                         counts.append(instructions_to_first_scrape(conf, spool))
+                        rss.append(rss_at_first_scrape(conf, base / f"rss-{i}" / "spool"))
         finally:
             receiver.stop()
             procs.close()
@@ -325,6 +350,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     print(render_start_cpu(runs))
     if ns.instructions:
         print(render_instructions(counts))
+        if rss:
+            print(render_rss(rss))
     print(f"Load average after: {load_average()}\n")
     return 0
 

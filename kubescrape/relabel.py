@@ -12,11 +12,13 @@ from __future__ import annotations
 import hashlib
 import re
 from collections.abc import Sequence
-from dataclasses import dataclass
-from functools import lru_cache
-from typing import Literal
+from dataclasses import dataclass, field
+from functools import cached_property
+from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, PrivateAttr, field_validator, model_validator
+from kubescrape.config.checks import DEFAULT_REGEX, DEFAULT_REPLACEMENT, DEFAULT_SEPARATOR
+from kubescrape.config.plain import Plain
+from kubescrape.goregex import compile_go_regex
 
 __all__ = [
     "Action", "RelabelConfig", "RelabelStep", "compile_go_regex", "go_expand", "relabel", "relabel_steps",
@@ -36,54 +38,7 @@ Action = Literal[
     "uppercase",
 ]
 
-DEFAULT_REGEX = "(.*)"
-DEFAULT_REPLACEMENT = "$1"
-DEFAULT_SEPARATOR = ";"
-
 _LABEL_NAME = re.compile(r"^[a-zA-Z_][a-zA-Z0-9_]*$")
-# Prometheus' relabelTarget: a label name that may contain $var / ${var} references.
-_RELABEL_TARGET = re.compile(r"^(?:(?:[a-zA-Z_]|\$(?:\{\w+\}|\w+))+\w*)+$", re.ASCII)
-
-_POSIX_CLASSES = {
-    "alnum": "0-9A-Za-z",
-    "alpha": "A-Za-z",
-    "ascii": "\\x00-\\x7F",
-    "blank": "\\t ",
-    "cntrl": "\\x00-\\x1F\\x7F",
-    "digit": "0-9",
-    "graph": "!-~",
-    "lower": "a-z",
-    "print": " -~",
-    "punct": "!-/:-@\\[-`{-~",
-    "space": "\\t\\n\\v\\f\\r ",
-    "upper": "A-Z",
-    "word": "0-9A-Za-z_",
-    "xdigit": "0-9A-Fa-f",
-}
-_LEADING_FLAGS = re.compile(r"^\(\?([imsU]+)\)")
-
-
-@lru_cache(maxsize=1024)
-def compile_go_regex(pattern: str) -> re.Pattern[str]:
-    """Compile a Go (RE2) regex for full-string matching with Python's ``re``.
-
-    Translates the Go-only spellings that occur in relabel configs: ``(?<name>…)``, ``\\z`` and POSIX
-    classes such as ``[[:alpha:]]``; leading flags ``(?i)`` are kept global. Raises ``re.error`` otherwise.
-    """
-    body = pattern
-    flags = ""
-    m = _LEADING_FLAGS.match(body)
-    if m:
-        if "U" in m.group(1):
-            raise re.error("the Go ungreedy flag (?U) is not supported; use lazy quantifiers such as .*?")
-        flags, body = m.group(1), body[m.end():]
-    body = body.replace("(?<", "(?P<").replace("(?P<=", "(?<=").replace("(?P<!", "(?<!")
-    body = body.replace("\\z", "\\Z")
-    for name, chars in _POSIX_CLASSES.items():
-        body = body.replace(f"[:{name}:]", chars).replace(f"[:^{name}:]", "")
-    prefix = f"(?{flags})" if flags else ""
-    # ASCII: Go's \d, \w, \s and \b are ASCII-only.
-    return re.compile(f"{prefix}(?:{body})", re.ASCII)
 
 
 def go_expand(template: str, match: re.Match[str]) -> str:
@@ -141,12 +96,11 @@ def _extract(s: str) -> tuple[str, int, str] | None:
     return name, num, s[i:]
 
 
-class RelabelConfig(BaseModel):
-    """One relabel rule, with Prometheus' defaults and validation (``Config.Validate``)."""
+class RelabelConfig(Plain):
+    """One relabel rule, with Prometheus' defaults. Constructing one validates it (``Config.Validate``)
+    with the pydantic model :class:`kubescrape.config.schema.RelabelConfig`."""
 
-    model_config = ConfigDict(frozen=True, extra="forbid")
-
-    source_labels: list[str] = []
+    source_labels: list[str] = field(default_factory=list)
     separator: str = DEFAULT_SEPARATOR
     regex: str = DEFAULT_REGEX
     modulus: int = 0
@@ -154,79 +108,16 @@ class RelabelConfig(BaseModel):
     replacement: str = DEFAULT_REPLACEMENT
     action: Action = "replace"
 
-    _compiled: re.Pattern[str] = PrivateAttr()
-
-    @field_validator("action", mode="before")
     @classmethod
-    def _action_lower(cls, v: object) -> object:
-        return v.lower() if isinstance(v, str) else v
+    def _schema(cls) -> Any:
+        from kubescrape.config.schema import RelabelConfig as Schema
 
-    @field_validator("source_labels")
-    @classmethod
-    def _source_names(cls, v: list[str]) -> list[str]:
-        for name in v:
-            if not _LABEL_NAME.match(name):
-                raise ValueError(f"{name!r} is not a valid label name in source_labels")
-        return v
+        return Schema
 
-    @field_validator("modulus")
-    @classmethod
-    def _modulus_non_negative(cls, v: int) -> int:
-        if v < 0:
-            raise ValueError("modulus must not be negative")
-        return v
-
-    @field_validator("regex")
-    @classmethod
-    def _regex_compiles(cls, v: str) -> str:
-        try:
-            compile_go_regex(v)
-        except re.error as exc:
-            raise ValueError(f"regex {v!r} does not compile: {exc}") from None
-        return v
-
-    @model_validator(mode="after")
-    def _validate(self) -> RelabelConfig:
-        a, t = self.action, self.target_label
-        if a == "hashmod" and self.modulus == 0:
-            raise ValueError("relabel configuration for hashmod requires non-zero modulus")
-        if a in ("replace", "hashmod", "lowercase", "uppercase", "keepequal", "dropequal") and not t:
-            raise ValueError(f"relabel configuration for {a} action requires 'target_label' value")
-        if a == "replace" and "$" not in t and not _LABEL_NAME.match(t):
-            raise ValueError(f"{t!r} is invalid 'target_label' for {a} action")
-        if a == "replace" and "$" in t and not _RELABEL_TARGET.match(t):
-            raise ValueError(f"{t!r} is invalid 'target_label' for {a} action")
-        if a in ("lowercase", "uppercase", "keepequal", "dropequal", "hashmod") and not _LABEL_NAME.match(t):
-            raise ValueError(f"{t!r} is invalid 'target_label' for {a} action")
-        if a in ("lowercase", "uppercase", "keepequal", "dropequal") and (
-            self.replacement != DEFAULT_REPLACEMENT
-        ):
-            raise ValueError(f"'replacement' can not be set for {a} action")
-        if a == "labelmap" and not _RELABEL_TARGET.match(self.replacement):
-            raise ValueError(f"{self.replacement!r} is invalid 'replacement' for {a} action")
-        if a in ("keepequal", "dropequal") and (
-            self.regex != DEFAULT_REGEX or self.modulus != 0 or self.separator != DEFAULT_SEPARATOR
-        ):
-            raise ValueError(
-                f"{a} action requires only 'source_labels' and `target_label`, and no other fields"
-            )
-        if a in ("labeldrop", "labelkeep") and (
-            self.source_labels
-            or t
-            or self.modulus != 0
-            or self.separator != DEFAULT_SEPARATOR
-            or self.replacement != DEFAULT_REPLACEMENT
-        ):
-            raise ValueError(f"{a} action requires only 'regex', and no other fields")
-        return self
-
-    def model_post_init(self, __context: object) -> None:
-        self._compiled = compile_go_regex(self.regex)
-
-    @property
+    @cached_property
     def pattern(self) -> re.Pattern[str]:
         """The compiled, full-match regex."""
-        return self._compiled
+        return compile_go_regex(self.regex)
 
 
 def relabel(labels: dict[str, str], configs: Sequence[RelabelConfig]) -> dict[str, str] | None:

@@ -140,7 +140,8 @@ finally:
 """
 
 # Not needed to scrape a Categraf configuration without discovery (each is imported by what needs it).
-NOT_ON_THE_RUN_PATH = ("typer", "click", "rich", "yaml", "google.protobuf", "kubescrape.discovery",
+NOT_ON_THE_RUN_PATH = ("typer", "click", "rich", "yaml", "google.protobuf", "pydantic", "pydantic_core",
+                       "kubescrape.config.schema", "kubescrape.discovery",
                        "kubescrape.scrape.discovered", "kubescrape.cli", "kubescrape.doctor",
                        "kubescrape.emulator", "kubescrape.deploy", "kubescrape.demo", "kubescrape.receiver",
                        "logging.handlers")
@@ -188,6 +189,54 @@ def test_kubescrape_run_scrapes_a_categraf_config_without_the_other_commands_mod
     # By the first scrape the collector runs again, with the imports' objects frozen (kubescrape/__main__.py),
     # and the system's mime.types has not been read (kubescrape/_aiohttp.py).
     assert proc.stderr.rsplit("STATE ", 1)[1].split() == ["True", "True", "False"]
+
+
+# A plainly valid configuration is resolved without pydantic (kubescrape/config/resolve.py); anything else
+# goes through the pydantic models. Prints, per directory: pydantic loaded after loading it?, instances.
+LOAD_PROBE = """\
+import sys
+import kubescrape.__main__, kubescrape.run_options, kubescrape.agent  # the run path
+from pathlib import Path
+from kubescrape.config.categraf import load_categraf
+from kubescrape.errors import ConfigError
+
+for name in sys.argv[1:]:
+    try:
+        config = load_categraf(Path(name), env={"HOSTNAME": "node-1"})
+        print("pydantic" in sys.modules, len(config.instances))
+    except ConfigError as exc:
+        print("pydantic" in sys.modules, "ConfigError", exc)
+"""
+
+
+def _load_probe(*dirs: Path) -> list[str]:
+    proc = subprocess.run([sys.executable, "-c", LOAD_PROBE, *map(str, dirs)], capture_output=True, text=True,
+                          env={**os.environ, "PYTHONPATH": str(ROOT)}, timeout=120, check=False)
+    assert proc.returncode == 0, proc.stderr
+    return proc.stdout.splitlines()
+
+
+def test_typical_categraf_configs_load_without_pydantic(tmp_path: Path) -> None:
+    from kubescrape.emulator import write_config
+    from kubescrape.emulator.fleet import Emulator
+
+    # What `kubescrape emulate --write-config` writes (the emulator needs not run to write it).
+    emulated = tmp_path / "emulated"
+    write_config(Emulator(tmp_path / "state", port=10250, healthz_port=None, proxy_port=10249), emulated,
+                 "http://127.0.0.1:9090/api/v1/write")
+    seed = ROOT / "tests" / "data" / "categraf_seed"
+    shipped = PACKAGE / "data" / "categraf"
+    assert _load_probe(emulated, seed, shipped) == ["False 3", "False 3", "False 3"]
+
+
+def test_an_invalid_value_is_decided_by_the_pydantic_models(tmp_path: Path) -> None:
+    conf = tmp_path / "conf"
+    (conf / "input.prometheus").mkdir(parents=True)
+    (conf / "config.toml").write_text('[global]\nhostname = "n"\n')
+    (conf / "input.prometheus" / "prometheus.toml").write_text('[[instances]]\nurls = ["ftp://h/m"]\n')
+    (line,) = _load_probe(conf)
+    assert line.startswith("True ConfigError ")
+    assert "invalid value for instances[0].urls: 'ftp://h/m' is not an http" in line
 
 
 # ---- aiohttp's default SSL contexts (kubescrape/_aiohttp.py) ---------------------------------------------

@@ -47,12 +47,11 @@ import re
 import socket
 import tomllib
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any, TypeVar
 
-from pydantic import ValidationError
-
+from kubescrape.config import resolve
 from kubescrape.config.models import (
     MIN_INTERVAL,
     AgentConfig,
@@ -65,18 +64,21 @@ from kubescrape.config.models import (
 from kubescrape.errors import ConfigError
 from kubescrape.redact import SECRET, redact_text, redact_url, split_userinfo
 
+if TYPE_CHECKING:
+    from pydantic import ValidationError
+
 __all__ = ["INPUT_DIR", "load_categraf", "os_expand"]
 
 INPUT_DIR = "input.prometheus"
 
-_GLOBAL_KEYS = set(GlobalConfig.model_fields)
-_WRITER_OPT_KEYS = set(WriterOptions.model_fields)
-_WRITER_KEYS = set(WriterConfig.model_fields)
+_GLOBAL_KEYS = {f.name for f in fields(GlobalConfig)}
+_WRITER_OPT_KEYS = {f.name for f in fields(WriterOptions)}
+_WRITER_KEYS = {f.name for f in fields(WriterConfig)}
 # Categraf writer keys kubescrape accepts without using: the URL scheme decides TLS.
 _WRITER_IGNORED = {"use_tls"}
 _WRITER_UNSUPPORTED = {"tls_key_pwd", "tls_min_version", "tls_max_version", "tls_cipher_suites"}
 # Prometheus scrape_config fields of InstanceConfig: set only by the Prometheus loader.
-_INSTANCE_KEYS = set(InstanceConfig.model_fields) - {
+_INSTANCE_KEYS = {f.name for f in fields(InstanceConfig)} - {
     "job_name", "static_configs", "scheme", "metrics_path", "params", "scrape_interval", "scrape_timeout",
     "kubernetes_sd_configs", "write_relabel_configs",
 }
@@ -215,6 +217,12 @@ def load_categraf(
     if writer_urls:
         writers = []
         for url in writer_urls:
+            writer = resolve.resolve_writer({"url": url})
+            if writer is not None:
+                writers.append(writer)
+                continue
+            from pydantic import ValidationError
+
             try:
                 writers.append(WriterConfig(url=url))
             except ValidationError as exc:
@@ -268,7 +276,8 @@ def load_categraf(
             ctx.warn(f"{bridge_file}: global.external_labels are not applied to a [prometheus] "
                      "scrape_config_file; set them in config.toml [global] labels (added to every series of "
                      "its jobs the same way)")
-    return AgentConfig(
+    # Every part is validated: built as it stands (as the pydantic model would, a fresh validation of each).
+    return AgentConfig.model_construct(
         global_=global_cfg,
         writer_opt=writer_opt,
         writers=writers,
@@ -524,6 +533,8 @@ def _model_value(
         return convert(value)
     except (ValueError, TypeError) as exc:
         expected = _EXPECTED.get(key, "a valid value")
+        from pydantic import ValidationError
+
         if isinstance(exc, ValidationError):
             detail = str(exc.errors()[0]["msg"]).removeprefix("Value error, ")
         else:
@@ -536,7 +547,31 @@ def _model_value(
 
 
 def _interval_value(value: Any) -> float:
+    seconds = resolve.resolve_seconds(value)
+    if seconds is not None:
+        return seconds
     return GlobalConfig(interval=value, allow_short_intervals=True).interval
+
+
+_Built = TypeVar("_Built")
+
+
+def _build(
+    cls: type[_Built], resolver: Callable[[dict[str, Any]], _Built | None], values: dict[str, Any],
+    src: _Source, header: str, occurrence: int, prefix: str,
+) -> _Built:
+    """The section's plain object: from the resolver when it is sure, else from the pydantic model, whose
+    ValidationError becomes a ConfigError at the file's line."""
+    built = resolver(values)
+    if built is not None:
+        return built
+    from pydantic import ValidationError
+
+    try:
+        return cls(**values)
+    except ValidationError as exc:
+        _raise_validation(exc, src, header, occurrence, prefix)
+        raise
 
 
 def _check_short_interval(
@@ -582,11 +617,7 @@ def _load_global(raw: Any, src: _Source, ctx: _Ctx) -> GlobalConfig:
     if isinstance(providers, list) and any(p != "local" for p in providers):
         ctx.warn(f"{src.path}: [global] providers {providers!r}: only \"local\" (files) is supported; "
                  "other providers ignored")
-    try:
-        cfg = GlobalConfig(**values)
-    except ValidationError as exc:
-        _raise_validation(exc, src, "[global]", 0, "global.")
-        raise
+    cfg = _build(GlobalConfig, resolve.resolve_global, values, src, "[global]", 0, "global.")
     _check_short_interval(cfg.interval, cfg.allow_short_intervals, src, "[global]", "global.interval")
     if cfg.concurrency > 0:
         ctx.warn(f"{src.path}: [global] concurrency = {cfg.concurrency} is not applied: kubescrape scrapes "
@@ -618,11 +649,8 @@ def _load_writer_opt(raw: Any, src: _Source, ctx: _Ctx) -> WriterOptions:
     values = {
         k: v for k, v in values.items() if not (isinstance(v, int) and not isinstance(v, bool) and v <= 0)
     }
-    try:
-        return WriterOptions(**values)
-    except ValidationError as exc:
-        _raise_validation(exc, src, "[writer_opt]", 0, "writer_opt.")
-        raise
+    return _build(WriterOptions, resolve.resolve_writer_options, values, src, "[writer_opt]", 0,
+                  "writer_opt.")
 
 
 def _ms(value: Any) -> Any:
@@ -661,20 +689,14 @@ def _load_writers(raw: Any, src: _Source, ctx: _Ctx) -> list[WriterConfig]:
             if has_userinfo:
                 ctx.warn(f"{src.path}: [[writers]] #{i + 1}: both the url and basic_auth_user carry "
                          "credentials; basic_auth_user/basic_auth_pass are used (as Categraf)")
-        try:
-            writers.append(WriterConfig(**values))
-        except ValidationError as exc:
-            _raise_validation(exc, src, "[[writers]]", i, f"writers[{i}].")
+        writers.append(_build(WriterConfig, resolve.resolve_writer, values, src, "[[writers]]", i,
+                              f"writers[{i}]."))
     return writers
 
 
 def _load_log(raw: Any, src: _Source, ctx: _Ctx) -> LogConfig:
     values = _split_known(raw, _LOG_KEYS, src, "[log]", ctx, "[log]")
-    try:
-        cfg = LogConfig(**values)
-    except ValidationError as exc:
-        _raise_validation(exc, src, "[log]", 0, "log.")
-        raise
+    cfg = _build(LogConfig, resolve.resolve_log, values, src, "[log]", 0, "log.")
     if cfg.file_name not in ("stdout", "stderr"):
         if cfg.compress:
             ctx.warn(f"{src.path}: [log] compress = true is not supported: rotated log files are kept "
@@ -744,11 +766,8 @@ def _load_instance(raw: Any, src: _Source, index: int, ctx: _Ctx, expander: _Exp
             if has_userinfo:
                 ctx.warn(f"{src.path}: {where}: {redact_url(url)} carries credentials and username is set; "
                          "username/password are used (as Categraf)")
-    try:
-        return InstanceConfig(**values)
-    except ValidationError as exc:
-        _raise_validation(exc, src, "[[instances]]", index, f"instances[{index}].")
-        raise
+    return _build(InstanceConfig, resolve.resolve_instance, values, src, "[[instances]]", index,
+                  f"instances[{index}].")
 
 
 # --- expansion --------------------------------------------------------------------------------------

@@ -803,7 +803,7 @@ def _load_remote_write(ctx: _Ctx, at: Path_, raw_any: Any) -> tuple[WriterConfig
             capacity = _positive_int(ctx, (*here, "capacity"), queue["capacity"])
         # A max below kubescrape's default min (or the reverse) would otherwise be an error the user
         # never wrote: follow the bound the file sets.
-        defaults = WriterConfig.model_fields
+        defaults = WriterConfig.__dataclass_fields__
         for low, high in (("min_shards", "max_shards"), ("min_backoff", "max_backoff")):
             if high in fields and low not in fields:
                 fields[low] = min(fields[high], defaults[low].default)
