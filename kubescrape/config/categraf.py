@@ -550,7 +550,9 @@ def _interval_value(value: Any) -> float:
     seconds = resolve.resolve_seconds(value)
     if seconds is not None:
         return seconds
-    return GlobalConfig(interval=value, allow_short_intervals=True).interval
+    interval = AgentConfig(input_interval=value).input_interval
+    assert interval is not None
+    return interval
 
 
 _Built = TypeVar("_Built")

@@ -194,11 +194,13 @@ def resolve_global(values: Mapping[str, Any]) -> GlobalConfig | None:
 
 
 def resolve_seconds(value: Any) -> float | None:
-    """input.prometheus' top-level ``interval`` as ``[global] interval`` converts it, or None."""
+    """input.prometheus' top-level ``interval`` in seconds, or None. A non-positive value is kept: it means
+    "use ``[global] interval``" (:attr:`AgentConfig.scrape_interval`), as in Categraf's input reader."""
     if not ENABLED:
         return None
     try:
-        return _seconds_or_default(15.0)(value)
+        seconds = _seconds(value)
+        return _positive_seconds(seconds) if seconds > 0 else seconds
     except _Unsure:
         return None
 

@@ -244,3 +244,16 @@ def test_enabled_consul_warns(tmp_path: Path) -> None:
 def test_os_expand_matches_go(text: str, want: str) -> None:
     env = {"A": "alpha"}
     assert os_expand(text, lambda k: env.get(k, f"<{k}>" if not k[0].isalpha() else "")) == want
+
+
+@pytest.mark.parametrize("interval", ["0", "-5", '"0s"', '"-1m"'])
+@pytest.mark.parametrize("fast", [True, False])
+def test_non_positive_input_interval_falls_back_to_global_interval(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, interval: str, fast: bool
+) -> None:
+    # Categraf's input reader: `if r.input.GetInterval() > 0 { interval = ... }`, else config.GetInterval().
+    monkeypatch.setattr("kubescrape.config.resolve.ENABLED", fast)
+    inputs = {"prometheus.toml": f'interval = {interval}\n[[instances]]\nurls = ["http://127.0.0.1:9100/metrics"]\n'}
+    cfg = load_categraf(write_dir(tmp_path, "[global]\ninterval = 30\n", inputs))
+    assert cfg.input_interval is not None and cfg.input_interval <= 0
+    assert cfg.scrape_interval == 30.0
