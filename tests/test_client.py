@@ -49,7 +49,7 @@ from kubescrape.errors import (
 from kubescrape.remote_write import Chunk
 from kubescrape.remote_write.queue import WriterSettings
 from kubescrape.remote_write.sender import Sender
-from kubescrape.scrape.cache import ScrapeResult
+from kubescrape.scrape.cache import BodyPieces, ScrapeResult
 from kubescrape.scrape.loop import ScrapeLoop, ScrapeReport
 from kubescrape.scrape.targets import Target, build_targets
 from kubescrape.selfmon import SelfMetrics
@@ -515,7 +515,7 @@ async def test_the_content_type_reaches_a_cache_that_takes_it() -> None:
 
     class Cache:
         def process(
-            self, body: bytes, scrape_ts_ms: int, *, content_type: str = "", snappy: bool = False
+            self, body: bytes | BodyPieces, scrape_ts_ms: int, *, content_type: str = "", snappy: bool = False
         ) -> ScrapeResult:
             seen.append(content_type)
             return ScrapeResult([], 1, 1, 0)
@@ -546,7 +546,7 @@ async def test_the_content_type_reaches_a_cache_that_takes_it() -> None:
 async def test_drops_reported_by_the_cache_are_counted_per_target() -> None:
     class Cache:
         def process(
-            self, body: bytes, scrape_ts_ms: int, *, content_type: str = "", snappy: bool = False
+            self, body: bytes | BodyPieces, scrape_ts_ms: int, *, content_type: str = "", snappy: bool = False
         ) -> ScrapeResult:
             return ScrapeResult([], 5, 3, 0, samples_duplicate=2, dropped={"duplicate": 2})
 
