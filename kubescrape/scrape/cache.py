@@ -588,6 +588,15 @@ class SeriesCache:
                 and data.find(b"\x0b", pos, size) < 0
                 and data.find(b"\x0c", pos, size) < 0
             )
+            if not fast and not diverged:
+                # As for a whole body that is not fast: the order is rebuilt (so the staleness tracking is
+                # redone), whichever segment holds the odd byte.
+                order.extend(predicted[:index])
+                remember = order.append
+                diverged = True
+                if vt is not None:
+                    _unpack(predicted, index, vt, vt_len, pieces)
+                    vt = None
             run = warm_run if fast else None
             find = data.find
             startswith = data.startswith
