@@ -18,7 +18,7 @@ import functools
 import ipaddress
 import logging
 import ssl
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Iterator
 from dataclasses import dataclass
 from types import ModuleType
 from typing import NamedTuple, Protocol
@@ -47,6 +47,7 @@ __all__ = [
     "PLAIN_HTTP_ON_TLS",
     "USER_AGENT",
     "FetchResult",
+    "GzipBody",
     "ScrapeClient",
     "ScrapeTarget",
     "TLSConfig",
@@ -681,11 +682,15 @@ class ScrapeTarget(Protocol):
 
 
 class FetchResult(NamedTuple):
-    """A successful fetch: the (uncompressed) body, its Content-Type, and the final URL after redirects."""
+    """A successful fetch: the (uncompressed) body, its Content-Type, and the final URL after redirects.
+
+    ``gzip``: with ``fetch(..., inflate=False)``, a gzip body left compressed for the series cache to
+    inflate in pieces (:class:`GzipBody`); ``body`` is then empty."""
 
     body: bytes
     content_type: str
     url: str
+    gzip: GzipBody | None = None
 
 
 def _is_loopback(host: str) -> bool:
@@ -824,9 +829,12 @@ class ScrapeClient:
             log.warning("%s", message)
         return message
 
-    async def fetch(self, target: ScrapeTarget) -> FetchResult:
+    async def fetch(self, target: ScrapeTarget, *, inflate: bool = True) -> FetchResult:
         """GET ``target`` within its timeout (measured by the clock) and return the body. Raises errors of
-        the ScrapeError tree, TokenError or TLSConfigError; a failure keeps no part of the body alive."""
+        the ScrapeError tree, TokenError or TLSConfigError; a failure keeps no part of the body alive.
+
+        ``inflate=False``: a gzip body is returned compressed (``FetchResult.gzip``, see :class:`GzipBody`)
+        when it is whole and within the compressed-size cap; the reader then inflates it."""
         url = target.url
         https = url.startswith("https://")
         ssl_ctx: ssl.SSLContext | bool = self.ssl_context(target.tls) if https else False
@@ -834,10 +842,11 @@ class ScrapeClient:
         headers = self.headers(target)
         try:
             async with clock_timeout(self._clock, target.timeout):
-                result = await self._get(target, ssl_ctx, headers, self.bearer(target))
+                result = await self._get(target, ssl_ctx, headers, self.bearer(target), inflate)
                 if isinstance(result, HTTPStatusError) and result.status == 401 and target.bearer_token_file:
                     # The token may have rotated between our stat and the server's check: read it again.
-                    result = await self._get(target, ssl_ctx, headers, self.bearer(target, reload=True))
+                    result = await self._get(target, ssl_ctx, headers, self.bearer(target, reload=True),
+                                             inflate)
         except KubescrapeError:
             raise
         except (aiohttp.ClientError, OSError, ValueError) as e:  # TimeoutError is an OSError
@@ -855,7 +864,7 @@ class ScrapeClient:
         raise result
 
     async def _get(self, target: ScrapeTarget, ssl_ctx: ssl.SSLContext | bool, headers: dict[str, str],
-                   token: str | None) -> FetchResult | ScrapeError:
+                   token: str | None, inflate: bool = True) -> FetchResult | ScrapeError:
         """One request: the body of a 200, or the error for any other status (returned, not raised, so
         the caller may retry a 401)."""
         if token:
@@ -872,22 +881,30 @@ class ScrapeClient:
                 return status_error(resp.status, raw.decode("utf-8", "replace").strip(), final,
                                     credentials=credential_source(target), rejected_fix=_rejected_fix(target),
                                     requested_url=target.url)
-            body = await read_body(resp, target.body_size_limit, final)
-            return FetchResult(body, resp.headers.get("Content-Type", ""), final)
+            body = await read_body(resp, target.body_size_limit, final, inflate=inflate)
+            content_type = resp.headers.get("Content-Type", "")
+            if isinstance(body, GzipBody):
+                return FetchResult(b"", content_type, final, body)
+            return FetchResult(body, content_type, final)
 
 
-async def read_body(resp: aiohttp.ClientResponse, limit: int, url: str) -> bytes:
+async def read_body(resp: aiohttp.ClientResponse, limit: int, url: str, *,
+                    inflate: bool = True) -> bytes | GzipBody:
     """The body of a scrape response, inflated if it is gzip, as Prometheus reads it: ``body_size_limit``
     applies to the inflated size, a gzip stream must be whole (Go's gzip reader fails on a missing
     trailer or a bad checksum, where aiohttp's own decoding silently returns what it got: a scrape cut
     short at a line boundary would then pass, and mark the series it lost stale), concatenated gzip
     members are read in a row, and any other Content-Encoding is refused (Prometheus asks for gzip
-    only and would read such a body as text)."""
+    only and would read such a body as text).
+
+    ``inflate=False``: a gzip body within :func:`_compressed_cap` is returned as read, a
+    :class:`GzipBody`, for its reader to inflate (whole or in pieces, with the same limit and errors)."""
     encoding = resp.headers.get("Content-Encoding", "").strip().lower()
     if encoding in ("", "identity"):
         return await read_limited(resp.content, limit, url)
     if encoding == "gzip":
-        return await inflate_limited(resp.content, limit, url)
+        body = await read_gzip(resp.content, limit, url)
+        return body.whole() if inflate and isinstance(body, GzipBody) else body
     raise ScrapeError(
         f"{url} answered with Content-Encoding: {encoding}, which a scrape does not decode",
         "serve the metrics uncompressed or gzip-compressed (a scrape asks for gzip, or for identity "
@@ -897,7 +914,15 @@ async def read_body(resp: aiohttp.ClientResponse, limit: int, url: str) -> bytes
 
 
 async def inflate_limited(stream: aiohttp.StreamReader, limit: int, url: str) -> bytes:
-    """Inflate a gzip body, failing as soon as the inflated size exceeds ``limit`` (0 = no limit).
+    """Inflate a gzip body, failing as soon as the inflated size exceeds ``limit`` (0 = no limit); see
+    :func:`read_gzip`."""
+    body = await read_gzip(stream, limit, url)
+    return body.whole() if isinstance(body, GzipBody) else body
+
+
+async def read_gzip(stream: aiohttp.StreamReader, limit: int, url: str) -> bytes | GzipBody:
+    """Read a gzip body: as read (:class:`GzipBody`, for its reader to inflate with ``limit``) while it
+    is within the compressed-size cap, inflated (bytes) past it.
 
     The compressed bytes are gathered first (at most :func:`_compressed_cap` of them: a body that
     inflates to no more than ``limit`` is never larger than that) and inflated in one call whose
@@ -925,22 +950,10 @@ async def inflate_limited(stream: aiohttp.StreamReader, limit: int, url: str) ->
                     inflater.feed(part)
                 parts.clear()
         if inflater is None:
-            compressed = b"".join(parts)
-            parts.clear()
-            body = _inflate_whole(zlib, compressed, limit)
-            if body is not None:
-                return body
-            inflater = _Inflater(zlib, limit, url)
-            inflater.feed(compressed)
-            del compressed
+            return GzipBody(parts[:], limit, url)
         return inflater.finish()
     except zlib.error as e:
-        raise ScrapeError(
-            f"{url} sent a gzip body that does not inflate ({e})",
-            "check that the target (or a proxy in between) sends valid gzip, or set "
-            "enable_compression = false for this target",
-            target=url, reason="gzip",
-        ) from None
+        raise _not_gzip(url, e) from None
     finally:
         parts.clear()
         if inflater is not None:
@@ -973,6 +986,76 @@ def _inflate_whole(zlib: ModuleType, data: bytes, limit: int) -> bytes | None:
     return None
 
 
+class GzipBody:
+    """A gzip scrape body as read (its compressed parts), inflated by its reader: whole
+    (:meth:`whole`, as :func:`inflate_limited` does) or piece by piece (:meth:`pieces`).
+
+    In pieces, the ~14 MB text of a 250-pod cAdvisor body never exists at once: each piece (at most
+    :data:`_PIECE` bytes) is parsed and freed, and the next one reuses its heap space, where a whole body
+    is a fresh mapping each scrape (with the agent's allocator tuning, ``kubescrape._memory``) whose
+    ~3,300 pages are faulted in again every time."""
+
+    def __init__(self, parts: list[bytes], limit: int, url: str) -> None:
+        self._parts = parts
+        self._limit = limit
+        self._url = url
+
+    @property
+    def compressed_size(self) -> int:
+        """Bytes received (compressed)."""
+        return sum(len(part) for part in self._parts)
+
+    def whole(self) -> bytes:
+        """The inflated body; the errors of :func:`inflate_limited` (:class:`BodyTooLargeError` past the
+        limit, :class:`ScrapeError` for a gzip stream that does not inflate or ends early).
+
+        Inflated in one call sized by the gzip trailer's ISIZE where it confirms the whole body, step by
+        step (:class:`_Inflater`) otherwise, which decides it."""
+        zlib = inflate_module()
+        compressed = b"".join(self._parts)
+        inflater: _Inflater | None = None
+        try:
+            body = _inflate_whole(zlib, compressed, self._limit)
+            if body is not None:
+                return body
+            inflater = _Inflater(zlib, self._limit, self._url)
+            inflater.feed(compressed)
+            del compressed
+            return inflater.finish()
+        except zlib.error as e:
+            raise _not_gzip(self._url, e) from None
+        finally:
+            if inflater is not None:
+                inflater.release()
+
+    def pieces(self) -> Iterator[bytes]:
+        """The inflated body in pieces of at most :data:`_PIECE` bytes, cut anywhere (inside a line
+        too). Raises what :meth:`whole` raises, from the piece where the step-wise inflation finds it: a
+        reader that fails part-way may call :meth:`whole` for the error a whole inflation gives."""
+        zlib = inflate_module()
+        inflater = _Inflater(zlib, self._limit, self._url)
+        try:
+            for part in self._parts:
+                yield from inflater.inflate(part, _PIECE)
+            inflater.finish()
+        except zlib.error as e:
+            raise _not_gzip(self._url, e) from None
+
+
+# Inflated bytes per piece of :meth:`GzipBody.pieces`: well below the agent's mmap threshold (1 MiB,
+# ``kubescrape._memory``), so each piece reuses the heap space of the last one.
+_PIECE = 1 << 18
+
+
+def _not_gzip(url: str, e: Exception) -> ScrapeError:
+    return ScrapeError(
+        f"{url} sent a gzip body that does not inflate ({e})",
+        "check that the target (or a proxy in between) sends valid gzip, or set "
+        "enable_compression = false for this target",
+        target=url, reason="gzip",
+    )
+
+
 class _Inflater:
     """Step-wise gzip inflation: any number of members, at most :data:`_INFLATE_STEP` bytes of output
     per call, the limit checked after each."""
@@ -987,17 +1070,23 @@ class _Inflater:
 
     def feed(self, data: bytes) -> None:
         """Inflate ``data``, the next compressed bytes; :class:`BodyTooLargeError` past the limit."""
+        self._parts.extend(self.inflate(data, _INFLATE_STEP))
+
+    def inflate(self, data: bytes, step: int) -> Iterator[bytes]:
+        """Inflate ``data``, the next compressed bytes, into pieces of at most ``step`` bytes (the
+        inflated size counted, not kept); :class:`BodyTooLargeError` past the limit."""
         while data:
             if self._inflater.eof:  # the next gzip member
                 self._inflater = self._zlib.decompressobj(_GZIP_WBITS)
-            out = self._inflater.decompress(data, _INFLATE_STEP)
+            out = self._inflater.decompress(data, step)
             data = self._inflater.unused_data if self._inflater.eof else self._inflater.unconsumed_tail
             self._size += len(out)
             if self._limit and self._size > self._limit:
                 del out, data
                 self.release()
                 raise _too_large(self._url, self._limit)
-            self._parts.append(out)
+            if out:
+                yield out
 
     def finish(self) -> bytes:
         """The inflated body; :class:`ScrapeError` if the stream ended before its gzip trailer."""

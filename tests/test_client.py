@@ -24,12 +24,14 @@ from aiohttp import web
 from kubescrape.agent import Agent
 from kubescrape.client import (
     ACCEPT_HEADER,
+    GzipBody,
     ScrapeClient,
     TLSConfig,
     client_ssl_context,
     clock_timeout,
     inflate_limited,
     inflate_module,
+    read_gzip,
     remote_write_error,
     translate_error,
 )
@@ -49,8 +51,8 @@ from kubescrape.errors import (
 from kubescrape.remote_write import Chunk
 from kubescrape.remote_write.queue import WriterSettings
 from kubescrape.remote_write.sender import Sender
-from kubescrape.scrape.cache import ScrapeResult
-from kubescrape.scrape.loop import ScrapeLoop, ScrapeReport
+from kubescrape.scrape.cache import BodyPieces, ScrapeResult
+from kubescrape.scrape.loop import ScrapeLoop, ScrapeReport, series_cache
 from kubescrape.scrape.targets import Target, build_targets
 from kubescrape.selfmon import SelfMetrics
 from kubescrape.testing import FakeClock
@@ -515,7 +517,7 @@ async def test_the_content_type_reaches_a_cache_that_takes_it() -> None:
 
     class Cache:
         def process(
-            self, body: bytes, scrape_ts_ms: int, *, content_type: str = "", snappy: bool = False
+            self, body: bytes | BodyPieces, scrape_ts_ms: int, *, content_type: str = "", snappy: bool = False
         ) -> ScrapeResult:
             seen.append(content_type)
             return ScrapeResult([], 1, 1, 0)
@@ -546,7 +548,7 @@ async def test_the_content_type_reaches_a_cache_that_takes_it() -> None:
 async def test_drops_reported_by_the_cache_are_counted_per_target() -> None:
     class Cache:
         def process(
-            self, body: bytes, scrape_ts_ms: int, *, content_type: str = "", snappy: bool = False
+            self, body: bytes | BodyPieces, scrape_ts_ms: int, *, content_type: str = "", snappy: bool = False
         ) -> ScrapeResult:
             return ScrapeResult([], 5, 3, 0, samples_duplicate=2, dropped={"duplicate": 2})
 
@@ -626,16 +628,74 @@ async def test_a_gzip_body_arrives_byte_for_byte() -> None:
     assert result.body == text
 
 
-@pytest.mark.parametrize("damage", ["truncated", "garbage", "bad_crc"])
+@pytest.mark.parametrize("damage", ["truncated", "garbage", "bad_crc", "too_large"])
 async def test_a_corrupt_gzip_body_is_a_clear_scrape_error(damage: str) -> None:
     good = gzip.compress(b"up 1\n" * 10_000)
     body = {"truncated": good[: len(good) // 2], "garbage": b"\x1f\x8b\x08\x00garbage" * 50,
-            "bad_crc": good[:-8] + bytes(8 * [0x55])}[damage]
+            "bad_crc": good[:-8] + bytes(8 * [0x55]), "too_large": good}[damage]
     async with serve(gzip_handler(body)) as base:
-        report = await scrape(make_target(base + "/metrics"))
+        target = make_target(base + "/metrics", body_size_limit=40_000)
+        report = await scrape(target)
+        # The scrape loop inflates in pieces; its error is the one of the body inflated whole.
+        client = ScrapeClient()
+        try:
+            with pytest.raises(ScrapeError) as whole:
+                await client.fetch(target)
+        finally:
+            await client.close()
     assert not report.ok
     assert isinstance(report.error, KubescrapeError)
     assert base in str(report.error)
+    assert (type(report.error), str(report.error)) == (type(whole.value), str(whole.value))
+
+
+async def test_a_gzip_body_read_in_pieces_is_the_body_inflated_whole() -> None:
+    text = b"".join(b'container_memory_rss{id="/pod%d"} %d\n' % (i, i * 7) for i in range(60_000))
+    for compressed in (gzip.compress(text, 6), gzip.compress(text[:1000]) + gzip.compress(text[1000:])):
+        body = await read_gzip(ChunkedStream(compressed), len(text), "https://node:10250/metrics")  # type: ignore[arg-type]
+        assert isinstance(body, GzipBody) and body.compressed_size == len(compressed)
+        pieces = list(body.pieces())
+        assert len(pieces) > 4 and max(map(len, pieces)) <= 1 << 18
+        assert b"".join(pieces) == body.whole() == text
+
+
+@pytest.mark.parametrize("damage", ["truncated", "garbage", "bad_crc", "too_large", "trailing_garbage"])
+async def test_a_gzip_body_in_pieces_fails_as_the_whole_body_does(damage: str) -> None:
+    text = b"up 1\n" * 100_000
+    good = gzip.compress(text)
+    compressed = {"truncated": good[: len(good) // 2], "garbage": b"\x1f\x8b\x08\x00garbage" * 50,
+                  "bad_crc": good[:-8] + bytes(8 * [0x55]), "too_large": good,
+                  "trailing_garbage": good + b"\x00junk"}[damage]
+    limit = len(text) - 1 if damage == "too_large" else 0
+    body = await read_gzip(ChunkedStream(compressed), limit, "https://node:10250/metrics")  # type: ignore[arg-type]
+    assert isinstance(body, GzipBody)
+    with pytest.raises(ScrapeError) as in_pieces:
+        for _ in body.pieces():
+            pass
+    with pytest.raises(ScrapeError) as whole:
+        body.whole()
+    assert type(in_pieces.value) is type(whole.value)
+    assert in_pieces.value.reason == whole.value.reason
+    assert "node:10250" in str(in_pieces.value)
+
+
+async def test_a_scrape_parses_a_gzip_body_in_pieces_into_the_same_samples() -> None:
+    text = "".join(f'container_cpu_usage_seconds_total{{id="/pod{i}",image="r/{i % 7}"}} {i}.5\n'
+                   for i in range(30_000)).encode()  # ~2.5 MB: many pieces
+    client = ScrapeClient()
+    try:
+        async with serve(gzip_handler(gzip.compress(text, 6))) as base:
+            target = make_target(base + "/metrics")
+            streamed = await client.fetch(target, inflate=False)
+            whole = await client.fetch(target)
+            report = await scrape(target)
+    finally:
+        await client.close()
+    assert streamed.body == b"" and streamed.gzip is not None and whole.gzip is None and whole.body == text
+    assert report.ok and report.samples_scraped == 30_000
+    ts = 1_764_000_000_000
+    results = [series_cache(target, batch=500).process(body, ts) for body in (streamed.gzip, whole.body)]
+    assert [c.data for c in results[0].chunks] == [c.data for c in results[1].chunks]
 
 
 async def test_a_gzip_bomb_stops_at_the_limit_without_inflating_it_all() -> None:

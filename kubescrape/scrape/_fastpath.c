@@ -124,12 +124,12 @@ static PyObject *
 fastpath_run(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
 {
     (void)module;
-    if (nargs != 13) {
-        PyErr_SetString(PyExc_TypeError, "run() takes 13 arguments");
+    if (nargs != 14) {
+        PyErr_SetString(PyExc_TypeError, "run() takes 14 arguments");
         return NULL;
     }
-    PyObject *data = args[0], *predicted = args[2], *order = args[4], *pieces = args[5];
-    PyObject *tails = args[6], *default_tail = args[7], *packed_out = args[11];
+    PyObject *data = args[0], *predicted = args[3], *order = args[5], *pieces = args[6];
+    PyObject *tails = args[7], *default_tail = args[8], *packed_out = args[12];
     if (!PyBytes_Check(data) || !PyList_CheckExact(predicted) || !PyList_CheckExact(pieces) ||
         (order != Py_None && !PyList_CheckExact(order)) || !PyDict_CheckExact(tails) ||
         !PyBytes_CheckExact(default_tail) || (packed_out != Py_None && !PyByteArray_CheckExact(packed_out)) ||
@@ -138,12 +138,18 @@ fastpath_run(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
         return NULL;
     }
     Py_ssize_t pos = PyLong_AsSsize_t(args[1]);
-    Py_ssize_t index = PyLong_AsSsize_t(args[3]);
-    int honor = PyObject_IsTrue(args[8]);
-    long long lo = PyLong_AsLongLong(args[9]);
-    long long hi = PyLong_AsLongLong(args[10]);
-    Py_ssize_t packed_len = PyLong_AsSsize_t(args[12]);
+    Py_ssize_t size = PyLong_AsSsize_t(args[2]);
+    Py_ssize_t index = PyLong_AsSsize_t(args[4]);
+    int honor = PyObject_IsTrue(args[9]);
+    long long lo = PyLong_AsLongLong(args[10]);
+    long long hi = PyLong_AsLongLong(args[11]);
+    Py_ssize_t packed_len = PyLong_AsSsize_t(args[13]);
     if (PyErr_Occurred()) {
+        return NULL;
+    }
+    /* Lines are taken from data[pos:size] only (a segment of whole lines of a body given in pieces). */
+    if (pos < 0 || size < pos || size > PyBytes_GET_SIZE(data) || index < 0) {
+        PyErr_SetString(PyExc_ValueError, "run(): pos, stop or index out of range");
         return NULL;
     }
     /* Packed mode: value (8 bytes) + tail (7) of each kept sample go to ``packed_out`` at
@@ -159,7 +165,6 @@ fastpath_run(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
         }
     }
     const char *buf = PyBytes_AS_STRING(data);
-    Py_ssize_t size = PyBytes_GET_SIZE(data);
     /* The tail of the previous line's timestamp: kubelet payloads repeat one stamp for many lines. */
     const char *last_stamp = NULL;
     Py_ssize_t last_stamp_len = -1;
@@ -182,7 +187,7 @@ fastpath_run(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
         Py_ssize_t start = pos + klen;
         const char *nl = memchr(buf + start, '\n', (size_t)(size - start));
         if (nl == NULL) {
-            break; /* the body always ends with a newline; be safe anyway */
+            break; /* every segment ends with a newline; be safe anyway */
         }
         Py_ssize_t end = nl - buf;
         const char *sp = memchr(buf + start, ' ', (size_t)(end - start));

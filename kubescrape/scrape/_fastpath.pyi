@@ -3,6 +3,7 @@
 def run(
     data: bytes,
     pos: int,
+    stop: int,
     predicted: list[tuple[bytes, bytes]],
     index: int,
     order: list[tuple[bytes, bytes]] | None,
@@ -16,8 +17,9 @@ def run(
     packed_len: int,
     /,
 ) -> tuple[int, int, int]:
-    """Consume the predicted lines from ``pos``; return ``(pos, index, packed_len)``: the first line left
-    to the Python loop (``pos == len(data)`` when none) and the packed bytes used. With ``packed`` (only
+    """Consume the predicted lines of ``data[pos:stop]`` (whole lines); return ``(pos, index,
+    packed_len)``: the first line left to the Python loop (``pos == stop`` when none) and the packed bytes
+    used. With ``packed`` (only
     while ``order`` is ``None``) each kept sample's value and tail (15 bytes) go there, at
     ``packed_len``, instead of three pieces."""
 

@@ -16,6 +16,12 @@ so the cache accepts exactly what :func:`~kubescrape.scrape.parser.parse` accept
 ``application/openmetrics-text`` is parsed by :mod:`~kubescrape.scrape.openmetrics` instead (no fast
 path: no kubelet endpoint serves it) and shares the same series cache.
 
+A gzip body is parsed as it is inflated, piece by piece (:class:`BodyPieces`, see
+:class:`kubescrape.client.GzipBody`): the loop runs over segments of whole lines and carries its state
+(position in the predicted order, packed samples, pieces, metadata) from one to the next, so the 14 MB
+text of a 250-pod cAdvisor body never exists at once (with the agent's allocator tuning, a whole body
+was a fresh mapping faulted in again at every scrape: ~3,300 of the ~5,800 minor faults per scrape).
+
 The warm loop also exists compiled (``_fastpath.c``, a C extension that ``setup.py`` builds at install time
 when a C compiler is present; about 4× faster on the emulator's cAdvisor payload, see ``bench/parse.py``).
 It takes the predicted lines it is sure about and stops at the first line that needs any other decision,
@@ -34,9 +40,9 @@ from __future__ import annotations
 
 import os
 import struct
-from collections.abc import Callable
+from collections.abc import Callable, Iterable, Iterator
 from types import ModuleType
-from typing import NamedTuple
+from typing import NamedTuple, Protocol
 
 from kubescrape.errors import LabelLimitError, ParseError, SampleLimitError, ScrapeError
 from kubescrape.remote_write import Chunk
@@ -49,6 +55,7 @@ __all__ = [
     "DROPPED",
     "MAX_AGE_MS",
     "MAX_AHEAD_MS",
+    "BodyPieces",
     "Labeler",
     "ScrapeLimits",
     "ScrapeResult",
@@ -114,6 +121,19 @@ one hour before now. Older samples are ``ErrOutOfBounds``: Prometheus' own scrap
 receiver refuses the whole request. The five minutes of margin cover the time a sample spends in the
 queue and the receiver's clock running ahead of ours.
 """
+
+
+class BodyPieces(Protocol):
+    """A scrape body its reader produces in pieces (:class:`kubescrape.client.GzipBody`: a gzip body
+    inflated piece by piece), so that the whole text never has to exist at once."""
+
+    def pieces(self) -> Iterator[bytes]:
+        """The body in order, cut anywhere (inside a line too); may raise :class:`ScrapeError`."""
+        ...
+
+    def whole(self) -> bytes:
+        """The whole body, or the :class:`ScrapeError` reading it whole gives."""
+        ...
 
 
 class ScrapeLimits(NamedTuple):
@@ -254,7 +274,12 @@ class SeriesCache:
         self._comments = set()
 
     def process(
-        self, body: bytes | str, scrape_ts_ms: int, *, content_type: str = "", snappy: bool = False
+        self,
+        body: bytes | str | BodyPieces,
+        scrape_ts_ms: int,
+        *,
+        content_type: str = "",
+        snappy: bool = False,
     ) -> ScrapeResult:
         """Validate a whole exposition and encode its samples into chunks of ``batch`` samples.
 
@@ -270,8 +295,12 @@ class SeriesCache:
         limit :class:`SampleLimitError` or :class:`LabelLimitError`; then nothing of the scrape is
         returned and nothing of it stays referenced (the exception carries no traceback into the
         parser's frames, which hold the body).
+
+        A body given in pieces (:class:`BodyPieces`) is parsed piece by piece, with the same result; if
+        that fails, the body is read whole and processed as such, so the error is the one a whole body
+        gives (the reader's own error first, e.g. a gzip stream that ends early).
         """
-        data = body if isinstance(body, bytes) else body.encode("utf-8", "surrogatepass")
+        data = body.encode("utf-8", "surrogatepass") if isinstance(body, str) else body
         del body
         self._odd_heads = {}
         self._stale_count = 0
@@ -360,15 +389,29 @@ class SeriesCache:
         return chunks
 
     def _encode_any(
-        self, data: bytes, scrape_ts_ms: int, content_type: str
+        self, data: bytes | BodyPieces, scrape_ts_ms: int, content_type: str
     ) -> tuple[list[bytes] | _Packed, int, list[_Entry]]:
         """Encode with the parser the content type selects, then apply the sample limit."""
         result: tuple[list[bytes] | _Packed, int, list[_Entry]]
-        if is_openmetrics(content_type):
+        if not isinstance(data, bytes):
+            if is_openmetrics(content_type):  # no kubelet endpoint serves it: read whole
+                return self._encode_any(data.whole(), scrape_ts_ms, content_type)
+            try:
+                result = self._encode(_lines(data.pieces()), scrape_ts_ms)
+            except ScrapeError:
+                # The whole body decides the error (its reader's, or the line number of a parse error).
+                for key in self._new_keys:
+                    self._entries.pop(key, None)
+                self._new_keys = []
+                self._odd_heads = {}
+                self._window_drops = {}
+                return self._encode_any(data.whole(), scrape_ts_ms, content_type)
+        elif is_openmetrics(content_type):
             result = self._encode_openmetrics(data, scrape_ts_ms)
         else:
+            text = data if data.endswith(b"\n") else data + b"\n"
             try:
-                result = self._encode(data, scrape_ts_ms)
+                result = self._encode(((text, 0, len(text)),), scrape_ts_ms)
             except ParseError as exc:
                 if exc.line_no:
                     raise
@@ -488,11 +531,15 @@ class SeriesCache:
             for start in range(0, len(pieces), step)
         ]
 
-    def _encode(self, data: bytes, scrape_ts_ms: int) -> tuple[list[bytes] | _Packed, int, list[_Entry]]:
-        """The hot loop, on the raw body: three pieces (head, value, tail) per kept sample (or, when the
-        compiled loop found every series where the previous order predicts, the same samples packed:
-        :class:`_Packed`), the sample count, and the series order of this scrape (the previous order
-        object itself when every series was where it predicted).
+    def _encode(
+        self, segments: Iterable[_Segment], scrape_ts_ms: int
+    ) -> tuple[list[bytes] | _Packed, int, list[_Entry]]:
+        """The hot loop, on the raw body in segments of whole lines (see :func:`_lines`): three pieces
+        (head, value, tail) per kept sample (or, when the compiled loop found every series where the
+        previous order predicts, the same samples packed: :class:`_Packed`), the sample count, and the
+        series order of this scrape (the previous order object itself when every series was where it
+        predicted). Everything but the segment (the position in the predicted order, the packed
+        buffer, pieces, order, metadata) runs on from one segment to the next.
 
         An order entry is ``(series text + b" ", head)``; the trailing blank makes
         ``startswith`` check the separator too. Nothing here needs the body decoded: label values are
@@ -519,140 +566,151 @@ class SeriesCache:
         tails_get = tails.get
         lo, hi = self._lo, self._hi
         metadata = Metadata()
-        # Python's float() strips \v, \f and \r where Prometheus' lexer keeps them in the value token,
-        # and a scrape time outside 1971-2109 does not fit the cached heads: both take the full parser.
-        fast = (
-            b"\r" not in data
-            and b"\x0b" not in data
-            and b"\x0c" not in data
-            and len(default_tail) == _TAIL_LEN
-        )
-        predicted = self._order if fast else []
+        # A scrape time outside 1971-2109 does not fit the cached heads: every line takes the full parser.
+        warm = len(default_tail) == _TAIL_LEN
+        predicted = self._order if warm else []
         npredicted = len(predicted)
         # The compiled loop takes the predicted lines it is sure about and stops at the first other one,
         # which this loop handles as usual (lo and hi always fit an int64 for a 1971-2109 scrape time).
         compiled = self._compiled
-        run = compiled.run if compiled is not None and lo >= -_INT64_MAX - 1 and hi <= _INT64_MAX else None
+        in_range = lo >= -_INT64_MAX - 1 and hi <= _INT64_MAX
+        warm_run = compiled.run if compiled is not None and in_range else None
         # Packed mode (compiled, while every line is where the previous order predicts): the value and
         # tail of each kept sample go into one buffer, the heads being those of the predicted entries;
         # no per-sample objects. Left (unpacked into pieces) as soon as the order diverges.
-        vt = bytearray(_PACKED_SAMPLE * npredicted) if run is not None and npredicted else None
+        vt = bytearray(_PACKED_SAMPLE * npredicted) if warm_run is not None and npredicted else None
         vt_len = 0
         slow = self._slow_line
         comments_seen = self._comments
         comments: set[bytes] = set()
-        if not data.endswith(b"\n"):
-            data += b"\n"
-        find = data.find
-        startswith = data.startswith
-        size = len(data)
-        pos = 0
         index = 0
 
-        while pos < size:
-            if run is not None and index < npredicted:
-                pos, index, vt_len = run(
-                    data,
-                    pos,
-                    predicted,
-                    index,
-                    order if diverged else None,
-                    pieces,
-                    tails,
-                    default_tail,
-                    honor,
-                    lo,
-                    hi,
-                    vt,
-                    vt_len,
-                )
-                if pos >= size:
-                    break
-            if index < npredicted:
-                entry = predicted[index]
-                hit = startswith(entry[0], pos)
-            else:  # past the previous scrape's series (every line of a first scrape)
-                hit = False
-            if hit:
-                start = pos + len(entry[0])
-                end = find(b"\n", start)
-                value, _, stamp = data[start:end].partition(b" ")
-            else:
-                end = find(b"\n", pos)
-                line = data[pos:end]
-                if not line:
-                    pos = end + 1
-                    continue
-                if line[0] == 35:  # "#": a comment or metadata line, validated; never a sample
-                    if line not in comments_seen:
-                        slow(line, metadata, scrape_ts_ms, pieces, order)
-                    if len(comments) < _COMMENTS_KEPT and len(line) <= _COMMENT_KEPT_LEN:
-                        comments.add(line)
-                    pos = end + 1
-                    continue
-                if not diverged:
-                    order.extend(predicted[:index])
-                    remember = order.append
-                    diverged = True
-                    if vt is not None:
-                        _unpack(predicted, index, vt, vt_len, pieces)
-                        vt = None
-                if line[0] in b" \t" or not fast or not line.isascii():
-                    index += slow(line, metadata, scrape_ts_ms, pieces, order)
-                    pos = end + 1
-                    continue
-                brace = line.rfind(b"}")
-                key = (line.partition(b" ")[0] if brace < 0 else line[: brace + 1]) + b" "
-                head = entries_get(key)
-                if head is None or not line.startswith(key):
-                    index += slow(line, metadata, scrape_ts_ms, pieces, order)
-                    pos = end + 1
-                    continue
-                entry = (key, head)
-                value, _, stamp = line[len(key) :].partition(b" ")
-            packed = values_get(value)
-            if packed is None:
-                packed = old_values_get(value)
-                if packed is not None:
-                    values[value] = packed
-                elif b"_" not in value:  # float() takes "1_0", Go's ParseFloat does not
-                    try:
-                        number = float(value)
-                    except ValueError:
-                        pass
-                    else:
-                        # NaN and ±Inf: only the spellings Go's ParseFloat takes (no +NaN, no 1e400).
-                        if not (number - number) or _special_ok(value):
-                            packed = values[value] = pack(number)
-            if stamp:
-                tail = tails_get(stamp) or _tail(stamp, tails, lo, hi)
-                if not honor and tail is not _ODD:
-                    tail = default_tail
-            else:
-                tail = default_tail
-            if packed is None or tail is _ODD:
-                # Unusual, maybe valid (tabs, odd timestamp length) or not: the full parser decides.
-                if not diverged:
-                    order.extend(predicted[:index])
-                    remember = order.append
-                    diverged = True
-                    if vt is not None:
-                        _unpack(predicted, index, vt, vt_len, pieces)
-                        vt = None
-                index += slow(data[pos:end], metadata, scrape_ts_ms, pieces, order)
-                pos = end + 1
-                continue
-            pos = end + 1
-            index += 1
-            if diverged:
-                remember(entry)
-            if entry[1]:
-                if vt is not None:  # packed mode: not diverged
-                    vt[vt_len : vt_len + 8] = packed
-                    vt[vt_len + 8 : vt_len + _PACKED_SAMPLE] = tail
-                    vt_len += _PACKED_SAMPLE
+        for data, pos, size in segments:
+            # Python's float() strips \v, \f and \r where Prometheus' lexer keeps them in the value token:
+            # the lines of a segment with any of them take the full parser (lines never straddle segments).
+            fast = (
+                warm
+                and data.find(b"\r", pos, size) < 0
+                and data.find(b"\x0b", pos, size) < 0
+                and data.find(b"\x0c", pos, size) < 0
+            )
+            if not fast and not diverged:
+                # As for a whole body that is not fast: the order is rebuilt (so the staleness tracking is
+                # redone), whichever segment holds the odd byte.
+                order.extend(predicted[:index])
+                remember = order.append
+                diverged = True
+                if vt is not None:
+                    _unpack(predicted, index, vt, vt_len, pieces)
+                    vt = None
+            run = warm_run if fast else None
+            find = data.find
+            startswith = data.startswith
+            while pos < size:
+                if run is not None and index < npredicted:
+                    pos, index, vt_len = run(
+                        data,
+                        pos,
+                        size,
+                        predicted,
+                        index,
+                        order if diverged else None,
+                        pieces,
+                        tails,
+                        default_tail,
+                        honor,
+                        lo,
+                        hi,
+                        vt,
+                        vt_len,
+                    )
+                    if pos >= size:
+                        break
+                if fast and index < npredicted:
+                    entry = predicted[index]
+                    hit = startswith(entry[0], pos)
+                else:  # past the previous scrape's series (every line of a first scrape)
+                    hit = False
+                if hit:
+                    start = pos + len(entry[0])
+                    end = find(b"\n", start)
+                    value, _, stamp = data[start:end].partition(b" ")
                 else:
-                    extend((entry[1], packed, tail))
+                    end = find(b"\n", pos)
+                    line = data[pos:end]
+                    if not line:
+                        pos = end + 1
+                        continue
+                    if line[0] == 35:  # "#": a comment or metadata line, validated; never a sample
+                        if line not in comments_seen:
+                            slow(line, metadata, scrape_ts_ms, pieces, order)
+                        if len(comments) < _COMMENTS_KEPT and len(line) <= _COMMENT_KEPT_LEN:
+                            comments.add(line)
+                        pos = end + 1
+                        continue
+                    if not diverged:
+                        order.extend(predicted[:index])
+                        remember = order.append
+                        diverged = True
+                        if vt is not None:
+                            _unpack(predicted, index, vt, vt_len, pieces)
+                            vt = None
+                    if line[0] in b" \t" or not fast or not line.isascii():
+                        index += slow(line, metadata, scrape_ts_ms, pieces, order)
+                        pos = end + 1
+                        continue
+                    brace = line.rfind(b"}")
+                    key = (line.partition(b" ")[0] if brace < 0 else line[: brace + 1]) + b" "
+                    head = entries_get(key)
+                    if head is None or not line.startswith(key):
+                        index += slow(line, metadata, scrape_ts_ms, pieces, order)
+                        pos = end + 1
+                        continue
+                    entry = (key, head)
+                    value, _, stamp = line[len(key) :].partition(b" ")
+                packed = values_get(value)
+                if packed is None:
+                    packed = old_values_get(value)
+                    if packed is not None:
+                        values[value] = packed
+                    elif b"_" not in value:  # float() takes "1_0", Go's ParseFloat does not
+                        try:
+                            number = float(value)
+                        except ValueError:
+                            pass
+                        else:
+                            # NaN and ±Inf: only the spellings Go's ParseFloat takes (no +NaN, no 1e400).
+                            if not (number - number) or _special_ok(value):
+                                packed = values[value] = pack(number)
+                if stamp:
+                    tail = tails_get(stamp) or _tail(stamp, tails, lo, hi)
+                    if not honor and tail is not _ODD:
+                        tail = default_tail
+                else:
+                    tail = default_tail
+                if packed is None or tail is _ODD:
+                    # Unusual, maybe valid (tabs, odd timestamp length) or not: the full parser decides.
+                    if not diverged:
+                        order.extend(predicted[:index])
+                        remember = order.append
+                        diverged = True
+                        if vt is not None:
+                            _unpack(predicted, index, vt, vt_len, pieces)
+                            vt = None
+                    index += slow(data[pos:end], metadata, scrape_ts_ms, pieces, order)
+                    pos = end + 1
+                    continue
+                pos = end + 1
+                index += 1
+                if diverged:
+                    remember(entry)
+                if entry[1]:
+                    if vt is not None:  # packed mode: not diverged
+                        vt[vt_len : vt_len + 8] = packed
+                        vt[vt_len + 8 : vt_len + _PACKED_SAMPLE] = tail
+                        vt_len += _PACKED_SAMPLE
+                    else:
+                        extend((entry[1], packed, tail))
         self._comments = comments
         if not diverged and index == len(predicted):
             if vt is not None:
@@ -772,6 +830,46 @@ class SeriesCache:
             count = len(pieces) // 3 + sum(self._window_drops.values())
             if count > limit:
                 self._sample_limit_error(count)
+
+
+_Segment = tuple[bytes, int, int]
+"""Whole lines of a body: ``data[start:stop]``, each line ending in a newline."""
+
+
+def _lines(pieces: Iterable[bytes]) -> Iterator[_Segment]:
+    """The body given in ``pieces`` (cut anywhere) as segments of whole lines, without copying the
+    pieces: a line cut between two pieces is joined into a segment of its own. The last line gets a
+    newline if it has none, and an empty body is one empty line, as :meth:`SeriesCache._encode_any` makes
+    a whole body."""
+    carry: list[bytes] = []  # the start of a line cut at the end of the last piece(s)
+    empty = True
+    for piece in pieces:
+        if not piece:
+            continue
+        empty = False
+        start = 0
+        if carry:
+            newline = piece.find(b"\n")
+            if newline < 0:
+                carry.append(piece)  # a line longer than a piece
+                continue
+            start = newline + 1
+            carry.append(piece[:start])
+            line = b"".join(carry)
+            carry.clear()
+            yield line, 0, len(line)
+        stop = piece.rfind(b"\n") + 1
+        if stop > start:
+            yield piece, start, stop
+        else:
+            stop = start
+        if stop < len(piece):
+            carry.append(piece[stop:])
+    if carry or empty:
+        carry.append(b"\n")
+        line = b"".join(carry)
+        carry.clear()
+        yield line, 0, len(line)
 
 
 # Tails (0x10 + varint) of timestamps met by new series: cAdvisor stamps repeat across a scrape's

@@ -33,7 +33,7 @@ from kubescrape.clock import SYSTEM_CLOCK, Clock
 from kubescrape.errors import KubescrapeError, ScrapeError
 from kubescrape.remote_write import Chunk, Sink
 from kubescrape.remote_write.encode import encode_labels, encode_timeseries
-from kubescrape.scrape.cache import ScrapeLimits, ScrapeResult, SeriesCache
+from kubescrape.scrape.cache import BodyPieces, ScrapeLimits, ScrapeResult, SeriesCache
 from kubescrape.scrape.targets import Target, make_labeler, synthetic_labels
 from kubescrape.selfmon import SelfMetrics
 
@@ -68,7 +68,7 @@ class SeriesProcessor(Protocol):
     """What the loop needs of the series cache (:class:`kubescrape.scrape.cache.SeriesCache`)."""
 
     def process(
-        self, body: bytes, scrape_ts_ms: int, *, content_type: str = "", snappy: bool = False
+        self, body: bytes | BodyPieces, scrape_ts_ms: int, *, content_type: str = "", snappy: bool = False
     ) -> ScrapeResult: ...
 
     def stale_all(self, scrape_ts_ms: int) -> list[Chunk]: ...
@@ -323,12 +323,13 @@ class ScrapeLoop:
 
     async def fetch(self) -> FetchResult:
         """The HTTP part of one scrape, done by the shared client. A target over its job's
-        ``target_limit`` fails without a request, as in Prometheus (every target of the job is down)."""
+        ``target_limit`` fails without a request, as in Prometheus (every target of the job is down).
+        A gzip body stays compressed: the series cache inflates it piece by piece."""
         if self.target.forced_error:
             raise ScrapeError(self.target.forced_error,
                               "raise target_limit for this job, or drop targets with relabel rules",
                               target=self.target.url, reason="target_limit")
-        return await self._client.fetch(self.target)
+        return await self._client.fetch(self.target, inflate=False)
 
 
 def series_cache(target: Target, *, batch: int = 2000) -> SeriesCache:
@@ -346,9 +347,11 @@ def process_body(
     cache: SeriesProcessor, fetched: FetchResult, scrape_ts_ms: int, *, snappy: bool = False
 ) -> ScrapeResult:
     """Hand a fetched body to the series cache with its Content-Type (which selects the text or the
-    OpenMetrics parser); ``snappy`` compresses the chunks. Doctor parses through here too. Raises
+    OpenMetrics parser); ``snappy`` compresses the chunks. A gzip body still compressed
+    (``fetched.gzip``) is inflated and parsed piece by piece. Doctor parses through here too. Raises
     ParseError."""
-    return cache.process(fetched.body, scrape_ts_ms, content_type=fetched.content_type, snappy=snappy)
+    body = fetched.gzip if fetched.gzip is not None else fetched.body
+    return cache.process(body, scrape_ts_ms, content_type=fetched.content_type, snappy=snappy)
 
 
 def _drops(result: ScrapeResult) -> dict[str, int]:

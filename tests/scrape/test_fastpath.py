@@ -5,6 +5,9 @@ Two caches with the same settings see the same scrapes, one with ``compiled=True
 error (type, message, line number, reason) must be equal, scrape after scrape, and so must what each
 cache keeps. The scrapes are generated (values and timestamps the compiled loop must hand back to
 Python, duplicates, limits, churn) or the kubelet emulator's real payloads with pod churn.
+
+A body handed over in pieces (as a gzip body is inflated) must give what the whole body gives, on either
+path, wherever the pieces are cut.
 """
 
 from __future__ import annotations
@@ -13,6 +16,7 @@ import os
 import struct
 import subprocess
 import sys
+from collections.abc import Iterator, Sequence
 
 import pytest
 from hypothesis import given, settings
@@ -24,10 +28,12 @@ from kubescrape.scrape.cache import (
     COMPILED,
     MAX_AGE_MS,
     MAX_AHEAD_MS,
+    BodyPieces,
     Labeler,
     ScrapeLimits,
     ScrapeResult,
     SeriesCache,
+    _lines,
 )
 from kubescrape.testing import FakeClock
 
@@ -48,7 +54,7 @@ def labeler(name: str, labels: list[tuple[str, str]]) -> list[tuple[str, str]] |
 Outcome = tuple[object, ...]
 
 
-def outcome(cache: SeriesCache, body: bytes, ts: int, content_type: str = "") -> Outcome:
+def outcome(cache: SeriesCache, body: bytes | BodyPieces, ts: int, content_type: str = "") -> Outcome:
     """Everything a scrape hands on (or the error it raises), in comparable form."""
     try:
         result: ScrapeResult = cache.process(body, ts, content_type=content_type)
@@ -182,7 +188,10 @@ _values = _mostly(_usual_values, _odd_values, 4)
 _stamps = _mostly(_usual_stamps, _odd_stamps, 4)
 _other = _mostly(
     st.sampled_from(["# TYPE c gauge", "# HELP a help", "", "# comment"]),
-    st.sampled_from(["  a 1", "a\t1", "garbage{", "# TYPE a gauge"]),
+    # valid lines with \r or \f (a label value, a HELP text) and an invalid one: not "fast"
+    st.sampled_from(
+        ["  a 1", "a\t1", "garbage{", "# TYPE a gauge", 'c{x="1\r"} 5', "# HELP b_total \x0c", "a 1\r"]
+    ),
     8,
 )
 
@@ -415,6 +424,152 @@ def test_join_packed_puts_each_kept_head_before_its_packed_bytes() -> None:
         _fastpath.join_packed(entries, packed, 0, len(entries) + 1, 0, 4)
     with pytest.raises(TypeError):
         _fastpath.join_packed([(b"k",)], packed, 0, 1, 0, 4)  # type: ignore[list-item]
+
+
+# -- bodies in pieces --------------------------------------------------------------------------------------
+
+
+class Pieces:
+    """A body handed over in pieces cut at ``cuts`` (a :class:`BodyPieces`, as a gzip body inflated piece by
+    piece is); ``fail_after``: the pieces stop with ``error`` after that many, and so does ``whole()``."""
+
+    def __init__(
+        self,
+        body: bytes,
+        cuts: Sequence[int],
+        fail_after: int | None = None,
+        error: ScrapeError | None = None,
+    ) -> None:
+        self.body = body
+        self.bounds = [0, *sorted({c for c in cuts if 0 < c < len(body)}), len(body)]
+        self.fail_after = fail_after
+        self.error = error
+
+    def pieces(self) -> Iterator[bytes]:
+        for n, (start, stop) in enumerate(zip(self.bounds, self.bounds[1:], strict=False)):
+            if self.fail_after is not None and n == self.fail_after and self.error is not None:
+                raise self.error
+            yield self.body[start:stop]
+
+    def whole(self) -> bytes:
+        if self.fail_after is not None and self.error is not None:
+            raise self.error
+        return self.body
+
+
+def assert_same_in_pieces(
+    scrapes: list[tuple[bytes, int, Sequence[int]]], *, limits: ScrapeLimits | None = None, **settings: bool
+) -> list[Outcome]:
+    """Run caches with the whole bodies and caches with the bodies in pieces, on the pure-Python path and
+    (when built) the compiled one, over ``scrapes``; return the outcomes (all equal, or the test fails)."""
+    paths = (False, True) if COMPILED else (False,)
+    whole = [SeriesCache(labeler, batch=3, limits=limits, compiled=c, **settings) for c in paths]
+    cut = [SeriesCache(labeler, batch=3, limits=limits, compiled=c, **settings) for c in paths]
+    outcomes = []
+    for i, (body, ts, cuts) in enumerate(scrapes):
+        want = outcome(whole[0], body, ts)
+        for cache in whole[1:]:
+            assert outcome(cache, body, ts) == want, f"scrape {i}: compiled differs"
+        for cache in cut:
+            assert outcome(cache, Pieces(body, cuts), ts) == want, f"scrape {i} in pieces {cuts} differs"
+        outcomes.append(want)
+    flush = whole[0].stale_all(NOW + 60_000)
+    assert all(cache.stale_all(NOW + 60_000) == flush for cache in (*whole[1:], *cut))
+    return outcomes
+
+
+@given(st.binary(max_size=60).map(lambda b: b.replace(b"x", b"\n")), st.lists(st.integers(0, 60), max_size=8))
+def test_pieces_become_segments_of_whole_lines(body: bytes, cuts: list[int]) -> None:
+    segments = list(_lines(Pieces(body, cuts).pieces()))
+    assert b"".join(data[start:stop] for data, start, stop in segments) == (
+        body if body.endswith(b"\n") else body + b"\n"
+    )
+    for data, start, stop in segments:
+        assert 0 <= start < stop <= len(data) and data[stop - 1] == 10  # ends with a newline
+
+
+@st.composite
+def _scrapes_in_pieces(draw: st.DrawFn) -> list[tuple[bytes, int, Sequence[int]]]:
+    return [
+        (body, ts, draw(st.lists(st.integers(0, len(body)), max_size=6)))
+        for body, ts in draw(_scrape_sequence())
+    ]
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    _scrapes_in_pieces(),
+    st.booleans(),
+    st.sampled_from(
+        [ScrapeLimits(), ScrapeLimits(sample_limit=12), ScrapeLimits(label_value_length_limit=20)]
+    ),
+)
+def test_a_body_in_pieces_gives_what_the_whole_body_gives(
+    scrapes: list[tuple[bytes, int, Sequence[int]]], honor: bool, limits: ScrapeLimits
+) -> None:
+    # Cut anywhere: inside a series, a value, a timestamp, right after or before a newline; pieces with a
+    # \r or \f (not "fast") among fast ones; errors with their line numbers, duplicates, limits.
+    assert_same_in_pieces(scrapes, honor_timestamps=honor, limits=limits)
+
+
+def test_a_body_cut_at_every_byte_gives_what_the_whole_body_gives() -> None:
+    first = f'a 1 {NOW}\nb{{x="1"}} 2 {NOW}\n# HELP c help\nc 3\nd 4 {NOW}\na 5 {NOW}\n'.encode()
+    second = first.replace(b" 3\n", b" 30\n")
+    crlf = f'a 1 {NOW}\nb{{x="1\r"}} 2 {NOW}\nc 3\nd 4 {NOW}\n'.encode()
+    bad = first.replace(b"c 3", b"c 3 x")
+    scrapes = [(first, NOW), (second, NOW + 15_000), (crlf, NOW + 30_000), (second, NOW + 45_000),
+               (bad, NOW + 60_000), (second.rstrip(b"\n"), NOW + 75_000), (b"", NOW + 90_000)]
+    outcomes = assert_same_in_pieces([(body, ts, range(len(body))) for body, ts in scrapes])
+    assert [o[0] for o in outcomes] == ["ok", "ok", "ok", "ok", "error", "ok", "ok"]
+    assert outcomes[4][3] == 4  # the parse error names its line, as for a whole body
+    assert outcomes[1][5] == 1  # "a" twice: the duplicate left out
+
+
+def test_a_piece_that_is_not_fast_redoes_the_staleness_tracking_as_a_whole_body_does() -> None:
+    # A whole body with a \r anywhere rebuilds the series order, and with it which series get a
+    # staleness marker when they go; so must a body whose \r is in a piece of comments only.
+    first = f"a 1\nb 2 {NOW}\n".encode()
+    second = f"a 1 {NOW}\nb 2 {NOW}\n# HELP x \r\n".encode()  # "a" now has its own timestamp
+    third = f"b 2 {NOW}\n".encode()  # "a" gone: no marker, it is no longer tracked
+    outcomes = assert_same_in_pieces(
+        [(first, NOW, []), (second, NOW + 15_000, [second.index(b"#")]), (third, NOW + 30_000, [])]
+    )
+    assert outcomes[2][6] == 0
+
+
+def test_a_line_longer_than_a_piece_is_joined_whole() -> None:
+    long = 'c{x="' + "v" * 5000 + '"}'
+    body = f"a 1\n{long} 2\nb 3\n".encode()
+    assert_same_in_pieces([(body, NOW, range(3, len(body), 7)), (body, NOW + 1, range(100, len(body), 100))])
+
+
+@pytest.mark.parametrize("endpoint", ["cadvisor", "metrics"])
+def test_emulator_payloads_in_pieces_give_identical_bytes(endpoint: str) -> None:
+    scrapes = _emulated(12, 4, 20.0, endpoint)
+    outcomes = assert_same_in_pieces(
+        [(body, ts, range(n * 977, len(body), 4093 + n)) for n, (body, ts) in enumerate(scrapes)]
+    )
+    assert all(o[0] == "ok" for o in outcomes)
+
+
+def test_a_failing_reader_part_way_gives_its_error_and_keeps_no_series() -> None:
+    # The reader's error (e.g. a gzip stream that ends early) wins over whatever the pieces parsed so far:
+    # the cache asks for the whole body, which raises it; the series of the failed scrape are forgotten.
+    first = f"a 1 {NOW}\nb 2 {NOW}\n".encode()
+    second = first + b"".join(b"new_%d 1\n" % i for i in range(50)) + b"oops{\n"
+    error = ScrapeError("https://node:10250/metrics sent a gzip body that ends early", "", reason="gzip")
+    for compiled in (False, True) if COMPILED else (False,):
+        cache = SeriesCache(labeler, compiled=compiled)
+        cache.process(Pieces(first, [3]), NOW)
+        for fail_after in (0, 2, 5):
+            with pytest.raises(ScrapeError) as caught:
+                cache.process(Pieces(second, range(0, len(second), 64), fail_after, error), NOW + 15_000)
+            assert caught.value is error and len(cache) == 2
+        with pytest.raises(ParseError) as parse_error:
+            cache.process(Pieces(second, range(0, len(second), 64)), NOW + 15_000)
+        assert parse_error.value.line_no == 53 and len(cache) == 2
+        result = cache.process(Pieces(first, [5, 9]), NOW + 30_000)
+        assert result.samples_scraped == 2 and result.series_added == 0
 
 
 # -- selection ---------------------------------------------------------------------------------------------
