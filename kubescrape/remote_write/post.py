@@ -193,7 +193,9 @@ class Poster:
         host = f"[{self._host}]" if ":" in self._host else self._host
         host_header = host if default else f"{host}:{self._port}"
         target = (parts.path or "/") + (f"?{parts.query}" if parts.query else "")
-        lines = [f"POST {target} HTTP/1.1", f"Host: {host_header}"]
+        # A configured Host header wins over the URL's (virtual hosting behind a proxy), as with aiohttp.
+        given = [v for k, v in headers.items() if k.lower() == "host"]
+        lines = [f"POST {target} HTTP/1.1", f"Host: {given[-1] if given else host_header}"]
         lines += [f"{k}: {v}" for k, v in headers.items() if k.lower() not in ("host", "content-length")]
         self._head = ("\r\n".join(lines) + "\r\n").encode("latin-1")
         # As aiohttp's ClientTimeout: zero or less means no limit.

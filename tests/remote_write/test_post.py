@@ -100,6 +100,16 @@ async def test_request_line_headers_and_body_as_sent() -> None:
     assert body == b"\x00body\xff"
 
 
+async def test_a_configured_host_header_is_sent_instead_of_the_urls() -> None:
+    async with raw_server([(b"HTTP/1.1 204 No Content\r\n\r\n", False)]) as srv:
+        p = Poster(srv.url, {**HEADERS, "host": "metrics.example"}, ssl_context=None, server_name=None,
+                   timeout=5.0, dial_timeout=2.0, max_idle=1)
+        assert await p.post(b"x") is not None
+        p.close()
+    lines = srv.requests[0][0].split(b"\r\n")
+    assert [line for line in lines if line.lower().startswith(b"host:")] == [b"Host: metrics.example"]
+
+
 @pytest.mark.parametrize(("raw", "body", "reused"), [
     (b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\nhello", b"hello", True),
     (b"HTTP/1.1 400 Bad Request\r\nTransfer-Encoding: chunked\r\n\r\n"
