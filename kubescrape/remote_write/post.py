@@ -11,7 +11,8 @@ answer delimited by ``Content-Length``, ``chunked`` or the end of the connection
 returns ``None`` when it could not get an answer that way (the connection failed or closed first, the
 answer did not parse, it was too large to be a remote-write answer); the caller then sends the same request
 with aiohttp, which reconnects and translates the failure into the error tree. A redirect is the caller's
-to follow (aiohttp does). A request that is not answered within ``timeout`` raises :class:`TimeoutError`.
+to follow (aiohttp does). A request that is not answered within ``timeout`` raises :class:`TimeoutError`;
+a connection not made within ``dial_timeout`` raises aiohttp's ``ConnectionTimeoutError``, as aiohttp would.
 Sending a request twice is safe: receivers accept identical samples again.
 """
 
@@ -23,6 +24,8 @@ import ssl
 from collections.abc import Mapping
 from typing import NamedTuple, cast
 from urllib.parse import urlsplit
+
+from aiohttp import ConnectionTimeoutError
 
 __all__ = ["MAX_ANSWER_BYTES", "Answer", "Poster"]
 
@@ -250,7 +253,13 @@ class Poster:
             async with asyncio.timeout(self.dial_timeout):
                 _, conn = await loop.create_connection(
                     _Connection, self._host, self._port, ssl=self._ssl, server_hostname=self._server_name)
-        except Exception as e:  # a dial timeout too: the caller's aiohttp path reports the failure
+        except TimeoutError:
+            # Raised, not left to aiohttp: it would wait for the dial timeout a second time. Its own class,
+            # so the error is translated as aiohttp's is ("connecting to … timed out").
+            raise ConnectionTimeoutError(
+                f"Connection timeout to host {self._host}:{self._port} (dial_timeout {self.dial_timeout:g}s)"
+            ) from None
+        except Exception as e:  # refused, TLS, DNS: the caller's aiohttp path reports the failure
             self._unexpected(e)
             return None
         self.connections += 1

@@ -244,3 +244,28 @@ def test_answers_on_uvloop() -> None:
     raw = (b"HTTP/1.1 400 Bad Request\r\nTransfer-Encoding: chunked\r\n\r\n"
            b"6;ext=1\r\nout of\r\n7\r\n bounds\r\n0\r\nX-Trailer: t\r\n\r\n")
     uvloop.run(test_answers_by_length_chunked_interim_and_connection_close(raw, b"out of bounds", True))
+
+
+async def test_a_dial_that_hangs_waits_once_and_is_reported_as_a_connect_timeout(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # A black-holed backend (SYNs dropped): the dial never completes. Faked at the loop, as no loopback
+    # address drops SYNs reliably; the real connect path is the one the other tests use.
+    dials = 0
+
+    async def hang(*args: Any, **kwargs: Any) -> Any:
+        nonlocal dials
+        dials += 1
+        await asyncio.sleep(3600)
+
+    monkeypatch.setattr(asyncio.get_running_loop(), "create_connection", hang)
+    s = Sender(WriterSettings(url="http://127.0.0.1:9/api/v1/write", name="w", dial_timeout=0.05,
+                              timeout=30.0), metrics=SelfMetrics())
+    with pytest.raises(RemoteWriteError) as ei:
+        await s.send_once(b"x", 1)
+    await s.close()
+    assert dials == 1
+    # The request was not sent again through aiohttp (which would have found port 9 closed: "refused").
+    assert ei.value.retryable
+    assert "connecting to 127.0.0.1:9 timed out" in str(ei.value)
+    assert "firewall" in ei.value.fix
