@@ -268,4 +268,4 @@ async def test_a_dial_that_hangs_waits_once_and_is_reported_as_a_connect_timeout
     # The request was not sent again through aiohttp (which would have found port 9 closed: "refused").
     assert ei.value.retryable
     assert "connecting to 127.0.0.1:9 timed out" in str(ei.value)
-    assert "firewall" in ei.value.fix
+    assert ei.value.fix is not None and "firewall" in ei.value.fix
