@@ -32,6 +32,7 @@ from kubescrape.clock import MIN_BACKOFF, SYSTEM_CLOCK, Backoff, Clock
 from kubescrape.errors import RemoteWriteError
 from kubescrape.remote_write.encode import REMOTE_WRITE_HEADERS, compress
 from kubescrape.remote_write.ledger import WriterCounters
+from kubescrape.remote_write.post import Poster
 from kubescrape.selfmon import SelfMetrics
 
 if TYPE_CHECKING:
@@ -130,6 +131,7 @@ class Sender:
         self.clock = clock
         self._rng = rng or random.Random()
         self._session: aiohttp.ClientSession | None = None
+        self._poster: Poster | None = None  # the cheap path; aiohttp for what it cannot do
         self._server_name: str | None = None
         self._headers: dict[str, str] = {**REMOTE_WRITE_HEADERS, **dict(settings.headers)}
         if settings.basic_auth:
@@ -146,12 +148,21 @@ class Sender:
         s = self.settings
         if s.url.startswith("https://"):
             self._server_name = getattr(s, "server_name", None) or None
+        ctx = tls_context(s)
         self._session = make_session(
-            limit=max(1, s.max_shards) * 2, ssl_context=tls_context(s) or False,
+            limit=max(1, s.max_shards) * 2, ssl_context=ctx or False,
             timeout=aiohttp.ClientTimeout(total=s.timeout, sock_connect=s.dial_timeout),
         )
+        try:
+            self._poster = Poster(s.url, self._headers, ssl_context=ctx, server_name=self._server_name,
+                                  timeout=s.timeout, dial_timeout=s.dial_timeout, max_idle=s.max_shards)
+        except ValueError:  # a URL it does not handle (credentials in it, another scheme): aiohttp only
+            self._poster = None
 
     async def close(self) -> None:
+        if self._poster is not None:
+            self._poster.close()
+            self._poster = None
         if self._session is not None:
             await self._session.close()
             self._session = None
@@ -164,15 +175,23 @@ class Sender:
         s = self.settings
         started = self.clock.monotonic()
         try:
-            async with self._session.post(s.url, data=body, headers=self._headers,
-                                          server_hostname=self._server_name) as resp:
-                status = resp.status
-                where = s.url if str(resp.url) == s.url else f"{resp.url} (redirected from {s.url})"
+            answer = await self._poster.post(body) if self._poster is not None else None
+            if answer is not None and not 300 <= answer.status < 400:
+                status, where = answer.status, s.url
                 if 200 <= status < 300:
-                    await resp.read()
                     return
-                text = await resp.text(errors="replace")
-                retry_after = parse_retry_after(resp.headers.get("Retry-After"), self.clock.time())
+                text = answer.body.decode("utf-8", "replace")
+                retry_after = parse_retry_after(answer.headers.get("retry-after"), self.clock.time())
+            else:  # not answered that way, or redirected: aiohttp follows redirects, translates failures
+                async with self._session.post(s.url, data=body, headers=self._headers,
+                                              server_hostname=self._server_name) as resp:
+                    status = resp.status
+                    where = s.url if str(resp.url) == s.url else f"{resp.url} (redirected from {s.url})"
+                    if 200 <= status < 300:
+                        await resp.read()
+                        return
+                    text = await resp.text(errors="replace")
+                    retry_after = parse_retry_after(resp.headers.get("Retry-After"), self.clock.time())
         except (aiohttp.ClientError, OSError) as e:  # TimeoutError (aiohttp's total timeout) is an OSError
             raise remote_write_error(e, s.url, s.name, timeout=s.timeout,
                                      server_name=self._server_name) from e

@@ -18,7 +18,7 @@ is all-or-nothing to recover.
 
 Layout of a spool directory::
 
-    00000000000000000001.seg   records with seq >= 1 (name = first seq in the file)
+    00000000000000000001.seg   records with seq >= 1 (name = first seq the file was created for)
     00000000000000000734.seg   ...
     cursor                     two slots, each the last acknowledged seq (u64) + crc32
 
@@ -54,7 +54,9 @@ Guarantees:
   the event loop keeps running. ``fsync=False`` trades this for speed (data survives a process kill,
   not a power loss).
 - **Ordered replay**: at open, every record after the ack cursor is handed out again, in seq order.
-- **Deleted only after acknowledgement**: a segment file is deleted once every record in it is acked.
+- **Deleted only after acknowledgement**: a segment file is deleted once every record in it is acked;
+  the one being written is emptied instead (``ftruncate``) and written on, so a spool that keeps up
+  creates no file per round (and closes with an empty directory).
   The cursor is one ``pwrite`` per acknowledged round into the older of its two fixed slots (no new
   file, no rename), not fsync'd: a torn slot fails its CRC and the other slot holds the previous
   cursor; a cursor lost to a crash or power cut means re-sending one round, which receivers accept
@@ -253,10 +255,12 @@ class ScanResult(NamedTuple):
     skipped_bytes: int
 
 
-def scan_segment(data: bytes, prev_seq: int) -> ScanResult:
+def scan_segment(data: bytes, prev_seq: int, acked: int = 0) -> ScanResult:
     """Parse a segment's bytes; skip (and count) truncated or corrupt records.
 
-    ``prev_seq`` is the seq just before this segment's first record (for counting a bad first record).
+    ``prev_seq`` is the seq just before this segment's first record (the records must follow it, in
+    order); ``acked`` the ack cursor: a damaged stretch counts the records it hides above the cursor
+    (at least one), not acknowledged ones that an emptied and reused file no longer holds.
     """
     records: list[tuple[int, int, int, int, float]] = []
     skipped = 0
@@ -285,7 +289,7 @@ def scan_segment(data: bytes, prev_seq: int) -> ScanResult:
             skipped += 1
             skipped_bytes += n - pos
             break
-        skipped += max(1, best[1] - last - 1)
+        skipped += max(1, best[1] - max(last, acked) - 1)
         skipped_bytes += best[0] - pos
         pos = best[0]
     return ScanResult(records, skipped, skipped_bytes)
@@ -388,7 +392,10 @@ class Spool:
     def _load(self) -> None:
         self._ack_seq = self._read_ack()
         paths = sorted(p for p in self.directory.iterdir() if p.name.endswith(SUFFIX))
-        prev = self._ack_seq
+        # Records at or below the cursor may still be in a file (a segment is deleted or emptied only
+        # once all of its records are acknowledged): they are read and left out below, not counted as
+        # damage.
+        prev = 0
         for path in paths:
             try:
                 first = int(path.name[: -len(SUFFIX)])
@@ -396,7 +403,7 @@ class Spool:
                 log.warning("spool %s: ignoring unexpected file %s", self.directory, path.name)
                 continue
             data = path.read_bytes()
-            scan = scan_segment(data, max(prev, first - 1))
+            scan = scan_segment(data, max(prev, first - 1), self._ack_seq)
             if scan.skipped_records:
                 self.corrupt_records += scan.skipped_records
                 self.corrupt_bytes += scan.skipped_bytes
@@ -406,7 +413,7 @@ class Spool:
                     "write): skipped %d record(s), %d bytes; kept %d good record(s)",
                     self.directory, path.name, scan.skipped_records, scan.skipped_bytes, len(scan.records))
                 data = self._rewrite(path, data, scan.records)
-                scan = scan_segment(data, max(prev, first - 1))
+                scan = scan_segment(data, max(prev, first - 1), self._ack_seq)
             seg = _Segment(first, path, len(data))
             keep = False
             for offset, length, seq, samples, ts in scan.records:
@@ -728,7 +735,19 @@ class Spool:
         idle = not self._pending and not self._flushing
         if cur is not None and idle and cur.size and list(self._segments) == [cur] and \
                 cur.last_seq <= self._ack_seq:
-            # Everything is delivered: leave an empty directory rather than a file of acked records.
+            # Everything is delivered: empty the file and keep writing into it. Deleting it and creating
+            # the next one made every interval of a keeping-up agent pay an open, an unlink and a
+            # directory fsync (a journal commit) besides the record's own fsync. The file's name stays
+            # below every seq it will hold, so the segments still sort in append order.
+            if self._wfd is not None:
+                try:
+                    os.ftruncate(self._wfd, 0)
+                except OSError:
+                    pass  # delete it instead (below)
+                else:
+                    self._bytes -= cur.size
+                    cur.size = 0
+                    return
             if self._wfd is not None:
                 os.close(self._wfd)
                 self._wfd = None
@@ -824,5 +843,11 @@ class Spool:
         if self._wfd is not None:
             os.close(self._wfd)
             self._wfd = None
+        cur = self._cur
+        if cur is not None and cur.size == 0 and list(self._segments) == [cur]:
+            # Everything was delivered: leave an empty directory, not an empty segment file.
+            self._segments.clear()
+            self._cur = None
+            self._delete(cur)
         for seg in self._segments:
             seg.close()
