@@ -238,7 +238,11 @@ class SeriesCache:
         self._values: dict[bytes, bytes] = {}
         self._values_old: dict[bytes, bytes] = {}
         self._scrapes = 0
-        self._previous: set[bytes] = set()
+        # The series of the previous scrape (for ``series_added``) are not kept as a set (~50 B a series):
+        # they are the non-dropped heads of the order, less those whose every sample was dropped as out of
+        # the timestamp window (``_unkept``, usually empty; ``_window_heads`` collects them per scrape).
+        self._unkept: set[bytes] = set()
+        self._window_heads: list[bytes] = []
         # Series of the previous scrape that get a staleness marker when they disappear: those without a
         # timestamp of their own, or all with ``track_timestamps_staleness`` (Prometheus' scrape.go:
         # ``if parsedTimestamp == nil || sl.trackTimestampsStaleness { trackStaleness }``).
@@ -268,7 +272,7 @@ class SeriesCache:
         self._order_had_duplicates = False
         self._values = {}
         self._values_old = {}
-        self._previous = set()
+        self._unkept = set()
         self._tracked = set()
         self._new_keys = []
         self._comments = set()
@@ -305,6 +309,7 @@ class SeriesCache:
         self._odd_heads = {}
         self._stale_count = 0
         self._window_drops = {}
+        self._window_heads = []
         self._new_keys = []
         self._lo = scrape_ts_ms - self._max_age
         self._hi = scrape_ts_ms + self._max_ahead
@@ -338,8 +343,8 @@ class SeriesCache:
             duplicates = 0
             if len(current) != len(heads):
                 pieces, duplicates = _drop_duplicates(pieces, heads)
-            added = len(current - self._previous)
-            self._previous = current
+            added = len(current - self._previous_series())
+            self._unkept = {head for head in self._window_heads if head not in current}
             self._order_had_duplicates = duplicates > 0
             self._order = order
             pieces = self._mark_stale(pieces, current, scrape_ts_ms)
@@ -357,6 +362,13 @@ class SeriesCache:
         if scraped > offered:
             dropped["relabel"] = scraped - offered
         return ScrapeResult(chunks, scraped, kept, added, duplicates, self._stale_count, dropped)
+
+    def _previous_series(self) -> set[bytes]:
+        """The series (heads) of the previous scrape's samples: those of its order, less the dropped
+        ones and those whose samples were all out of the timestamp window."""
+        previous = {head for _, head in self._order if head}
+        previous -= self._unkept
+        return previous
 
     def _chunks(self, pieces: list[bytes] | _Packed, snappy: bool) -> list[Chunk]:
         """``pieces`` (head, value, tail per sample, or packed) joined into chunks of ``batch`` samples,
@@ -405,6 +417,7 @@ class SeriesCache:
                 self._new_keys = []
                 self._odd_heads = {}
                 self._window_drops = {}
+                self._window_heads = []
                 return self._encode_any(data.whole(), scrape_ts_ms, content_type)
         elif is_openmetrics(content_type):
             result = self._encode_openmetrics(data, scrape_ts_ms)
@@ -520,7 +533,7 @@ class SeriesCache:
         the next successful scrape starts afresh (all its series count as added)."""
         default_tail = b"\x10" + varint(scrape_ts_ms)
         gone, self._tracked = self._tracked, set()
-        self._previous = set()
+        self._unkept = set()
         self._order = []
         if not gone or len(default_tail) != _TAIL_LEN:
             return []
@@ -803,6 +816,7 @@ class SeriesCache:
                 if not self._lo <= ts <= self._hi:
                     reason = "too_old" if ts < self._lo else "too_far_future"
                     self._window_drops[reason] = self._window_drops.get(reason, 0) + 1
+                    self._window_heads.append(head)
                     if self._limits.sample_limit:
                         self._limit_check(pieces)
                     return 1

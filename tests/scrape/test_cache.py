@@ -173,6 +173,21 @@ def test_series_added_counts_series_new_since_previous_scrape() -> None:
     assert cache.process("c 4\nb 4\na 4\n", NOW).series_added == 0
 
 
+@pytest.mark.parametrize("compiled", [False, None])
+def test_series_added_counts_series_whose_last_samples_were_out_of_the_window(compiled: bool | None) -> None:
+    cache = SeriesCache(Labeler(), compiled=compiled)
+    old = NOW - MAX_AGE_MS - 1
+    result = cache.process(f"a 1 {old}\nb 1\nd 1 {old}\nd 2\n", NOW)
+    assert (result.series_added, result.dropped) == (2, {"too_old": 2})
+    # Same order, all in the window: no series added (the order predicts every line).
+    assert cache.process(f"a 1 {NOW}\nb 1\nd 1 {NOW}\nd 2\n", NOW).series_added == 0
+    # a had no sample in the last scrape that changed the order, d had one: a and c are new.
+    result = cache.process(f"a 1 {NOW}\nb 1\nd 1 {NOW}\nc 1\n", NOW)
+    assert result.series_added == 2
+    assert cache.process(f"a 1 {old}\nb 1\nc 1\n", NOW).series_added == 0
+    assert cache.process("a 1\nb 1\nc 1\ne 1\n", NOW).series_added == 2
+
+
 def test_churn_is_evicted() -> None:
     labeler = Labeler()
     cache = SeriesCache(labeler, generation=2)
