@@ -228,8 +228,11 @@ class SeriesCache:
         self._track_all = track_timestamps_staleness
         self._batch = batch
         self._generation = max(1, generation)
-        # Series text + b" " -> head. The same key objects are shared with the order list.
-        self._entries: dict[bytes, bytes] = {}
+        # Series text + b" " -> head. The same key objects are shared with the order list. Only a
+        # misprediction or a new series needs it: after ``generation`` scrapes in a row that the order
+        # predicted whole it is dropped (~31 B a series) and rebuilt from the order when needed again.
+        self._entries: dict[bytes, bytes] | None = {}
+        self._stable = 0
         self._order: _Order = ([], [])
         self._order_had_duplicates = False
         # Value text -> packed double, for the pure-Python loop (the compiled one parses in place and
@@ -263,7 +266,23 @@ class SeriesCache:
         return self._compiled is not None
 
     def __len__(self) -> int:
+        if self._entries is None:
+            return len(set(self._order[0]))
         return len(self._entries)
+
+    def _entries_dict(self) -> dict[bytes, bytes]:
+        """The dict of cached series, rebuilt from the order if it was dropped."""
+        entries = self._entries
+        if entries is None:
+            entries = self._entries = dict(zip(*self._order, strict=True))
+        return entries
+
+    def _forget_new_keys(self) -> None:
+        """Take back the entries a failed scrape added."""
+        if self._entries is not None:
+            for key in self._new_keys:
+                self._entries.pop(key, None)
+        self._new_keys = []
 
     def invalidate(self) -> None:
         """Forget every entry, e.g. after the relabel configuration or target labels changed."""
@@ -320,9 +339,7 @@ class SeriesCache:
             error = exc
         if error is not None:
             del data
-            for key in self._new_keys:
-                self._entries.pop(key, None)
-            self._new_keys = []
+            self._forget_new_keys()
             raise error.with_traceback(None)
         self._new_keys = []
         window_dropped = sum(self._window_drops.values())
@@ -331,6 +348,9 @@ class SeriesCache:
         if order is self._order and not self._order_had_duplicates:
             # Same series in the same order as last time: nothing added, no duplicates.
             added = duplicates = 0
+            self._stable += 1
+            if self._stable >= self._generation:
+                self._entries = None
         else:
             if isinstance(pieces, _Packed):
                 pieces = pieces.unpack()
@@ -343,6 +363,7 @@ class SeriesCache:
             duplicates = 0
             if len(current) != len(heads):
                 pieces, duplicates = _drop_duplicates(pieces, heads)
+            self._stable = 0
             added = len(current - self._previous_series())
             self._unkept = {head for head in self._window_heads if head not in current}
             self._order_had_duplicates = duplicates > 0
@@ -351,8 +372,9 @@ class SeriesCache:
         # Rebuild every ``generation`` scrapes, or at once when churn has doubled the cache: a target that
         # exposes a million new series per scrape must not hold ``generation`` million entries.
         series = len(order[0])
-        if len(self._entries) > series and (
-            self._scrapes % self._generation == 0 or len(self._entries) > 2 * series + 1024
+        entries = self._entries
+        if entries is not None and len(entries) > series and (
+            self._scrapes % self._generation == 0 or len(entries) > 2 * series + 1024
         ):
             self._entries = dict(zip(*order, strict=True))
         kept = _count(pieces) - self._stale_count
@@ -414,9 +436,7 @@ class SeriesCache:
                 result = self._encode(_lines(data.pieces()), scrape_ts_ms)
             except ScrapeError:
                 # The whole body decides the error (its reader's, or the line number of a parse error).
-                for key in self._new_keys:
-                    self._entries.pop(key, None)
-                self._new_keys = []
+                self._forget_new_keys()
                 self._odd_heads = {}
                 self._window_drops = {}
                 self._window_heads = []
@@ -489,7 +509,7 @@ class SeriesCache:
         order: _Order = ([], [])
         scraped = 0
         add = self._add
-        known = self._entries
+        known = self._entries_dict()
         for line_no, line, parsed in iter_openmetrics(data.decode("utf-8", "surrogateescape")):
             if parsed is None:
                 continue
@@ -536,6 +556,7 @@ class SeriesCache:
         default_tail = b"\x10" + varint(scrape_ts_ms)
         gone, self._tracked = self._tracked, set()
         self._unkept = set()
+        self._entries_dict()  # the series stay cached: keep them before the order goes
         self._order = ([], [])
         if not gone or len(default_tail) != _TAIL_LEN:
             return []
@@ -562,7 +583,7 @@ class SeriesCache:
         decoded (and their UTF-8 validated) when their series is first seen; values and timestamps are
         ASCII or invalid.
         """
-        entries_get = self._entries.get
+        entries_get = None  # bound at the first misprediction (the dict may have to be rebuilt)
         values = self._values
         if len(values) > len(self._order[0]) + 1024:
             # Start a new generation; values of the last one are still found (and carried over).
@@ -683,6 +704,8 @@ class SeriesCache:
                         continue
                     brace = line.rfind(b"}")
                     key = (line.partition(b" ")[0] if brace < 0 else line[: brace + 1]) + b" "
+                    if entries_get is None:
+                        entries_get = self._entries_dict().get
                     cached = entries_get(key)
                     if cached is None or not line.startswith(key):
                         index += slow(line, metadata, scrape_ts_ms, pieces, order)
@@ -795,7 +818,8 @@ class SeriesCache:
     ) -> int:
         """Label (once per series), check limits and the timestamp window, and append one sample's
         pieces; return 1 (one sample scraped). ``series_text`` is only for the error message."""
-        head = self._entries.get(key) if cacheable else None
+        entries = self._entries_dict()
+        head = entries.get(key) if cacheable else None
         if head is None:
             final = self._labeler(name, labels)
             if final is None:
@@ -817,7 +841,7 @@ class SeriesCache:
                         reason="relabel",
                     ) from None
             if cacheable:
-                self._entries[key] = head
+                entries[key] = head
                 self._new_keys.append(key)
         # Any validated series text predicts the next scrape's line, cacheable by key or not.
         order[0].append(key)

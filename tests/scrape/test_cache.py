@@ -188,6 +188,26 @@ def test_series_added_counts_series_whose_last_samples_were_out_of_the_window(co
     assert cache.process("a 1\nb 1\nc 1\ne 1\n", NOW).series_added == 2
 
 
+@pytest.mark.parametrize("compiled", [False, None])
+def test_a_stable_target_keeps_its_series_cached_after_the_order_changes(compiled: bool | None) -> None:
+    labeler = Labeler()
+    cache = SeriesCache(labeler, generation=2, compiled=compiled)
+    text = 'a{x="1"} 1\nb 2\ndrop_me 3\nc 4\n'
+    for _ in range(5):  # more than ``generation`` scrapes in the same order
+        result = cache.process(text, NOW)
+    assert (len(cache), result.series_added) == (4, 0)
+    # Reordered, one series gone, one new: the known series are not labeled again.
+    text = 'c 5\ndrop_me 6\nd 7\na{x="1"} 8\n'
+    result = cache.process(text, NOW)
+    assert decode(result)[:3] == expected(text, NOW)
+    assert (result.series_added, result.samples_stale, result.dropped) == (1, 1, {"relabel": 1})
+    assert labeler.calls == ["a", "b", "drop_me", "c", "d"]
+    for _ in range(5):
+        assert cache.process(text, NOW).series_added == 0
+    result = cache.process(text + "e 9\n", NOW)
+    assert result.series_added == 1 and labeler.calls[5:] == ["e"]
+
+
 def test_churn_is_evicted() -> None:
     labeler = Labeler()
     cache = SeriesCache(labeler, generation=2)
