@@ -241,9 +241,11 @@ class SeriesCache:
         self._values: dict[bytes, bytes] = {}
         self._values_old: dict[bytes, bytes] = {}
         self._scrapes = 0
-        # The series of the previous scrape (for ``series_added``) are not kept as a set (~50 B a series):
-        # they are the non-dropped heads of the order, less those whose every sample was dropped as out of
-        # the timestamp window (``_unkept``, usually empty; ``_window_heads`` collects them per scrape).
+        # The series (heads) of the previous scrape, for ``series_added``. Like the dict, dropped after
+        # ``generation`` predicted scrapes (~50 B a series): they are the non-dropped heads of the order,
+        # less those whose every sample was dropped as out of the timestamp window (``_unkept``, usually
+        # empty; ``_window_heads`` collects them per scrape), and rebuilt when the order changes.
+        self._previous: set[bytes] | None = set()
         self._unkept: set[bytes] = set()
         self._window_heads: list[bytes] = []
         # Series of the previous scrape that get a staleness marker when they disappear: those without a
@@ -291,6 +293,7 @@ class SeriesCache:
         self._order_had_duplicates = False
         self._values = {}
         self._values_old = {}
+        self._previous = set()
         self._unkept = set()
         self._tracked = set()
         self._new_keys = []
@@ -350,7 +353,7 @@ class SeriesCache:
             added = duplicates = 0
             self._stable += 1
             if self._stable >= self._generation:
-                self._entries = None
+                self._entries = self._previous = None
         else:
             if isinstance(pieces, _Packed):
                 pieces = pieces.unpack()
@@ -364,7 +367,9 @@ class SeriesCache:
             if len(current) != len(heads):
                 pieces, duplicates = _drop_duplicates(pieces, heads)
             self._stable = 0
-            added = len(current - self._previous_series())
+            previous = self._previous if self._previous is not None else self._previous_series()
+            added = len(current - previous)
+            self._previous = current
             self._unkept = {head for head in self._window_heads if head not in current}
             self._order_had_duplicates = duplicates > 0
             self._order = order
@@ -555,6 +560,7 @@ class SeriesCache:
         the next successful scrape starts afresh (all its series count as added)."""
         default_tail = b"\x10" + varint(scrape_ts_ms)
         gone, self._tracked = self._tracked, set()
+        self._previous = set()
         self._unkept = set()
         self._entries_dict()  # the series stay cached: keep them before the order goes
         self._order = ([], [])
@@ -597,8 +603,9 @@ class SeriesCache:
         extend = pieces.extend
         order: _Order = ([], [])
         order_keys, order_heads = order
-        remember_key = order_keys.append
-        remember_head = order_heads.append
+        # Once diverged, the lines the previous order predicts are not appended one by one: the order
+        # gets keys[pending:index] (and their heads) in one go before anything else is appended.
+        pending = 0
         diverged = False
         default_tail = b"\x10" + varint(scrape_ts_ms)
         tails: dict[bytes, bytes] = {}
@@ -637,8 +644,6 @@ class SeriesCache:
             if not fast and not diverged:
                 # As for a whole body that is not fast: the order is rebuilt (so the staleness tracking is
                 # redone), whichever segment holds the odd byte.
-                order_keys.extend(keys[:index])
-                order_heads.extend(heads[:index])
                 diverged = True
                 if vt is not None:
                     _unpack(heads, index, vt, vt_len, pieces)
@@ -655,8 +660,8 @@ class SeriesCache:
                         keys,
                         heads,
                         index,
-                        order_keys if diverged else None,
-                        order_heads if diverged else None,
+                        None,
+                        None,
                         pieces,
                         tails,
                         default_tail,
@@ -692,14 +697,16 @@ class SeriesCache:
                         pos = end + 1
                         continue
                     if not diverged:
-                        order_keys.extend(keys[:index])
-                        order_heads.extend(heads[:index])
                         diverged = True
                         if vt is not None:
                             _unpack(heads, index, vt, vt_len, pieces)
                             vt = None
+                    if pending < index:
+                        order_keys.extend(keys[pending:index])
+                        order_heads.extend(heads[pending:index])
                     if line[0] in b" \t" or not fast or not line.isascii():
                         index += slow(line, metadata, scrape_ts_ms, pieces, order)
+                        pending = index
                         pos = end + 1
                         continue
                     brace = line.rfind(b"}")
@@ -709,6 +716,7 @@ class SeriesCache:
                     cached = entries_get(key)
                     if cached is None or not line.startswith(key):
                         index += slow(line, metadata, scrape_ts_ms, pieces, order)
+                        pending = index
                         pos = end + 1
                         continue
                     head = cached
@@ -736,20 +744,23 @@ class SeriesCache:
                 if packed is None or tail is _ODD:
                     # Unusual, maybe valid (tabs, odd timestamp length) or not: the full parser decides.
                     if not diverged:
-                        order_keys.extend(keys[:index])
-                        order_heads.extend(heads[:index])
                         diverged = True
                         if vt is not None:
                             _unpack(heads, index, vt, vt_len, pieces)
                             vt = None
+                    if pending < index:
+                        order_keys.extend(keys[pending:index])
+                        order_heads.extend(heads[pending:index])
                     index += slow(data[pos:end], metadata, scrape_ts_ms, pieces, order)
+                    pending = index
                     pos = end + 1
                     continue
                 pos = end + 1
                 index += 1
-                if diverged:
-                    remember_key(key)
-                    remember_head(head)
+                if not hit:  # found through the dict, not where the order predicted
+                    order_keys.append(key)
+                    order_heads.append(head)
+                    pending = index
                 if head:
                     if vt is not None:  # packed mode: not diverged
                         vt[vt_len : vt_len + 8] = packed
@@ -762,11 +773,10 @@ class SeriesCache:
             if vt is not None:
                 return _Packed(heads, index, vt, vt_len), index, predicted
             return pieces, index, predicted
-        if not diverged:
-            order_keys.extend(keys[:index])
-            order_heads.extend(heads[:index])
-            if vt is not None:
-                _unpack(heads, index, vt, vt_len, pieces)
+        order_keys.extend(keys[pending:index])
+        order_heads.extend(heads[pending:index])
+        if vt is not None:  # not diverged
+            _unpack(heads, index, vt, vt_len, pieces)
         return pieces, index, order
 
     def _slow_line(

@@ -174,8 +174,11 @@ def test_series_added_counts_series_new_since_previous_scrape() -> None:
 
 
 @pytest.mark.parametrize("compiled", [False, None])
-def test_series_added_counts_series_whose_last_samples_were_out_of_the_window(compiled: bool | None) -> None:
-    cache = SeriesCache(Labeler(), compiled=compiled)
+@pytest.mark.parametrize("generation", [1, 4])
+def test_series_added_counts_series_whose_last_samples_were_out_of_the_window(
+    compiled: bool | None, generation: int
+) -> None:
+    cache = SeriesCache(Labeler(), compiled=compiled, generation=generation)
     old = NOW - MAX_AGE_MS - 1
     result = cache.process(f"a 1 {old}\nb 1\nd 1 {old}\nd 2\n", NOW)
     assert (result.series_added, result.dropped) == (2, {"too_old": 2})
