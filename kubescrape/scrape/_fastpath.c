@@ -124,30 +124,27 @@ static PyObject *
 fastpath_run(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
 {
     (void)module;
-    if (nargs != 16) {
-        PyErr_SetString(PyExc_TypeError, "run() takes 16 arguments");
+    if (nargs != 14) {
+        PyErr_SetString(PyExc_TypeError, "run() takes 14 arguments");
         return NULL;
     }
-    /* The order is two parallel lists: series keys and their heads. */
-    PyObject *data = args[0], *keys = args[3], *heads = args[4], *order_keys = args[6];
-    PyObject *order_heads = args[7], *pieces = args[8], *tails = args[9], *default_tail = args[10];
-    PyObject *packed_out = args[14];
+    /* The order is two parallel lists: series keys and their heads. The lines consumed are exactly
+     * keys[index:returned index]: the caller adds them to its order, if it builds one. */
+    PyObject *data = args[0], *keys = args[3], *heads = args[4], *pieces = args[6];
+    PyObject *tails = args[7], *default_tail = args[8], *packed_out = args[12];
     if (!PyBytes_Check(data) || !PyList_CheckExact(keys) || !PyList_CheckExact(heads) ||
-        !PyList_CheckExact(pieces) || (order_keys == Py_None) != (order_heads == Py_None) ||
-        (order_keys != Py_None && (!PyList_CheckExact(order_keys) || !PyList_CheckExact(order_heads))) ||
-        !PyDict_CheckExact(tails) || !PyBytes_CheckExact(default_tail) ||
-        (packed_out != Py_None && !PyByteArray_CheckExact(packed_out)) ||
-        (packed_out != Py_None && order_keys != Py_None)) {
+        !PyList_CheckExact(pieces) || !PyDict_CheckExact(tails) || !PyBytes_CheckExact(default_tail) ||
+        (packed_out != Py_None && !PyByteArray_CheckExact(packed_out))) {
         PyErr_SetString(PyExc_TypeError, "run(): unexpected argument types");
         return NULL;
     }
     Py_ssize_t pos = PyLong_AsSsize_t(args[1]);
     Py_ssize_t size = PyLong_AsSsize_t(args[2]);
     Py_ssize_t index = PyLong_AsSsize_t(args[5]);
-    int honor = PyObject_IsTrue(args[11]);
-    long long lo = PyLong_AsLongLong(args[12]);
-    long long hi = PyLong_AsLongLong(args[13]);
-    Py_ssize_t packed_len = PyLong_AsSsize_t(args[15]);
+    int honor = PyObject_IsTrue(args[9]);
+    long long lo = PyLong_AsLongLong(args[10]);
+    long long hi = PyLong_AsLongLong(args[11]);
+    Py_ssize_t packed_len = PyLong_AsSsize_t(args[13]);
     if (PyErr_Occurred()) {
         return NULL;
     }
@@ -251,10 +248,6 @@ fastpath_run(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
         }
         if (PyBytes_GET_SIZE(tail) != PACKED_TAIL) {
             break; /* cannot happen (tails are 7 bytes); let Python decide anyway */
-        }
-        if (order_keys != Py_None &&
-            (PyList_Append(order_keys, key) < 0 || PyList_Append(order_heads, head) < 0)) {
-            return NULL;
         }
         if (PyBytes_GET_SIZE(head) > 0) {
             if (packed_buf != NULL) {

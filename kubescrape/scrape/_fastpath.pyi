@@ -7,8 +7,6 @@ def run(
     keys: list[bytes],
     heads: list[bytes],
     index: int,
-    order_keys: list[bytes] | None,
-    order_heads: list[bytes] | None,
     pieces: list[bytes],
     tails: dict[bytes, bytes],
     default_tail: bytes,
@@ -20,10 +18,10 @@ def run(
     /,
 ) -> tuple[int, int, int]:
     """Consume the lines of ``data[pos:stop]`` (whole lines) that the previous order (``keys`` and
-    their ``heads``, from ``index``) predicts, appending each one's key and head to the order lists when
-    given; return ``(pos, index, packed_len)``: the first line left to the Python loop (``pos == stop``
-    when none) and the packed bytes used. With ``packed`` (only while the order lists are ``None``)
-    each kept sample's value and tail (15 bytes) go there, at ``packed_len``, instead of three pieces."""
+    their ``heads``, from ``index``) predicts; return ``(pos, index, packed_len)``: the first line left
+    to the Python loop (``pos == stop`` when none; the lines consumed are those of ``keys[index:]`` up to
+    the returned index) and the packed bytes used. With ``packed`` each kept sample's value and tail
+    (15 bytes) go there, at ``packed_len``, instead of three pieces."""
 
 def join_packed(
     heads: list[bytes],

@@ -660,8 +660,6 @@ class SeriesCache:
                         keys,
                         heads,
                         index,
-                        None,
-                        None,
                         pieces,
                         tails,
                         default_tail,
