@@ -128,18 +128,19 @@ fastpath_run(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
         PyErr_SetString(PyExc_TypeError, "run() takes 14 arguments");
         return NULL;
     }
-    PyObject *data = args[0], *predicted = args[3], *order = args[5], *pieces = args[6];
+    /* The order is two parallel lists: series keys and their heads. The lines consumed are exactly
+     * keys[index:returned index]: the caller adds them to its order, if it builds one. */
+    PyObject *data = args[0], *keys = args[3], *heads = args[4], *pieces = args[6];
     PyObject *tails = args[7], *default_tail = args[8], *packed_out = args[12];
-    if (!PyBytes_Check(data) || !PyList_CheckExact(predicted) || !PyList_CheckExact(pieces) ||
-        (order != Py_None && !PyList_CheckExact(order)) || !PyDict_CheckExact(tails) ||
-        !PyBytes_CheckExact(default_tail) || (packed_out != Py_None && !PyByteArray_CheckExact(packed_out)) ||
-        (packed_out != Py_None && order != Py_None)) {
+    if (!PyBytes_Check(data) || !PyList_CheckExact(keys) || !PyList_CheckExact(heads) ||
+        !PyList_CheckExact(pieces) || !PyDict_CheckExact(tails) || !PyBytes_CheckExact(default_tail) ||
+        (packed_out != Py_None && !PyByteArray_CheckExact(packed_out))) {
         PyErr_SetString(PyExc_TypeError, "run(): unexpected argument types");
         return NULL;
     }
     Py_ssize_t pos = PyLong_AsSsize_t(args[1]);
     Py_ssize_t size = PyLong_AsSsize_t(args[2]);
-    Py_ssize_t index = PyLong_AsSsize_t(args[4]);
+    Py_ssize_t index = PyLong_AsSsize_t(args[5]);
     int honor = PyObject_IsTrue(args[9]);
     long long lo = PyLong_AsLongLong(args[10]);
     long long hi = PyLong_AsLongLong(args[11]);
@@ -170,13 +171,9 @@ fastpath_run(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
     Py_ssize_t last_stamp_len = -1;
     PyObject *last_tail = NULL; /* borrowed from ``tails`` */
 
-    while (pos < size && index < PyList_GET_SIZE(predicted)) {
-        PyObject *entry = PyList_GET_ITEM(predicted, index);
-        if (!PyTuple_CheckExact(entry) || PyTuple_GET_SIZE(entry) != 2) {
-            break;
-        }
-        PyObject *key = PyTuple_GET_ITEM(entry, 0);
-        PyObject *head = PyTuple_GET_ITEM(entry, 1);
+    while (pos < size && index < PyList_GET_SIZE(keys) && index < PyList_GET_SIZE(heads)) {
+        PyObject *key = PyList_GET_ITEM(keys, index);
+        PyObject *head = PyList_GET_ITEM(heads, index);
         if (!PyBytes_CheckExact(key) || !PyBytes_CheckExact(head)) {
             break;
         }
@@ -252,9 +249,6 @@ fastpath_run(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
         if (PyBytes_GET_SIZE(tail) != PACKED_TAIL) {
             break; /* cannot happen (tails are 7 bytes); let Python decide anyway */
         }
-        if (order != Py_None && PyList_Append(order, entry) < 0) {
-            return NULL;
-        }
         if (PyBytes_GET_SIZE(head) > 0) {
             if (packed_buf != NULL) {
                 if (packed_len + PACKED_SAMPLE > packed_cap) {
@@ -326,8 +320,8 @@ fastpath_join_range(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
     return chunk;
 }
 
-/* join_packed(predicted, packed, index, stop, offset, count) -> (bytes, index, offset): the next
- * ``count`` kept samples of predicted[index:stop] (the entries with a non-empty head, in order), each
+/* join_packed(heads, packed, index, stop, offset, count) -> (bytes, index, offset): the next
+ * ``count`` kept samples of heads[index:stop] (the non-empty heads, in order), each
  * its head followed by the 15 packed bytes at ``offset``; and where the next chunk starts. */
 static PyObject *
 fastpath_join_packed(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
@@ -335,10 +329,10 @@ fastpath_join_packed(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
     (void)module;
     if (nargs != 6 || !PyList_CheckExact(args[0]) || !PyByteArray_CheckExact(args[1])) {
         PyErr_SetString(PyExc_TypeError,
-                        "join_packed(predicted: list, packed: bytearray, index, stop, offset, count)");
+                        "join_packed(heads: list, packed: bytearray, index, stop, offset, count)");
         return NULL;
     }
-    PyObject *predicted = args[0], *packed = args[1];
+    PyObject *heads = args[0], *packed = args[1];
     Py_ssize_t index = PyLong_AsSsize_t(args[2]);
     Py_ssize_t stop = PyLong_AsSsize_t(args[3]);
     Py_ssize_t offset = PyLong_AsSsize_t(args[4]);
@@ -347,20 +341,19 @@ fastpath_join_packed(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
         return NULL;
     }
     Py_ssize_t plen = PyByteArray_GET_SIZE(packed);
-    if (index < 0 || stop > PyList_GET_SIZE(predicted) || index > stop || offset < 0 || count < 1) {
+    if (index < 0 || stop > PyList_GET_SIZE(heads) || index > stop || offset < 0 || count < 1) {
         PyErr_SetString(PyExc_ValueError, "join_packed(): argument out of range");
         return NULL;
     }
     /* First pass: how far the chunk reaches and its size. */
     Py_ssize_t total = 0, samples = 0, i = index, off = offset;
     for (; i < stop && samples < count; i++) {
-        PyObject *entry = PyList_GET_ITEM(predicted, i);
-        if (!PyTuple_CheckExact(entry) || PyTuple_GET_SIZE(entry) != 2 ||
-            !PyBytes_CheckExact(PyTuple_GET_ITEM(entry, 1))) {
-            PyErr_SetString(PyExc_TypeError, "join_packed(): predicted entries must be (bytes, bytes)");
+        PyObject *head = PyList_GET_ITEM(heads, i);
+        if (!PyBytes_CheckExact(head)) {
+            PyErr_SetString(PyExc_TypeError, "join_packed(): heads must be bytes");
             return NULL;
         }
-        Py_ssize_t hlen = PyBytes_GET_SIZE(PyTuple_GET_ITEM(entry, 1));
+        Py_ssize_t hlen = PyBytes_GET_SIZE(head);
         if (hlen == 0) {
             continue;
         }
@@ -379,7 +372,7 @@ fastpath_join_packed(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
     char *dst = PyBytes_AS_STRING(chunk);
     const char *src = PyByteArray_AS_STRING(packed);
     for (Py_ssize_t j = index; j < i; j++) {
-        PyObject *head = PyTuple_GET_ITEM(PyList_GET_ITEM(predicted, j), 1);
+        PyObject *head = PyList_GET_ITEM(heads, j);
         Py_ssize_t hlen = PyBytes_GET_SIZE(head);
         if (hlen == 0) {
             continue;

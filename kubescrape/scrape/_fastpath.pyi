@@ -4,9 +4,9 @@ def run(
     data: bytes,
     pos: int,
     stop: int,
-    predicted: list[tuple[bytes, bytes]],
+    keys: list[bytes],
+    heads: list[bytes],
     index: int,
-    order: list[tuple[bytes, bytes]] | None,
     pieces: list[bytes],
     tails: dict[bytes, bytes],
     default_tail: bytes,
@@ -17,14 +17,14 @@ def run(
     packed_len: int,
     /,
 ) -> tuple[int, int, int]:
-    """Consume the predicted lines of ``data[pos:stop]`` (whole lines); return ``(pos, index,
-    packed_len)``: the first line left to the Python loop (``pos == stop`` when none) and the packed bytes
-    used. With ``packed`` (only
-    while ``order`` is ``None``) each kept sample's value and tail (15 bytes) go there, at
-    ``packed_len``, instead of three pieces."""
+    """Consume the lines of ``data[pos:stop]`` (whole lines) that the previous order (``keys`` and
+    their ``heads``, from ``index``) predicts; return ``(pos, index, packed_len)``: the first line left
+    to the Python loop (``pos == stop`` when none; the lines consumed are those of ``keys[index:]`` up to
+    the returned index) and the packed bytes used. With ``packed`` each kept sample's value and tail
+    (15 bytes) go there, at ``packed_len``, instead of three pieces."""
 
 def join_packed(
-    predicted: list[tuple[bytes, bytes]],
+    heads: list[bytes],
     packed: bytearray,
     index: int,
     stop: int,
@@ -32,7 +32,7 @@ def join_packed(
     count: int,
     /,
 ) -> tuple[bytes, int, int]:
-    """The next ``count`` kept samples of ``predicted[index:stop]`` (non-empty heads), each its head and
+    """The next ``count`` kept samples of ``heads[index:stop]`` (non-empty heads), each its head and
     the 15 packed bytes at ``offset``, as one chunk; with the index and offset where the next starts."""
 
 def join_range(pieces: list[bytes], start: int, stop: int, /) -> bytes:

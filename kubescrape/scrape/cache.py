@@ -90,9 +90,9 @@ DROPPED = b""
 _TAIL_LEN = 7
 _INT64_MAX = (1 << 63) - 1
 _pack_double = struct.Struct("<d").pack
-# Series order entry: (raw series text + b" ", head or DROPPED). Two items, no length: an int object per
-# series would cost ~35 B of the ~960 B a series holds.
-_Entry = tuple[bytes, bytes]
+# Series order: two parallel lists, the raw series text + b" " of each series and its head (or DROPPED).
+# Two lists cost 16 B a series; a list of (key, head) tuples cost 64 B.
+_Order = tuple[list[bytes], list[bytes]]
 # Tail marker of a sample the fast path hands to the full parser.
 _ODD = b"odd"
 # Validated comment lines a cache remembers from one scrape to the next, and the longest remembered: a
@@ -228,9 +228,12 @@ class SeriesCache:
         self._track_all = track_timestamps_staleness
         self._batch = batch
         self._generation = max(1, generation)
-        # Series text + b" " -> head. The same key objects are shared with the order list.
-        self._entries: dict[bytes, bytes] = {}
-        self._order: list[_Entry] = []
+        # Series text + b" " -> head. The same key objects are shared with the order list. Only a
+        # misprediction or a new series needs it: after ``generation`` scrapes in a row that the order
+        # predicted whole it is dropped (~31 B a series) and rebuilt from the order when needed again.
+        self._entries: dict[bytes, bytes] | None = {}
+        self._stable = 0
+        self._order: _Order = ([], [])
         self._order_had_duplicates = False
         # Value text -> packed double, for the pure-Python loop (the compiled one parses in place and
         # keeps none). Many series (limits, specs, idle counters) keep their value between scrapes; a
@@ -238,7 +241,13 @@ class SeriesCache:
         self._values: dict[bytes, bytes] = {}
         self._values_old: dict[bytes, bytes] = {}
         self._scrapes = 0
-        self._previous: set[bytes] = set()
+        # The series (heads) of the previous scrape, for ``series_added``. Like the dict, dropped after
+        # ``generation`` predicted scrapes (~50 B a series): they are the non-dropped heads of the order,
+        # less those whose every sample was dropped as out of the timestamp window (``_unkept``, usually
+        # empty; ``_window_heads`` collects them per scrape), and rebuilt when the order changes.
+        self._previous: set[bytes] | None = set()
+        self._unkept: set[bytes] = set()
+        self._window_heads: list[bytes] = []
         # Series of the previous scrape that get a staleness marker when they disappear: those without a
         # timestamp of their own, or all with ``track_timestamps_staleness`` (Prometheus' scrape.go:
         # ``if parsedTimestamp == nil || sl.trackTimestampsStaleness { trackStaleness }``).
@@ -259,16 +268,33 @@ class SeriesCache:
         return self._compiled is not None
 
     def __len__(self) -> int:
+        if self._entries is None:
+            return len(set(self._order[0]))
         return len(self._entries)
+
+    def _entries_dict(self) -> dict[bytes, bytes]:
+        """The dict of cached series, rebuilt from the order if it was dropped."""
+        entries = self._entries
+        if entries is None:
+            entries = self._entries = dict(zip(*self._order, strict=True))
+        return entries
+
+    def _forget_new_keys(self) -> None:
+        """Take back the entries a failed scrape added."""
+        if self._entries is not None:
+            for key in self._new_keys:
+                self._entries.pop(key, None)
+        self._new_keys = []
 
     def invalidate(self) -> None:
         """Forget every entry, e.g. after the relabel configuration or target labels changed."""
         self._entries = {}
-        self._order = []
+        self._order = ([], [])
         self._order_had_duplicates = False
         self._values = {}
         self._values_old = {}
         self._previous = set()
+        self._unkept = set()
         self._tracked = set()
         self._new_keys = []
         self._comments = set()
@@ -305,6 +331,7 @@ class SeriesCache:
         self._odd_heads = {}
         self._stale_count = 0
         self._window_drops = {}
+        self._window_heads = []
         self._new_keys = []
         self._lo = scrape_ts_ms - self._max_age
         self._hi = scrape_ts_ms + self._max_ahead
@@ -315,9 +342,7 @@ class SeriesCache:
             error = exc
         if error is not None:
             del data
-            for key in self._new_keys:
-                self._entries.pop(key, None)
-            self._new_keys = []
+            self._forget_new_keys()
             raise error.with_traceback(None)
         self._new_keys = []
         window_dropped = sum(self._window_drops.values())
@@ -326,6 +351,9 @@ class SeriesCache:
         if order is self._order and not self._order_had_duplicates:
             # Same series in the same order as last time: nothing added, no duplicates.
             added = duplicates = 0
+            self._stable += 1
+            if self._stable >= self._generation:
+                self._entries = self._previous = None
         else:
             if isinstance(pieces, _Packed):
                 pieces = pieces.unpack()
@@ -338,17 +366,22 @@ class SeriesCache:
             duplicates = 0
             if len(current) != len(heads):
                 pieces, duplicates = _drop_duplicates(pieces, heads)
-            added = len(current - self._previous)
+            self._stable = 0
+            previous = self._previous if self._previous is not None else self._previous_series()
+            added = len(current - previous)
             self._previous = current
+            self._unkept = {head for head in self._window_heads if head not in current}
             self._order_had_duplicates = duplicates > 0
             self._order = order
             pieces = self._mark_stale(pieces, current, scrape_ts_ms)
         # Rebuild every ``generation`` scrapes, or at once when churn has doubled the cache: a target that
         # exposes a million new series per scrape must not hold ``generation`` million entries.
-        if len(self._entries) > len(order) and (
-            self._scrapes % self._generation == 0 or len(self._entries) > 2 * len(order) + 1024
+        series = len(order[0])
+        entries = self._entries
+        if entries is not None and len(entries) > series and (
+            self._scrapes % self._generation == 0 or len(entries) > 2 * series + 1024
         ):
-            self._entries = dict(order)
+            self._entries = dict(zip(*order, strict=True))
         kept = _count(pieces) - self._stale_count
         chunks = self._chunks(pieces, snappy)
         dropped = dict(self._window_drops)
@@ -357,6 +390,14 @@ class SeriesCache:
         if scraped > offered:
             dropped["relabel"] = scraped - offered
         return ScrapeResult(chunks, scraped, kept, added, duplicates, self._stale_count, dropped)
+
+    def _previous_series(self) -> set[bytes]:
+        """The series (heads) of the previous scrape's samples: those of its order, less the dropped
+        ones and those whose samples were all out of the timestamp window."""
+        previous = set(self._order[1])
+        previous.discard(DROPPED)
+        previous -= self._unkept
+        return previous
 
     def _chunks(self, pieces: list[bytes] | _Packed, snappy: bool) -> list[Chunk]:
         """``pieces`` (head, value, tail per sample, or packed) joined into chunks of ``batch`` samples,
@@ -381,7 +422,7 @@ class SeriesCache:
         chunks: list[Chunk] = []
         index = offset = 0
         while offset < packed.size:
-            data, index, end = join(packed.entries, packed.data, index, packed.stop, offset, self._batch)
+            data, index, end = join(packed.heads, packed.data, index, packed.stop, offset, self._batch)
             samples = (end - offset) // _PACKED_SAMPLE
             offset = end
             chunks.append(Chunk(compress(data), samples, 0, True) if snappy else Chunk(data, samples))
@@ -390,9 +431,9 @@ class SeriesCache:
 
     def _encode_any(
         self, data: bytes | BodyPieces, scrape_ts_ms: int, content_type: str
-    ) -> tuple[list[bytes] | _Packed, int, list[_Entry]]:
+    ) -> tuple[list[bytes] | _Packed, int, _Order]:
         """Encode with the parser the content type selects, then apply the sample limit."""
-        result: tuple[list[bytes] | _Packed, int, list[_Entry]]
+        result: tuple[list[bytes] | _Packed, int, _Order]
         if not isinstance(data, bytes):
             if is_openmetrics(content_type):  # no kubelet endpoint serves it: read whole
                 return self._encode_any(data.whole(), scrape_ts_ms, content_type)
@@ -400,11 +441,10 @@ class SeriesCache:
                 result = self._encode(_lines(data.pieces()), scrape_ts_ms)
             except ScrapeError:
                 # The whole body decides the error (its reader's, or the line number of a parse error).
-                for key in self._new_keys:
-                    self._entries.pop(key, None)
-                self._new_keys = []
+                self._forget_new_keys()
                 self._odd_heads = {}
                 self._window_drops = {}
+                self._window_heads = []
                 return self._encode_any(data.whole(), scrape_ts_ms, content_type)
         elif is_openmetrics(content_type):
             result = self._encode_openmetrics(data, scrape_ts_ms)
@@ -468,13 +508,13 @@ class SeriesCache:
                     reason="label_value_length_limit",
                 )
 
-    def _encode_openmetrics(self, data: bytes, scrape_ts_ms: int) -> tuple[list[bytes], int, list[_Entry]]:
+    def _encode_openmetrics(self, data: bytes, scrape_ts_ms: int) -> tuple[list[bytes], int, _Order]:
         """Parse an OpenMetrics body (no fast path) into pieces, the sample count and the series order."""
         pieces: list[bytes] = []
-        order: list[_Entry] = []
+        order: _Order = ([], [])
         scraped = 0
         add = self._add
-        known = self._entries
+        known = self._entries_dict()
         for line_no, line, parsed in iter_openmetrics(data.decode("utf-8", "surrogateescape")):
             if parsed is None:
                 continue
@@ -521,7 +561,9 @@ class SeriesCache:
         default_tail = b"\x10" + varint(scrape_ts_ms)
         gone, self._tracked = self._tracked, set()
         self._previous = set()
-        self._order = []
+        self._unkept = set()
+        self._entries_dict()  # the series stay cached: keep them before the order goes
+        self._order = ([], [])
         if not gone or len(default_tail) != _TAIL_LEN:
             return []
         pieces = [piece for head in gone for piece in (head, STALE_NAN_BYTES, default_tail)]
@@ -533,7 +575,7 @@ class SeriesCache:
 
     def _encode(
         self, segments: Iterable[_Segment], scrape_ts_ms: int
-    ) -> tuple[list[bytes] | _Packed, int, list[_Entry]]:
+    ) -> tuple[list[bytes] | _Packed, int, _Order]:
         """The hot loop, on the raw body in segments of whole lines (see :func:`_lines`): three pieces
         (head, value, tail) per kept sample (or, when the compiled loop found every series where the
         previous order predicts, the same samples packed: :class:`_Packed`), the sample count, and the
@@ -541,14 +583,15 @@ class SeriesCache:
         predicted). Everything but the segment (the position in the predicted order, the packed
         buffer, pieces, order, metadata) runs on from one segment to the next.
 
-        An order entry is ``(series text + b" ", head)``; the trailing blank makes
+        The order is two parallel lists: each series' text + b" " (its key) and its head; the key's
+        trailing blank makes
         ``startswith`` check the separator too. Nothing here needs the body decoded: label values are
         decoded (and their UTF-8 validated) when their series is first seen; values and timestamps are
         ASCII or invalid.
         """
-        entries_get = self._entries.get
+        entries_get = None  # bound at the first misprediction (the dict may have to be rebuilt)
         values = self._values
-        if len(values) > len(self._order) + 1024:
+        if len(values) > len(self._order[0]) + 1024:
             # Start a new generation; values of the last one are still found (and carried over).
             self._values_old = values
             values = self._values = {}
@@ -558,8 +601,11 @@ class SeriesCache:
         pack = _pack_double
         pieces: list[bytes] = []
         extend = pieces.extend
-        order: list[_Entry] = []
-        remember = order.append
+        order: _Order = ([], [])
+        order_keys, order_heads = order
+        # Once diverged, the lines the previous order predicts are not appended one by one: the order
+        # gets keys[pending:index] (and their heads) in one go before anything else is appended.
+        pending = 0
         diverged = False
         default_tail = b"\x10" + varint(scrape_ts_ms)
         tails: dict[bytes, bytes] = {}
@@ -568,8 +614,9 @@ class SeriesCache:
         metadata = Metadata()
         # A scrape time outside 1971-2109 does not fit the cached heads: every line takes the full parser.
         warm = len(default_tail) == _TAIL_LEN
-        predicted = self._order if warm else []
-        npredicted = len(predicted)
+        predicted = self._order if warm else ([], [])
+        keys, heads = predicted
+        npredicted = len(keys)
         # The compiled loop takes the predicted lines it is sure about and stops at the first other one,
         # which this loop handles as usual (lo and hi always fit an int64 for a 1971-2109 scrape time).
         compiled = self._compiled
@@ -597,11 +644,9 @@ class SeriesCache:
             if not fast and not diverged:
                 # As for a whole body that is not fast: the order is rebuilt (so the staleness tracking is
                 # redone), whichever segment holds the odd byte.
-                order.extend(predicted[:index])
-                remember = order.append
                 diverged = True
                 if vt is not None:
-                    _unpack(predicted, index, vt, vt_len, pieces)
+                    _unpack(heads, index, vt, vt_len, pieces)
                     vt = None
             run = warm_run if fast else None
             find = data.find
@@ -612,9 +657,9 @@ class SeriesCache:
                         data,
                         pos,
                         size,
-                        predicted,
+                        keys,
+                        heads,
                         index,
-                        order if diverged else None,
                         pieces,
                         tails,
                         default_tail,
@@ -627,12 +672,13 @@ class SeriesCache:
                     if pos >= size:
                         break
                 if fast and index < npredicted:
-                    entry = predicted[index]
-                    hit = startswith(entry[0], pos)
+                    key = keys[index]
+                    hit = startswith(key, pos)
                 else:  # past the previous scrape's series (every line of a first scrape)
                     hit = False
                 if hit:
-                    start = pos + len(entry[0])
+                    head = heads[index]
+                    start = pos + len(key)
                     end = find(b"\n", start)
                     value, _, stamp = data[start:end].partition(b" ")
                 else:
@@ -649,24 +695,29 @@ class SeriesCache:
                         pos = end + 1
                         continue
                     if not diverged:
-                        order.extend(predicted[:index])
-                        remember = order.append
                         diverged = True
                         if vt is not None:
-                            _unpack(predicted, index, vt, vt_len, pieces)
+                            _unpack(heads, index, vt, vt_len, pieces)
                             vt = None
+                    if pending < index:
+                        order_keys.extend(keys[pending:index])
+                        order_heads.extend(heads[pending:index])
                     if line[0] in b" \t" or not fast or not line.isascii():
                         index += slow(line, metadata, scrape_ts_ms, pieces, order)
+                        pending = index
                         pos = end + 1
                         continue
                     brace = line.rfind(b"}")
                     key = (line.partition(b" ")[0] if brace < 0 else line[: brace + 1]) + b" "
-                    head = entries_get(key)
-                    if head is None or not line.startswith(key):
+                    if entries_get is None:
+                        entries_get = self._entries_dict().get
+                    cached = entries_get(key)
+                    if cached is None or not line.startswith(key):
                         index += slow(line, metadata, scrape_ts_ms, pieces, order)
+                        pending = index
                         pos = end + 1
                         continue
-                    entry = (key, head)
+                    head = cached
                     value, _, stamp = line[len(key) :].partition(b" ")
                 packed = values_get(value)
                 if packed is None:
@@ -691,35 +742,39 @@ class SeriesCache:
                 if packed is None or tail is _ODD:
                     # Unusual, maybe valid (tabs, odd timestamp length) or not: the full parser decides.
                     if not diverged:
-                        order.extend(predicted[:index])
-                        remember = order.append
                         diverged = True
                         if vt is not None:
-                            _unpack(predicted, index, vt, vt_len, pieces)
+                            _unpack(heads, index, vt, vt_len, pieces)
                             vt = None
+                    if pending < index:
+                        order_keys.extend(keys[pending:index])
+                        order_heads.extend(heads[pending:index])
                     index += slow(data[pos:end], metadata, scrape_ts_ms, pieces, order)
+                    pending = index
                     pos = end + 1
                     continue
                 pos = end + 1
                 index += 1
-                if diverged:
-                    remember(entry)
-                if entry[1]:
+                if not hit:  # found through the dict, not where the order predicted
+                    order_keys.append(key)
+                    order_heads.append(head)
+                    pending = index
+                if head:
                     if vt is not None:  # packed mode: not diverged
                         vt[vt_len : vt_len + 8] = packed
                         vt[vt_len + 8 : vt_len + _PACKED_SAMPLE] = tail
                         vt_len += _PACKED_SAMPLE
                     else:
-                        extend((entry[1], packed, tail))
+                        extend((head, packed, tail))
         self._comments = comments
-        if not diverged and index == len(predicted):
+        if not diverged and index == npredicted:
             if vt is not None:
-                return _Packed(predicted, index, vt, vt_len), index, predicted
+                return _Packed(heads, index, vt, vt_len), index, predicted
             return pieces, index, predicted
-        if not diverged:
-            order.extend(predicted[:index])
-            if vt is not None:
-                _unpack(predicted, index, vt, vt_len, pieces)
+        order_keys.extend(keys[pending:index])
+        order_heads.extend(heads[pending:index])
+        if vt is not None:  # not diverged
+            _unpack(heads, index, vt, vt_len, pieces)
         return pieces, index, order
 
     def _slow_line(
@@ -728,7 +783,7 @@ class SeriesCache:
         metadata: Metadata,
         scrape_ts_ms: int,
         pieces: list[bytes],
-        order: list[_Entry],
+        order: _Order,
     ) -> int:
         """Fully parse one line, fill the cache on a miss and append its pieces; return 1 per sample.
 
@@ -767,11 +822,12 @@ class SeriesCache:
         timestamp: int | None,
         scrape_ts_ms: int,
         pieces: list[bytes],
-        order: list[_Entry],
+        order: _Order,
     ) -> int:
         """Label (once per series), check limits and the timestamp window, and append one sample's
         pieces; return 1 (one sample scraped). ``series_text`` is only for the error message."""
-        head = self._entries.get(key) if cacheable else None
+        entries = self._entries_dict()
+        head = entries.get(key) if cacheable else None
         if head is None:
             final = self._labeler(name, labels)
             if final is None:
@@ -793,16 +849,18 @@ class SeriesCache:
                         reason="relabel",
                     ) from None
             if cacheable:
-                self._entries[key] = head
+                entries[key] = head
                 self._new_keys.append(key)
         # Any validated series text predicts the next scrape's line, cacheable by key or not.
-        order.append((key, head))
+        order[0].append(key)
+        order[1].append(head)
         if head:
             if self._honor and timestamp is not None:
                 ts = timestamp
                 if not self._lo <= ts <= self._hi:
                     reason = "too_old" if ts < self._lo else "too_far_future"
                     self._window_drops[reason] = self._window_drops.get(reason, 0) + 1
+                    self._window_heads.append(head)
                     if self._limits.sample_limit:
                         self._limit_check(pieces)
                     return 1
@@ -937,10 +995,10 @@ _PACKED_SAMPLE = 15
 
 class _Packed(NamedTuple):
     """The kept samples of a scrape whose every line was where the previous order predicted (compiled
-    loop): their heads are those of ``entries[:stop]`` that are not :data:`DROPPED`, in order, and
+    loop): their heads are those of ``heads[:stop]`` that are not :data:`DROPPED`, in order, and
     ``data[:size]`` holds each one's value and tail (:data:`_PACKED_SAMPLE` bytes)."""
 
-    entries: list[_Entry]
+    heads: list[bytes]
     stop: int
     data: bytearray
     size: int
@@ -951,14 +1009,14 @@ class _Packed(NamedTuple):
 
     def unpack(self) -> list[bytes]:
         pieces: list[bytes] = []
-        _unpack(self.entries, self.stop, self.data, self.size, pieces)
+        _unpack(self.heads, self.stop, self.data, self.size, pieces)
         return pieces
 
 
-def _unpack(entries: list[_Entry], stop: int, data: bytearray, size: int, pieces: list[bytes]) -> None:
+def _unpack(heads: list[bytes], stop: int, data: bytearray, size: int, pieces: list[bytes]) -> None:
     """Append the (head, value, tail) pieces of packed samples (see :class:`_Packed`) to ``pieces``."""
     offset = 0
-    for _, head in entries[:stop]:
+    for head in heads[:stop]:
         if head:
             value, tail = offset + 8, offset + _PACKED_SAMPLE
             pieces += (head, bytes(data[offset:value]), bytes(data[value:tail]))

@@ -173,6 +173,44 @@ def test_series_added_counts_series_new_since_previous_scrape() -> None:
     assert cache.process("c 4\nb 4\na 4\n", NOW).series_added == 0
 
 
+@pytest.mark.parametrize("compiled", [False, None])
+@pytest.mark.parametrize("generation", [1, 4])
+def test_series_added_counts_series_whose_last_samples_were_out_of_the_window(
+    compiled: bool | None, generation: int
+) -> None:
+    cache = SeriesCache(Labeler(), compiled=compiled, generation=generation)
+    old = NOW - MAX_AGE_MS - 1
+    result = cache.process(f"a 1 {old}\nb 1\nd 1 {old}\nd 2\n", NOW)
+    assert (result.series_added, result.dropped) == (2, {"too_old": 2})
+    # Same order, all in the window: no series added (the order predicts every line).
+    assert cache.process(f"a 1 {NOW}\nb 1\nd 1 {NOW}\nd 2\n", NOW).series_added == 0
+    # a had no sample in the last scrape that changed the order, d had one: a and c are new.
+    result = cache.process(f"a 1 {NOW}\nb 1\nd 1 {NOW}\nc 1\n", NOW)
+    assert result.series_added == 2
+    assert cache.process(f"a 1 {old}\nb 1\nc 1\n", NOW).series_added == 0
+    assert cache.process("a 1\nb 1\nc 1\ne 1\n", NOW).series_added == 2
+
+
+@pytest.mark.parametrize("compiled", [False, None])
+def test_a_stable_target_keeps_its_series_cached_after_the_order_changes(compiled: bool | None) -> None:
+    labeler = Labeler()
+    cache = SeriesCache(labeler, generation=2, compiled=compiled)
+    text = 'a{x="1"} 1\nb 2\ndrop_me 3\nc 4\n'
+    for _ in range(5):  # more than ``generation`` scrapes in the same order
+        result = cache.process(text, NOW)
+    assert (len(cache), result.series_added) == (4, 0)
+    # Reordered, one series gone, one new: the known series are not labeled again.
+    text = 'c 5\ndrop_me 6\nd 7\na{x="1"} 8\n'
+    result = cache.process(text, NOW)
+    assert decode(result)[:3] == expected(text, NOW)
+    assert (result.series_added, result.samples_stale, result.dropped) == (1, 1, {"relabel": 1})
+    assert labeler.calls == ["a", "b", "drop_me", "c", "d"]
+    for _ in range(5):
+        assert cache.process(text, NOW).series_added == 0
+    result = cache.process(text + "e 9\n", NOW)
+    assert result.series_added == 1 and labeler.calls[5:] == ["e"]
+
+
 def test_churn_is_evicted() -> None:
     labeler = Labeler()
     cache = SeriesCache(labeler, generation=2)

@@ -408,22 +408,22 @@ def test_join_range_assembles_a_chunk_as_bytes_join_does() -> None:
 def test_join_packed_puts_each_kept_head_before_its_packed_bytes() -> None:
     from kubescrape.scrape import _fastpath
 
-    entries = [(b"k%d " % i, b"" if i % 3 == 0 else b"H%d" % i) for i in range(10)]
-    kept = [head for _, head in entries if head]
+    heads = [b"" if i % 3 == 0 else b"H%d" % i for i in range(10)]
+    kept = [head for head in heads if head]
     packed = bytearray(b"".join(bytes([65 + i]) * 15 for i in range(len(kept))))
     chunks, index, offset = [], 0, 0
     while offset < len(packed):
-        data, index, offset = _fastpath.join_packed(entries, packed, index, len(entries), offset, 4)
+        data, index, offset = _fastpath.join_packed(heads, packed, index, len(heads), offset, 4)
         chunks.append(data)
     want = [head + bytes([65 + i]) * 15 for i, head in enumerate(kept)]
     assert chunks == [b"".join(want[i : i + 4]) for i in range(0, len(want), 4)]
-    assert index == len(entries)
+    assert index == len(heads)
     with pytest.raises(ValueError, match="run short"):
-        _fastpath.join_packed(entries, bytearray(15), 0, len(entries), 0, 100)
+        _fastpath.join_packed(heads, bytearray(15), 0, len(heads), 0, 100)
     with pytest.raises(ValueError):
-        _fastpath.join_packed(entries, packed, 0, len(entries) + 1, 0, 4)
+        _fastpath.join_packed(heads, packed, 0, len(heads) + 1, 0, 4)
     with pytest.raises(TypeError):
-        _fastpath.join_packed([(b"k",)], packed, 0, 1, 0, 4)  # type: ignore[list-item]
+        _fastpath.join_packed([b"k", "H"], packed, 0, 2, 0, 4)  # type: ignore[list-item]
 
 
 # -- bodies in pieces --------------------------------------------------------------------------------------
