@@ -153,6 +153,13 @@ def at_least_min(v: float) -> float:
     return v
 
 
+def positive_or_default(v: float, default: float) -> float:
+    """Categraf's rule for ``[global] interval`` and an instance ``timeout``: a non-positive value means
+    ``default``; a positive one must be finite and at least 1 ms."""
+    finite(v)
+    return at_least_min(v) if v > 0 else default
+
+
 def check_url(url: str) -> str:
     """Validate a scrape or remote-write URL: ``http``/``https``, a host, a port in 1-65535, no whitespace
     or control characters. Returns ``url`` unchanged; raises ValueError whose message shows the URL without

@@ -23,6 +23,7 @@ from kubescrape.config.checks import (
     at_least_min,
     check_url,
     parse_go_duration,
+    positive_or_default,
     relabel_rule_error,
 )
 from kubescrape.config.models import GlobalConfig, InstanceConfig, LogConfig, WriterConfig, WriterOptions
@@ -113,8 +114,10 @@ def _positive_seconds(v: Any) -> float:
 def _seconds_or_default(default: float) -> Callable[[Any], float]:
     """Categraf: a non-positive interval or instance timeout means the default."""
     def convert(v: Any) -> float:
-        seconds = _seconds(v)
-        return _positive_seconds(seconds) if seconds > 0 else default
+        try:
+            return positive_or_default(_seconds(v), default)
+        except ValueError:
+            raise _Unsure from None
     return convert
 
 

@@ -29,6 +29,7 @@ from kubescrape.config.checks import (
     check_url,
     finite,
     headers_from_categraf,
+    positive_or_default,
     relabel_rule_error,
     to_seconds,
 )
@@ -135,9 +136,7 @@ class GlobalConfig(BaseModel):
     @field_validator("interval")
     @classmethod
     def _interval_default(cls, v: float) -> float:
-        # Categraf: a non-positive global interval means the 15 s default.
-        finite(v)
-        return at_least_min(v) if v > 0 else 15.0
+        return positive_or_default(v, 15.0)
 
     @field_validator("labels")
     @classmethod
@@ -337,9 +336,7 @@ class InstanceConfig(BaseModel):
     @field_validator("timeout")
     @classmethod
     def _timeout_default(cls, v: float) -> float:
-        # Categraf: a non-positive timeout means the 3 s default.
-        finite(v)
-        return at_least_min(v) if v > 0 else 3.0
+        return positive_or_default(v, 3.0)
 
     @field_validator("urls")
     @classmethod
