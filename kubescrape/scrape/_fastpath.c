@@ -388,6 +388,7 @@ fastpath_join_packed(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
 static PyObject *fastpath_cold_parse(PyObject *module, PyObject *arg);
 static PyObject *fastpath_cold_head(PyObject *module, PyObject *arg);
 static PyObject *fastpath_plain_labels(PyObject *module, PyObject *const *args, Py_ssize_t nargs);
+static PyObject *fastpath_cold_run(PyObject *module, PyObject *const *args, Py_ssize_t nargs);
 
 static PyMethodDef fastpath_methods[] = {
     {"run", (PyCFunction)(void (*)(void))fastpath_run, METH_FASTCALL,
@@ -402,6 +403,8 @@ static PyMethodDef fastpath_methods[] = {
      "sample_head(encode_labels(labels), 6) for a list of str pairs, else None."},
     {"plain_labels", (PyCFunction)(void (*)(void))fastpath_plain_labels, METH_FASTCALL,
      "The labeler's result for a target without filters, prefixes or rules, else None."},
+    {"cold_run", (PyCFunction)(void (*)(void))fastpath_cold_run, METH_FASTCALL,
+     "Consume new series lines of a plain-labeled target from pos; return (pos, samples added)."},
     {NULL, NULL, 0, NULL},
 };
 
@@ -552,30 +555,37 @@ cold_is_ascii(const char *s, Py_ssize_t n)
     return 1;
 }
 
-static PyObject *
-fastpath_cold_parse(PyObject *module, PyObject *arg)
+/* A sample line split by cold_scan(): offsets into the line, the value parsed. */
+struct cold_label {
+    Py_ssize_t name, name_len, value, value_len;
+    int escaped;
+};
+
+struct cold_line {
+    Py_ssize_t name_end, series_end;
+    int count;
+    struct cold_label labels[COLD_MAX_LABELS];
+    double value;
+    int has_ts;
+    long long ts;
+    Py_ssize_t stamp, stamp_len;
+};
+
+/* Split s[0:n] (one line, no newline) the way parser.parse_sample_line() does: 1 for a line it is sure
+ * about (see above; label values are not checked for UTF-8 here), 0 for any other, -1 with an error
+ * set. */
+static int
+cold_scan(const char *s, Py_ssize_t n, struct cold_line *line)
 {
-    (void)module;
-    if (!PyBytes_Check(arg)) {
-        PyErr_SetString(PyExc_TypeError, "cold_parse(line: bytes)");
-        return NULL;
-    }
-    const char *s = PyBytes_AS_STRING(arg);
-    Py_ssize_t n = PyBytes_GET_SIZE(arg);
     Py_ssize_t i = 0;
     if (n == 0 || !(cold_name_start((unsigned char)s[0]) || s[0] == ':')) {
-        Py_RETURN_NONE;
+        return 0;
     }
     while (i < n && (cold_name_char((unsigned char)s[i]) || s[i] == ':')) {
         i++;
     }
-    Py_ssize_t name_end = i;
-    Py_ssize_t starts[COLD_MAX_LABELS], lens[COLD_MAX_LABELS];
+    line->name_end = i;
     int count = 0;
-    PyObject *labels = PyList_New(0);
-    if (labels == NULL) {
-        return NULL;
-    }
     if (i < n && s[i] == '{') {
         i++;
         for (;;) {
@@ -584,7 +594,7 @@ fastpath_cold_parse(PyObject *module, PyObject *arg)
                 break;
             }
             if (i >= n || !cold_name_start((unsigned char)s[i]) || count == COLD_MAX_LABELS) {
-                goto unsure;
+                return 0;
             }
             Py_ssize_t label_start = i;
             while (i < n && cold_name_char((unsigned char)s[i])) {
@@ -592,7 +602,7 @@ fastpath_cold_parse(PyObject *module, PyObject *arg)
             }
             Py_ssize_t label_len = i - label_start;
             if (i + 1 >= n || s[i] != '=' || s[i + 1] != '"') {
-                goto unsure;
+                return 0;
             }
             i += 2;
             Py_ssize_t value_start = i;
@@ -605,7 +615,7 @@ fastpath_cold_parse(PyObject *module, PyObject *arg)
                 i++;
             }
             if (i >= n) {
-                goto unsure; /* unterminated value */
+                return 0; /* unterminated value */
             }
             Py_ssize_t value_len = i - value_start;
             i++;
@@ -613,55 +623,29 @@ fastpath_cold_parse(PyObject *module, PyObject *arg)
                 i++;
             }
             else if (i >= n || s[i] != '}') {
-                goto unsure;
+                return 0;
             }
             if (label_len == 8 && memcmp(s + label_start, "__name__", 8) == 0) {
-                goto unsure;
+                return 0;
             }
             for (int k = 0; k < count; k++) {
-                if (lens[k] == label_len && memcmp(s + starts[k], s + label_start, (size_t)label_len) == 0) {
-                    goto unsure; /* duplicate label name */
+                if (line->labels[k].name_len == label_len &&
+                    memcmp(s + line->labels[k].name, s + label_start, (size_t)label_len) == 0) {
+                    return 0; /* duplicate label name */
                 }
             }
-            starts[count] = label_start;
-            lens[count] = label_len;
-            count++;
-            PyObject *value;
-            if (!escaped && cold_is_ascii(s + value_start, value_len)) {
-                value = cold_ascii(&cold_values[count - 1], s + value_start, value_len);
-            }
-            else {
-                value = cold_value(s + value_start, value_len, escaped);
-                if (value == NULL && !PyErr_Occurred()) {
-                    goto unsure;
-                }
-            }
-            if (value == NULL) {
-                goto error;
-            }
-            PyObject *name = cold_ascii(&cold_names[count - 1], s + label_start, label_len);
-            if (name == NULL) {
-                Py_DECREF(value);
-                goto error;
-            }
-            PyObject *pair = PyTuple_New(2);
-            if (pair == NULL) {
-                Py_DECREF(name);
-                Py_DECREF(value);
-                goto error;
-            }
-            PyTuple_SET_ITEM(pair, 0, name);
-            PyTuple_SET_ITEM(pair, 1, value);
-            int rc = PyList_Append(labels, pair);
-            Py_DECREF(pair);
-            if (rc < 0) {
-                goto error;
-            }
+            struct cold_label *label = &line->labels[count++];
+            label->name = label_start;
+            label->name_len = label_len;
+            label->value = value_start;
+            label->value_len = value_len;
+            label->escaped = escaped;
         }
     }
-    Py_ssize_t series_end = i;
+    line->count = count;
+    line->series_end = i;
     if (i >= n || s[i] != ' ') {
-        goto unsure;
+        return 0;
     }
     i++;
     Py_ssize_t value_start = i;
@@ -671,62 +655,118 @@ fastpath_cold_parse(PyObject *module, PyObject *arg)
     Py_ssize_t value_len = i - value_start;
     char number[64];
     if (value_len >= (Py_ssize_t)sizeof(number) || !cold_decimal(s + value_start, value_len)) {
-        goto unsure;
+        return 0;
     }
     memcpy(number, s + value_start, (size_t)value_len);
     number[value_len] = '\0';
     char *number_end = NULL;
     double value = PyOS_string_to_double(number, &number_end, NULL);
     if (value == -1.0 && PyErr_Occurred()) {
-        goto error;
+        return -1;
     }
     if (number_end != number + value_len || isinf(value) || isnan(value)) {
-        goto unsure; /* out of range (1e400): the Python parser says so */
+        return 0; /* out of range (1e400): the Python parser says so */
     }
-    PyObject *timestamp;
+    line->value = value;
+    line->has_ts = 0;
     if (i < n) {
         i++; /* the blank before the timestamp */
         if (i >= n || n - i > 19) {
-            goto unsure;
+            return 0;
         }
+        line->stamp = i;
+        line->stamp_len = n - i;
         unsigned long long ts = 0;
         for (; i < n; i++) {
             if (s[i] < '0' || s[i] > '9') {
-                goto unsure;
+                return 0;
             }
             ts = ts * 10 + (unsigned long long)(s[i] - '0');
         }
         if (ts > (unsigned long long)LLONG_MAX) {
-            goto unsure;
+            return 0;
         }
-        timestamp = PyLong_FromLongLong((long long)ts);
-        if (timestamp == NULL) {
-            goto error;
+        line->has_ts = 1;
+        line->ts = (long long)ts;
+    }
+    return 1;
+}
+
+static PyObject *
+fastpath_cold_parse(PyObject *module, PyObject *arg)
+{
+    (void)module;
+    if (!PyBytes_Check(arg)) {
+        PyErr_SetString(PyExc_TypeError, "cold_parse(line: bytes)");
+        return NULL;
+    }
+    const char *s = PyBytes_AS_STRING(arg);
+    struct cold_line line;
+    int sure = cold_scan(s, PyBytes_GET_SIZE(arg), &line);
+    if (sure < 0) {
+        return NULL;
+    }
+    if (sure == 0) {
+        Py_RETURN_NONE;
+    }
+    PyObject *labels = PyList_New(line.count);
+    if (labels == NULL) {
+        return NULL;
+    }
+    for (int k = 0; k < line.count; k++) {
+        const struct cold_label *label = &line.labels[k];
+        PyObject *value;
+        if (!label->escaped && cold_is_ascii(s + label->value, label->value_len)) {
+            value = cold_ascii(&cold_values[k], s + label->value, label->value_len);
         }
+        else {
+            value = cold_value(s + label->value, label->value_len, label->escaped);
+            if (value == NULL && !PyErr_Occurred()) {
+                Py_DECREF(labels);
+                Py_RETURN_NONE; /* not UTF-8: the Python parser says so */
+            }
+        }
+        if (value == NULL) {
+            Py_DECREF(labels);
+            return NULL;
+        }
+        PyObject *name = cold_ascii(&cold_names[k], s + label->name, label->name_len);
+        if (name == NULL) {
+            Py_DECREF(value);
+            Py_DECREF(labels);
+            return NULL;
+        }
+        PyObject *pair = PyTuple_New(2);
+        if (pair == NULL) {
+            Py_DECREF(name);
+            Py_DECREF(value);
+            Py_DECREF(labels);
+            return NULL;
+        }
+        PyTuple_SET_ITEM(pair, 0, name);
+        PyTuple_SET_ITEM(pair, 1, value);
+        PyList_SET_ITEM(labels, k, pair);
     }
-    else {
-        timestamp = Py_NewRef(Py_None);
+    PyObject *timestamp = line.has_ts ? PyLong_FromLongLong(line.ts) : Py_NewRef(Py_None);
+    if (timestamp == NULL) {
+        Py_DECREF(labels);
+        return NULL;
     }
-    PyObject *name = PyUnicode_FromStringAndSize(s, name_end);
+    PyObject *name = PyUnicode_FromStringAndSize(s, line.name_end);
     if (name == NULL) {
         Py_DECREF(timestamp);
-        goto error;
+        Py_DECREF(labels);
+        return NULL;
     }
     /* The cache key: the series text and the blank after it. */
-    PyObject *key = PyBytes_FromStringAndSize(s, series_end + 1);
+    PyObject *key = PyBytes_FromStringAndSize(s, line.series_end + 1);
     if (key == NULL) {
         Py_DECREF(name);
         Py_DECREF(timestamp);
-        goto error;
+        Py_DECREF(labels);
+        return NULL;
     }
-    return Py_BuildValue("(NNdNN)", name, labels, value, timestamp, key);
-
-unsure:
-    Py_DECREF(labels);
-    Py_RETURN_NONE;
-error:
-    Py_DECREF(labels);
-    return NULL;
+    return Py_BuildValue("(NNdNN)", name, labels, line.value, timestamp, key);
 }
 
 static char *
@@ -930,4 +970,321 @@ error:
     Py_DECREF(dunder);
     Py_DECREF(out);
     return NULL;
+}
+
+/* ---- Cold run: the new series of a target with a plain labeler, without Python objects per label ----
+ *
+ * cold_run() is the loop of cold_scan() + make_labeler's plain shortcut + cold_head() + SeriesCache._add()
+ * for the usual first scrape of a kubelet target: it consumes new series lines (not in ``entries``) of a
+ * target whose labeler only adds target labels, from the raw bytes to the encoded head, and stops
+ * (without consuming it) at the first line that needs any other decision: a comment, a line that is not
+ * plain ASCII, any line cold_scan() is not sure about, a series already cached, a scraped label that
+ * clashes with a target label, a timestamp outside the window or without a 6-byte varint, the sample
+ * limit. The Python loop handles that line and calls it again. */
+
+struct cold_item {
+    const char *name;
+    Py_ssize_t name_len;
+    const char *value;
+    Py_ssize_t value_len; /* as written (escapes in) */
+    Py_ssize_t out_len;   /* unescaped */
+    int escaped;
+};
+
+/* Length of a label value once ``\\``, ``\"`` and ``\n`` are unescaped (as cold_value() does). */
+static Py_ssize_t
+cold_unescaped_len(const char *s, Py_ssize_t n)
+{
+    Py_ssize_t len = 0;
+    for (Py_ssize_t i = 0; i < n; i++) {
+        if (s[i] == '\\' && i + 1 < n && (s[i + 1] == '\\' || s[i + 1] == '"' || s[i + 1] == 'n')) {
+            i++;
+        }
+        len++;
+    }
+    return len;
+}
+
+static char *
+cold_unescape(char *out, const char *s, Py_ssize_t n)
+{
+    for (Py_ssize_t i = 0; i < n; i++) {
+        if (s[i] == '\\' && i + 1 < n && (s[i + 1] == '\\' || s[i + 1] == '"' || s[i + 1] == 'n')) {
+            *out++ = s[i + 1] == 'n' ? '\n' : s[i + 1];
+            i++;
+            continue;
+        }
+        *out++ = s[i];
+    }
+    return out;
+}
+
+static int
+cold_item_less(const struct cold_item *a, const struct cold_item *b)
+{
+    Py_ssize_t n = a->name_len < b->name_len ? a->name_len : b->name_len;
+    int c = memcmp(a->name, b->name, (size_t)n);
+    return c < 0 || (c == 0 && a->name_len < b->name_len);
+}
+
+/* The head (see cold_head()) of the series of line ``s`` with the target labels ``target`` (a tuple of
+ * (name, value) bytes pairs, UTF-8): a new reference; Py_None (a new reference) when a scraped label
+ * clashes with a target label or there are too many labels; NULL with an error set on failure. */
+static PyObject *
+cold_run_head(const char *s, const struct cold_line *line, PyObject *target)
+{
+    struct cold_item items[2 * COLD_MAX_LABELS + 1];
+    Py_ssize_t ntarget = PyTuple_GET_SIZE(target);
+    int count = 0;
+    if (ntarget + line->count + 1 > (Py_ssize_t)(sizeof(items) / sizeof(items[0]))) {
+        Py_RETURN_NONE;
+    }
+    for (Py_ssize_t k = 0; k < ntarget; k++) {
+        PyObject *pair = PyTuple_GET_ITEM(target, k);
+        PyObject *name = PyTuple_GET_ITEM(pair, 0), *value = PyTuple_GET_ITEM(pair, 1);
+        struct cold_item *item = &items[count++];
+        item->name = PyBytes_AS_STRING(name);
+        item->name_len = PyBytes_GET_SIZE(name);
+        item->value = PyBytes_AS_STRING(value);
+        item->value_len = item->out_len = PyBytes_GET_SIZE(value);
+        item->escaped = 0;
+    }
+    for (int k = 0; k < line->count; k++) {
+        const struct cold_label *label = &line->labels[k];
+        if (label->value_len == 0) {
+            continue; /* an empty scraped label is a missing one */
+        }
+        for (Py_ssize_t j = 0; j < ntarget; j++) {
+            if (items[j].name_len == label->name_len &&
+                memcmp(items[j].name, s + label->name, (size_t)label->name_len) == 0) {
+                Py_RETURN_NONE; /* a clash: exported_* renaming is left to Python */
+            }
+        }
+        struct cold_item *item = &items[count++];
+        item->name = s + label->name;
+        item->name_len = label->name_len;
+        item->value = s + label->value;
+        item->value_len = label->value_len;
+        item->escaped = label->escaped;
+        item->out_len = label->escaped ? cold_unescaped_len(item->value, item->value_len) : label->value_len;
+    }
+    struct cold_item *named = &items[count++];
+    named->name = "__name__";
+    named->name_len = 8;
+    named->value = s;
+    named->value_len = named->out_len = line->name_end;
+    named->escaped = 0;
+    /* Insertion sort by name (names are unique): a dozen labels. */
+    for (int k = 1; k < count; k++) {
+        struct cold_item moving = items[k];
+        int j = k - 1;
+        while (j >= 0 && cold_item_less(&moving, &items[j])) {
+            items[j + 1] = items[j];
+            j--;
+        }
+        items[j + 1] = moving;
+    }
+    Py_ssize_t total = 0;
+    for (int k = 0; k < count; k++) {
+        const struct cold_item *item = &items[k];
+        if (item->out_len == 0) {
+            continue; /* an empty label is a missing one (its name is not even encoded) */
+        }
+        Py_ssize_t label = 1 + cold_varint_len((unsigned long long)item->name_len) + item->name_len + 1 +
+                           cold_varint_len((unsigned long long)item->out_len) + item->out_len;
+        total += 1 + cold_varint_len((unsigned long long)label) + label;
+    }
+    Py_ssize_t series_len = total + 2 + 16;
+    PyObject *head = PyBytes_FromStringAndSize(NULL, 1 + cold_varint_len((unsigned long long)series_len) + total + 3);
+    if (head == NULL) {
+        return NULL;
+    }
+    char *out = PyBytes_AS_STRING(head);
+    *out++ = 0x0a;
+    out = cold_varint(out, (unsigned long long)series_len);
+    for (int k = 0; k < count; k++) {
+        const struct cold_item *item = &items[k];
+        if (item->out_len == 0) {
+            continue;
+        }
+        Py_ssize_t label = 1 + cold_varint_len((unsigned long long)item->name_len) + item->name_len + 1 +
+                           cold_varint_len((unsigned long long)item->out_len) + item->out_len;
+        *out++ = 0x0a;
+        out = cold_varint(out, (unsigned long long)label);
+        *out++ = 0x0a;
+        out = cold_varint(out, (unsigned long long)item->name_len);
+        memcpy(out, item->name, (size_t)item->name_len);
+        out += item->name_len;
+        *out++ = 0x12;
+        out = cold_varint(out, (unsigned long long)item->out_len);
+        if (item->escaped) {
+            out = cold_unescape(out, item->value, item->value_len);
+        }
+        else {
+            memcpy(out, item->value, (size_t)item->value_len);
+            out += item->value_len;
+        }
+    }
+    *out++ = 0x12;
+    *out++ = 16;
+    *out++ = 0x09;
+    return head;
+}
+
+static PyObject *
+fastpath_cold_run(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
+{
+    (void)module;
+    if (nargs != 15) {
+        PyErr_SetString(PyExc_TypeError, "cold_run() takes 15 arguments");
+        return NULL;
+    }
+    PyObject *data = args[0], *target = args[3], *entries = args[4], *new_keys = args[5];
+    PyObject *order_keys = args[6], *order_heads = args[7], *pieces = args[8], *tails = args[9];
+    PyObject *default_tail = args[10];
+    if (!PyBytes_Check(data) || !PyTuple_CheckExact(target) || !PyDict_CheckExact(entries) ||
+        !PyList_CheckExact(new_keys) || !PyList_CheckExact(order_keys) || !PyList_CheckExact(order_heads) ||
+        !PyList_CheckExact(pieces) || !PyDict_CheckExact(tails) || !PyBytes_CheckExact(default_tail) ||
+        PyBytes_GET_SIZE(default_tail) != PACKED_TAIL) {
+        PyErr_SetString(PyExc_TypeError, "cold_run(): unexpected argument types");
+        return NULL;
+    }
+    for (Py_ssize_t k = 0; k < PyTuple_GET_SIZE(target); k++) {
+        PyObject *pair = PyTuple_GET_ITEM(target, k);
+        if (!PyTuple_CheckExact(pair) || PyTuple_GET_SIZE(pair) != 2 ||
+            !PyBytes_CheckExact(PyTuple_GET_ITEM(pair, 0)) || !PyBytes_CheckExact(PyTuple_GET_ITEM(pair, 1))) {
+            PyErr_SetString(PyExc_TypeError, "cold_run(): target labels must be (bytes, bytes) pairs");
+            return NULL;
+        }
+    }
+    Py_ssize_t pos = PyLong_AsSsize_t(args[1]);
+    Py_ssize_t size = PyLong_AsSsize_t(args[2]);
+    int honor = PyObject_IsTrue(args[11]);
+    long long lo = PyLong_AsLongLong(args[12]);
+    long long hi = PyLong_AsLongLong(args[13]);
+    Py_ssize_t max_pieces = PyLong_AsSsize_t(args[14]);
+    if (PyErr_Occurred()) {
+        return NULL;
+    }
+    if (pos < 0 || size < pos || size > PyBytes_GET_SIZE(data)) {
+        PyErr_SetString(PyExc_ValueError, "cold_run(): pos or stop out of range");
+        return NULL;
+    }
+    const char *buf = PyBytes_AS_STRING(data);
+    const char *last_stamp = NULL;
+    Py_ssize_t last_stamp_len = -1;
+    PyObject *last_tail = NULL; /* borrowed from ``tails`` */
+    Py_ssize_t added = 0;
+    struct cold_line line;
+
+    while (pos < size) {
+        const char *s = buf + pos;
+        const char *nl = memchr(s, '\n', (size_t)(size - pos));
+        if (nl == NULL) {
+            break; /* every segment ends with a newline; be safe anyway */
+        }
+        Py_ssize_t n = nl - s;
+        if (n == 0) {
+            pos += 1; /* an empty line: nothing, as in the Python loop */
+            continue;
+        }
+        if (!cold_is_ascii(s, n)) {
+            break;
+        }
+        int sure = cold_scan(s, n, &line);
+        if (sure < 0) {
+            return NULL;
+        }
+        if (sure == 0) {
+            break;
+        }
+        PyObject *tail = default_tail;
+        if (honor && line.has_ts) {
+            const char *stamp = s + line.stamp;
+            if (last_tail != NULL && line.stamp_len == last_stamp_len &&
+                memcmp(stamp, last_stamp, (size_t)last_stamp_len) == 0) {
+                tail = last_tail;
+            }
+            else {
+                PyObject *stamp_obj = PyBytes_FromStringAndSize(stamp, line.stamp_len);
+                if (stamp_obj == NULL) {
+                    return NULL;
+                }
+                tail = PyDict_GetItemWithError(tails, stamp_obj);
+                if (tail == NULL) {
+                    if (PyErr_Occurred()) {
+                        Py_DECREF(stamp_obj);
+                        return NULL;
+                    }
+                    PyObject *fresh = make_tail(stamp, line.stamp_len, lo, hi);
+                    if (fresh == NULL) {
+                        Py_DECREF(stamp_obj);
+                        if (PyErr_Occurred()) {
+                            return NULL;
+                        }
+                        break; /* outside the window or an odd varint length: Python drops or decides */
+                    }
+                    int rc = PyDict_SetItem(tails, stamp_obj, fresh);
+                    Py_DECREF(fresh);
+                    if (rc < 0) {
+                        Py_DECREF(stamp_obj);
+                        return NULL;
+                    }
+                    tail = fresh; /* borrowed: ``tails`` holds it */
+                }
+                Py_DECREF(stamp_obj);
+                if (PyBytes_GET_SIZE(tail) != PACKED_TAIL) {
+                    break; /* not one of ours (cannot happen): Python decides */
+                }
+                last_tail = tail;
+                last_stamp = stamp;
+                last_stamp_len = line.stamp_len;
+            }
+        }
+        if (PyList_GET_SIZE(pieces) + 3 > max_pieces) {
+            break; /* the sample limit: Python raises */
+        }
+        PyObject *key = PyBytes_FromStringAndSize(s, line.series_end + 1);
+        if (key == NULL) {
+            return NULL;
+        }
+        PyObject *cached = PyDict_GetItemWithError(entries, key);
+        if (cached != NULL || PyErr_Occurred()) {
+            Py_DECREF(key);
+            if (cached == NULL) {
+                return NULL;
+            }
+            break; /* a known series (a duplicate line, or the cache of earlier scrapes): Python */
+        }
+        PyObject *head = cold_run_head(s, &line, target);
+        if (head == NULL) {
+            Py_DECREF(key);
+            return NULL;
+        }
+        if (head == Py_None) {
+            Py_DECREF(head);
+            Py_DECREF(key);
+            break;
+        }
+        char value[8];
+        if (PyFloat_Pack8(line.value, value, 1) < 0) {
+            Py_DECREF(head);
+            Py_DECREF(key);
+            return NULL;
+        }
+        PyObject *packed = PyBytes_FromStringAndSize(value, 8);
+        int failed = packed == NULL || PyDict_SetItem(entries, key, head) < 0 || PyList_Append(new_keys, key) < 0 ||
+                     PyList_Append(order_keys, key) < 0 || PyList_Append(order_heads, head) < 0 ||
+                     PyList_Append(pieces, head) < 0 || PyList_Append(pieces, packed) < 0 ||
+                     PyList_Append(pieces, tail) < 0;
+        Py_XDECREF(packed);
+        Py_DECREF(head);
+        Py_DECREF(key);
+        if (failed) {
+            return NULL;
+        }
+        pos += n + 1;
+        added += 1;
+    }
+    return Py_BuildValue("(nn)", pos, added);
 }

@@ -52,3 +52,28 @@ def plain_labels(
     """What ``make_labeler`` returns for a target without filters, prefixes or rules: the scraped labels
     with a value (no ``__name__``), the target labels and ``__name__``, sorted; ``None`` when a scraped
     label clashes with a target label, a name repeats, or the input is not str pairs."""
+
+def cold_run(
+    data: bytes,
+    pos: int,
+    stop: int,
+    target_labels: tuple[tuple[bytes, bytes], ...],
+    entries: dict[bytes, bytes],
+    new_keys: list[bytes],
+    order_keys: list[bytes],
+    order_heads: list[bytes],
+    pieces: list[bytes],
+    tails: dict[bytes, bytes],
+    default_tail: bytes,
+    honor: bool,
+    lo: int,
+    hi: int,
+    max_pieces: int,
+    /,
+) -> tuple[int, int]:
+    """Consume the lines of new series from ``data[pos:stop]`` for a target whose labeler only adds
+    ``target_labels`` (UTF-8 pairs): each one's key and head go into ``entries``, ``new_keys`` and the
+    order, its head, value and tail into ``pieces``. Stops, without consuming it, at the first line that
+    needs another decision (a comment, non-ASCII text, a line ``cold_parse`` is not sure about, a cached
+    series, a clash with a target label, a timestamp outside ``lo..hi`` or without a 6-byte varint, more
+    than ``max_pieces`` pieces). Returns the position reached and the samples added."""

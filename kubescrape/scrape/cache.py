@@ -261,6 +261,10 @@ class SeriesCache:
         if compiled and _compiled is None:
             raise ValueError("the compiled fast path is not available (not built, or KUBESCRAPE_PURE_PYTHON)")
         self._compiled = _compiled if compiled is not False else None
+        # New series of a plainly labeled target are labeled and encoded by the compiled cold loop.
+        self._cold_target = (
+            _plain_target(labeler) if self._compiled is not None and not self._check_labels else None
+        )
 
     @property
     def compiled(self) -> bool:
@@ -622,6 +626,11 @@ class SeriesCache:
         compiled = self._compiled
         in_range = lo >= -_INT64_MAX - 1 and hi <= _INT64_MAX
         warm_run = compiled.run if compiled is not None and in_range else None
+        cold_target = self._cold_target
+        cold_run = None
+        if compiled is not None and cold_target is not None and in_range:
+            cold_run = compiled.cold_run
+        entries: dict[bytes, bytes] | None = None
         # Packed mode (compiled, while every line is where the previous order predicts): the value and
         # tail of each kept sample go into one buffer, the heads being those of the predicted entries;
         # no per-sample objects. Left (unpacked into pieces) as soon as the order diverges.
@@ -710,9 +719,33 @@ class SeriesCache:
                     brace = line.rfind(b"}")
                     key = (line.partition(b" ")[0] if brace < 0 else line[: brace + 1]) + b" "
                     if entries_get is None:
-                        entries_get = self._entries_dict().get
+                        entries = self._entries_dict()
+                        entries_get = entries.get
                     cached = entries_get(key)
                     if cached is None or not line.startswith(key):
+                        if cached is None and cold_run is not None and entries is not None:
+                            # A new series: this one and the new ones after it, labeled in C.
+                            pos, added = cold_run(
+                                data,
+                                pos,
+                                size,
+                                cold_target,
+                                entries,
+                                self._new_keys,
+                                order_keys,
+                                order_heads,
+                                pieces,
+                                tails,
+                                default_tail,
+                                honor,
+                                lo,
+                                hi,
+                                self._max_pieces(),
+                            )
+                            if added:
+                                index += added
+                                pending = index
+                                continue
                         index += slow(line, metadata, scrape_ts_ms, pieces, order)
                         pending = index
                         pos = end + 1
@@ -880,6 +913,13 @@ class SeriesCache:
                 self._limit_check(pieces)
         return 1
 
+    def _max_pieces(self) -> int:
+        """How many pieces the compiled cold loop may fill before the sample limit is Python's to raise."""
+        limit = self._limits.sample_limit
+        if not limit:
+            return _UNLIMITED
+        return max(0, limit - sum(self._window_drops.values())) * 3
+
     def _limit_check(self, pieces: list[bytes]) -> None:
         """Fail as soon as the sample limit is exceeded (new series take this path, so a target with a
         million new series fails after ``sample_limit`` of them, not after parsing them all)."""
@@ -888,6 +928,26 @@ class SeriesCache:
             count = len(pieces) // 3 + sum(self._window_drops.values())
             if count > limit:
                 self._sample_limit_error(count)
+
+
+_UNLIMITED = (1 << 62) - 1
+
+
+def _plain_target(labeler: Labeler) -> tuple[tuple[bytes, bytes], ...] | None:
+    """The target labels of a :class:`~kubescrape.scrape.targets.PlainLabeler`, UTF-8, for the compiled
+    cold loop; None for any other labeler, or target labels it should not handle (``__name__``, a
+    repeated name, text that is not UTF-8)."""
+    labels: tuple[tuple[str, str], ...] | None = getattr(labeler, "plain_target_labels", None)
+    if labels is None:
+        return None
+    try:
+        encoded = tuple((name.encode("utf-8"), value.encode("utf-8")) for name, value in labels)
+    except UnicodeEncodeError:
+        return None
+    names = {name for name, _ in encoded}
+    if b"__name__" in names or len(names) != len(encoded):
+        return None
+    return encoded
 
 
 _Segment = tuple[bytes, int, int]

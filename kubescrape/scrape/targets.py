@@ -652,27 +652,46 @@ def make_labeler(target: Target) -> Labeler:
     )
     if plain and not external and not write_rules:
         # No filter, prefix or rule (the usual kubelet job): only the target labels join the scraped ones.
-        # The compiled helper does that without a dict; it leaves clashes (exported_*) to Python.
+        return PlainLabeler(target_labels, label)
+    return label
+
+
+class PlainLabeler:
+    """:func:`make_labeler`'s labeler for a target without filters, prefixes or rules (the usual kubelet
+    job): the scraped labels with a value, the target labels and ``__name__``, sorted.
+
+    A clash between a scraped and a target label (``exported_`` renaming) is left to the full labeler.
+    Because nothing else happens, the series cache may label a new series itself from its raw text
+    (``_fastpath.cold_run``, compiled) when it sees ``plain_target_labels``; the differential tests
+    prove that gives the same labels as calling this."""
+
+    __slots__ = ("_compiled", "_full", "_names", "plain_target_labels")
+
+    def __init__(self, target_labels: tuple[tuple[str, str], ...], full: Labeler) -> None:
         from kubescrape.scrape.cache import COMPILED
 
-        compiled_labels: _PlainLabels | None = None
+        self.plain_target_labels = target_labels
+        self._names = {k for k, _ in target_labels}
+        self._full = full
+        # The compiled helper joins the labels without a dict; it leaves clashes to Python.
+        self._compiled: _PlainLabels | None = None
         if COMPILED:
-            from kubescrape.scrape._fastpath import plain_labels as compiled_labels
+            from kubescrape.scrape._fastpath import plain_labels
 
-        def plain_label(name: str, scraped: list[tuple[str, str]]) -> list[tuple[str, str]] | None:
-            if compiled_labels is not None:
-                done: list[tuple[str, str]] | None = compiled_labels(name, scraped, target_labels)
-                if done is not None:
-                    return done
-            lset = {key: value for key, value in scraped if value and key != "__name__"}
-            if not target_names.isdisjoint(lset):
-                return label(name, scraped)
-            lset.update(target_labels)
-            lset["__name__"] = name
-            return sorted(lset.items())
+            self._compiled = plain_labels
 
-        return plain_label
-    return label
+    def __call__(self, name: str, scraped: list[tuple[str, str]]) -> list[tuple[str, str]] | None:
+        target_labels = self.plain_target_labels
+        if self._compiled is not None:
+            done: list[tuple[str, str]] | None = self._compiled(name, scraped, target_labels)
+            if done is not None:
+                return done
+        lset = {key: value for key, value in scraped if value and key != "__name__"}
+        if not self._names.isdisjoint(lset):
+            return self._full(name, scraped)
+        lset.update(target_labels)
+        lset["__name__"] = name
+        return sorted(lset.items())
 
 
 def synthetic_labels(target: Target, name: str) -> list[tuple[str, str]]:

@@ -11,19 +11,21 @@ invalid UTF-8, duplicate and ``__name__`` labels, empty values, huge labels, odd
 from __future__ import annotations
 
 import struct
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import pytest
 from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
+from kubescrape.config.models import AgentConfig, GlobalConfig, InstanceConfig
 from kubescrape.emulator.payloads import NodePayloads
 from kubescrape.errors import ParseError
 from kubescrape.remote_write.encode import encode_labels, sample_head
-from kubescrape.scrape.cache import COMPILED, ScrapeLimits
+from kubescrape.scrape.cache import COMPILED, ScrapeLimits, SeriesCache
 from kubescrape.scrape.parser import Metadata, decode_line, parse_line
+from kubescrape.scrape.targets import PlainLabeler, build_targets, make_labeler
 from kubescrape.testing import FakeClock
-from tests.scrape.test_fastpath import assert_same
+from tests.scrape.test_fastpath import assert_same, outcome
 
 pytestmark = pytest.mark.skipif(
     not COMPILED, reason="the compiled fast path is not built here (or KUBESCRAPE_PURE_PYTHON is set)"
@@ -375,3 +377,142 @@ def test_cold_scrapes_agree_on_the_kubelet_payload_with_churn() -> None:
     assert first[0] == "ok"
     assert isinstance(first[2], int) and first[2] > 1000
     assert first[4] == first[2]  # every series of the first scrape is new
+
+
+# -- the compiled cold loop (cold_run): new series of a plainly labeled target ----------------------------
+
+
+def plain_labeler(labels: dict[str, str]) -> PlainLabeler:
+    """The agent's own labeler for a kubelet target with these target labels and no rules: the one the
+    series cache hands to the compiled cold loop."""
+    target = build_targets(AgentConfig(
+        global_=GlobalConfig(hostname="node-1", interval=15.0, omit_hostname=True),
+        instances=[InstanceConfig(urls=["https://10.0.0.1:10250/metrics/cadvisor"], labels=labels)],
+    ))[0]
+    made = make_labeler(target)
+    assert isinstance(made, PlainLabeler)
+    return made
+
+
+class CountingLabeler:
+    """A plain labeler that counts its calls (the compiled cold loop labels without calling it)."""
+
+    def __init__(self, inner: PlainLabeler) -> None:
+        self.plain_target_labels = inner.plain_target_labels
+        self.inner = inner
+        self.calls = 0
+
+    def __call__(self, name: str, scraped: list[tuple[str, str]]) -> list[tuple[str, str]] | None:
+        self.calls += 1
+        return self.inner(name, scraped)
+
+
+# Target labels: usual ones, one with an empty value, non-ASCII text, names that sort before and after
+# the scraped ones; scraped label names that clash with them (exported_* renaming, left to Python).
+_target_label_sets = st.sampled_from([
+    {"instance": "node-1:10250", "job": "kubelet"},
+    {"instance": "node-1:10250", "job": "kubelet", "exported_job": "x", "zone": ""},
+    {"a": "é", "zz": "日本", "cluster": "c\\\"\n"},
+    {},
+])
+_plain_stamps = st.sampled_from(
+    ["", f" {NOW}", f" {NOW - 1}", f" {NOW}", " 5", f" {NOW + 3_600_000}", " 0034359738368", " 34359738367",
+     f" {NOW - 700_000_000}"]
+)
+_plain_lines = st.builds(
+    lambda name, pairs, value, stamp: (
+        f"{name}{{{','.join(f'{k}={chr(34)}{v}{chr(34)}' for k, v in pairs)}}} {value}{stamp}".encode(
+            "utf-8", "surrogateescape"
+        )
+    ),
+    st.sampled_from(["a", "b_total", "c:d", "container_cpu_usage_seconds_total"]),
+    st.lists(
+        st.tuples(st.sampled_from(["x", "y", "pod", "job", "instance", "exported_job", "zone", "a", "zz"]),
+                  _label_values),
+        max_size=4,
+        unique_by=lambda p: p[0],
+    ),
+    _clean_numbers,
+    _plain_stamps,
+)
+_other_lines = st.sampled_from(
+    [b"", b"# HELP a help text", b"# TYPE a gauge", b"# TYPE b_total counter", b"#", b"a 1", b"a{} 2",
+     b"a{x=\"1\",} 3", b" a 1", b"c:d NaN"]
+)
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    st.lists(
+        st.one_of(_plain_lines, _plain_lines, _plain_lines, _other_lines, _lines()), min_size=1, max_size=20
+    ),
+    _target_label_sets,
+    st.booleans(),
+    st.sampled_from([None, ScrapeLimits(sample_limit=3), ScrapeLimits(sample_limit=8),
+                     ScrapeLimits(label_value_length_limit=50)]),
+)
+def test_cold_run_scrapes_agree(
+    lines: list[bytes], labels: dict[str, str], honor: bool, limits: ScrapeLimits | None
+) -> None:
+    """A plainly labeled target: the compiled cold loop and the pure-Python path give the same bytes,
+    counts and errors on a first scrape, a reordered one with a repeated line, and one with new lines."""
+    first = b"\n".join(lines) + b"\n"
+    second = b"\n".join([*reversed(lines), lines[0]]) + b"\n"
+    third = b"\n".join([*lines, b"new_series{pod=\"p\"} 1", b"new_series{pod=\"q\"} 2"]) + b"\n"
+    assert_same(
+        [(first, NOW), (second, NOW + 15_000), (third, NOW + 30_000)],
+        labeler=plain_labeler(labels),
+        honor_timestamps=honor,
+        limits=limits,
+    )
+
+
+def test_cold_run_labels_new_series_itself_on_the_kubelet_payload_with_churn() -> None:
+    """The emulator's cAdvisor payload with pods replaced: same outcomes as the pure-Python path, and the
+    compiled cache labels the first scrape's series without calling the labeler."""
+    clock = FakeClock(autojump=False)
+    node = NodePayloads("node-1", "10.0.0.1", 12, churn_per_min=20.0, seed=3, clock=clock)
+    scrapes = []
+    for _ in range(4):
+        scrapes.append((node.cadvisor(), int(clock.time() * 1000)))
+        clock.advance(15.0)
+    inner = plain_labeler({"instance": "node-1:10250", "job": "kubelet"})
+    counting = CountingLabeler(inner)
+    compiled = SeriesCache(counting, compiled=True)
+    pure = SeriesCache(inner, compiled=False)
+    for i, (body, ts) in enumerate(scrapes):
+        got = outcome(compiled, body, ts)
+        assert got == outcome(pure, body, ts), f"scrape {i} differs"
+        assert got[0] == "ok"
+        if i == 0:
+            assert isinstance(got[2], int) and got[2] > 1000
+            assert counting.calls == 0  # every series of the first scrape labeled by cold_run
+    assert counting.calls == 0
+
+
+def test_cold_run_leaves_clashes_and_label_limits_to_python() -> None:
+    """A scraped label that clashes with a target label is labeled by Python (exported_job); with label
+    limits set the compiled cold loop is not used at all."""
+    inner = plain_labeler({"instance": "node-1:10250", "job": "kubelet"})
+    body = b'a{pod="p"} 1\na{job="j",pod="p"} 2\n'
+    counting = CountingLabeler(inner)
+    assert outcome(SeriesCache(counting, compiled=True), body, NOW) == outcome(
+        SeriesCache(inner, compiled=False), body, NOW
+    )
+    assert counting.calls == 1
+    limited = CountingLabeler(inner)
+    SeriesCache(limited, compiled=True, limits=ScrapeLimits(label_limit=10)).process(body, NOW)
+    assert limited.calls == 2
+
+
+def test_cold_run_rejects_wrong_arguments() -> None:
+    tail = b"\x10" + b"\x80" * 5 + b"\x01"
+    cold_run: Any = _fastpath.cold_run  # called with wrong arguments on purpose
+    args: list[object] = [b"a 1\n", 0, 4, (), {}, [], [], [], [], {}, tail, True, 0, 1 << 62, 1 << 62]
+    assert cold_run(*args) == (4, 1)
+    with pytest.raises(TypeError):
+        cold_run(*args[:-1])
+    with pytest.raises(TypeError):
+        cold_run(*args[:3], ((b"job", "kubelet"),), *args[4:])
+    with pytest.raises(ValueError):
+        cold_run(args[0], 0, 99, *args[3:])
