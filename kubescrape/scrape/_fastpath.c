@@ -413,9 +413,12 @@ static struct PyModuleDef fastpath_module = {
     NULL, NULL, NULL, NULL,
 };
 
+static void init_name_class(void);
+
 PyMODINIT_FUNC
 PyInit__fastpath(void)
 {
+    init_name_class();
     return PyModule_Create(&fastpath_module);
 }
 
@@ -432,16 +435,36 @@ PyInit__fastpath(void)
 
 #define COLD_MAX_LABELS 64
 
+/* Character classes of names: bit 1 a label name's first character, bit 2 any later one, bit 4 a metric
+ * name's first character, bit 8 any later one (``:`` is allowed in metric names only). */
+#define NAME_START 1
+#define NAME_CHAR 2
+#define METRIC_START 4
+#define METRIC_CHAR 8
+static unsigned char name_class[256];
+
+static void
+init_name_class(void)
+{
+    for (int c = 0; c < 256; c++) {
+        int alpha = (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || c == '_';
+        int digit = c >= '0' && c <= '9';
+        name_class[c] = (unsigned char)((alpha ? NAME_START | NAME_CHAR | METRIC_START | METRIC_CHAR : 0) |
+                                        (digit ? NAME_CHAR | METRIC_CHAR : 0) |
+                                        (c == ':' ? METRIC_START | METRIC_CHAR : 0));
+    }
+}
+
 static int
 cold_name_start(unsigned char c)
 {
-    return (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || c == '_';
+    return name_class[c] & NAME_START;
 }
 
 static int
 cold_name_char(unsigned char c)
 {
-    return cold_name_start(c) || (c >= '0' && c <= '9');
+    return name_class[c] & NAME_CHAR;
 }
 
 /* Whether s[0:n] is a number Go's ParseFloat takes, in decimal notation (no NaN/Inf, no hex). */
@@ -547,7 +570,15 @@ cold_ascii(PyObject **slot, const char *s, Py_ssize_t n)
 static int
 cold_is_ascii(const char *s, Py_ssize_t n)
 {
-    for (Py_ssize_t i = 0; i < n; i++) {
+    Py_ssize_t i = 0;
+    for (; i + 8 <= n; i += 8) {
+        unsigned long long word;
+        memcpy(&word, s + i, 8);
+        if (word & 0x8080808080808080ULL) {
+            return 0;
+        }
+    }
+    for (; i < n; i++) {
         if ((unsigned char)s[i] >= 0x80) {
             return 0;
         }
@@ -578,10 +609,10 @@ static int
 cold_scan(const char *s, Py_ssize_t n, struct cold_line *line)
 {
     Py_ssize_t i = 0;
-    if (n == 0 || !(cold_name_start((unsigned char)s[0]) || s[0] == ':')) {
+    if (n == 0 || !(name_class[(unsigned char)s[0]] & METRIC_START)) {
         return 0;
     }
-    while (i < n && (cold_name_char((unsigned char)s[i]) || s[i] == ':')) {
+    while (i < n && (name_class[(unsigned char)s[i]] & METRIC_CHAR)) {
         i++;
     }
     line->name_end = i;
@@ -607,12 +638,18 @@ cold_scan(const char *s, Py_ssize_t n, struct cold_line *line)
             i += 2;
             Py_ssize_t value_start = i;
             int escaped = 0;
-            while (i < n && s[i] != '"') {
-                if (s[i] == '\\') {
-                    escaped = 1;
+            const char *quote = i < n ? memchr(s + i, '"', (size_t)(n - i)) : NULL;
+            if (quote != NULL && memchr(s + i, '\\', (size_t)(quote - (s + i))) == NULL) {
+                i = quote - s; /* no escape before the closing quote (the usual value) */
+            }
+            else {
+                while (i < n && s[i] != '"') {
+                    if (s[i] == '\\') {
+                        escaped = 1;
+                        i++;
+                    }
                     i++;
                 }
-                i++;
             }
             if (i >= n) {
                 return 0; /* unterminated value */
@@ -1135,16 +1172,15 @@ static PyObject *
 fastpath_cold_run(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
 {
     (void)module;
-    if (nargs != 15) {
-        PyErr_SetString(PyExc_TypeError, "cold_run() takes 15 arguments");
+    if (nargs != 14) {
+        PyErr_SetString(PyExc_TypeError, "cold_run() takes 14 arguments");
         return NULL;
     }
     PyObject *data = args[0], *target = args[3], *entries = args[4], *new_keys = args[5];
-    PyObject *order_keys = args[6], *order_heads = args[7], *pieces = args[8], *tails = args[9];
-    PyObject *default_tail = args[10];
+    PyObject *order_keys = args[6], *order_heads = args[7], *pieces = args[8], *default_tail = args[9];
     if (!PyBytes_Check(data) || !PyTuple_CheckExact(target) || !PyDict_CheckExact(entries) ||
         !PyList_CheckExact(new_keys) || !PyList_CheckExact(order_keys) || !PyList_CheckExact(order_heads) ||
-        !PyList_CheckExact(pieces) || !PyDict_CheckExact(tails) || !PyBytes_CheckExact(default_tail) ||
+        !PyList_CheckExact(pieces) || !PyBytes_CheckExact(default_tail) ||
         PyBytes_GET_SIZE(default_tail) != PACKED_TAIL) {
         PyErr_SetString(PyExc_TypeError, "cold_run(): unexpected argument types");
         return NULL;
@@ -1159,10 +1195,10 @@ fastpath_cold_run(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
     }
     Py_ssize_t pos = PyLong_AsSsize_t(args[1]);
     Py_ssize_t size = PyLong_AsSsize_t(args[2]);
-    int honor = PyObject_IsTrue(args[11]);
-    long long lo = PyLong_AsLongLong(args[12]);
-    long long hi = PyLong_AsLongLong(args[13]);
-    Py_ssize_t max_pieces = PyLong_AsSsize_t(args[14]);
+    int honor = PyObject_IsTrue(args[10]);
+    long long lo = PyLong_AsLongLong(args[11]);
+    long long hi = PyLong_AsLongLong(args[12]);
+    Py_ssize_t max_pieces = PyLong_AsSsize_t(args[13]);
     if (PyErr_Occurred()) {
         return NULL;
     }
@@ -1171,11 +1207,12 @@ fastpath_cold_run(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
         return NULL;
     }
     const char *buf = PyBytes_AS_STRING(data);
-    const char *last_stamp = NULL;
-    Py_ssize_t last_stamp_len = -1;
-    PyObject *last_tail = NULL; /* borrowed from ``tails`` */
+    /* The tail of the previous explicit timestamp: kubelet payloads repeat one stamp for many lines. */
+    long long last_ts = -1;
+    PyObject *last_tail = NULL; /* owned */
     Py_ssize_t added = 0;
     struct cold_line line;
+    PyObject *result = NULL;
 
     while (pos < size) {
         const char *s = buf + pos;
@@ -1188,103 +1225,82 @@ fastpath_cold_run(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
             pos += 1; /* an empty line: nothing, as in the Python loop */
             continue;
         }
-        if (!cold_is_ascii(s, n)) {
-            break;
-        }
         int sure = cold_scan(s, n, &line);
         if (sure < 0) {
-            return NULL;
+            goto done;
         }
         if (sure == 0) {
             break;
         }
+        /* Names, value and timestamp of a line cold_scan() takes are ASCII: only label values may not be
+         * (their UTF-8 is validated by the Python path). */
+        int ascii = 1;
+        for (int k = 0; k < line.count && ascii; k++) {
+            ascii = cold_is_ascii(s + line.labels[k].value, line.labels[k].value_len);
+        }
+        if (!ascii) {
+            break;
+        }
         PyObject *tail = default_tail;
         if (honor && line.has_ts) {
-            const char *stamp = s + line.stamp;
-            if (last_tail != NULL && line.stamp_len == last_stamp_len &&
-                memcmp(stamp, last_stamp, (size_t)last_stamp_len) == 0) {
-                tail = last_tail;
-            }
-            else {
-                PyObject *stamp_obj = PyBytes_FromStringAndSize(stamp, line.stamp_len);
-                if (stamp_obj == NULL) {
-                    return NULL;
-                }
-                tail = PyDict_GetItemWithError(tails, stamp_obj);
-                if (tail == NULL) {
+            if (last_tail == NULL || line.ts != last_ts) {
+                /* The same tail the tails dict and _new_tail() give: 0x10 + a 6-byte varint. */
+                PyObject *fresh = make_tail(s + line.stamp, line.stamp_len, lo, hi);
+                if (fresh == NULL) {
                     if (PyErr_Occurred()) {
-                        Py_DECREF(stamp_obj);
-                        return NULL;
+                        goto done;
                     }
-                    PyObject *fresh = make_tail(stamp, line.stamp_len, lo, hi);
-                    if (fresh == NULL) {
-                        Py_DECREF(stamp_obj);
-                        if (PyErr_Occurred()) {
-                            return NULL;
-                        }
-                        break; /* outside the window or an odd varint length: Python drops or decides */
-                    }
-                    int rc = PyDict_SetItem(tails, stamp_obj, fresh);
-                    Py_DECREF(fresh);
-                    if (rc < 0) {
-                        Py_DECREF(stamp_obj);
-                        return NULL;
-                    }
-                    tail = fresh; /* borrowed: ``tails`` holds it */
+                    break; /* outside the window or an odd varint length: Python drops or decides */
                 }
-                Py_DECREF(stamp_obj);
-                if (PyBytes_GET_SIZE(tail) != PACKED_TAIL) {
-                    break; /* not one of ours (cannot happen): Python decides */
-                }
-                last_tail = tail;
-                last_stamp = stamp;
-                last_stamp_len = line.stamp_len;
+                Py_XSETREF(last_tail, fresh);
+                last_ts = line.ts;
             }
+            tail = last_tail;
         }
         if (PyList_GET_SIZE(pieces) + 3 > max_pieces) {
             break; /* the sample limit: Python raises */
         }
-        PyObject *key = PyBytes_FromStringAndSize(s, line.series_end + 1);
-        if (key == NULL) {
-            return NULL;
-        }
-        PyObject *cached = PyDict_GetItemWithError(entries, key);
-        if (cached != NULL || PyErr_Occurred()) {
-            Py_DECREF(key);
-            if (cached == NULL) {
-                return NULL;
-            }
-            break; /* a known series (a duplicate line, or the cache of earlier scrapes): Python */
-        }
         PyObject *head = cold_run_head(s, &line, target);
         if (head == NULL) {
-            Py_DECREF(key);
-            return NULL;
+            goto done;
         }
         if (head == Py_None) {
             Py_DECREF(head);
+            break;
+        }
+        PyObject *key = PyBytes_FromStringAndSize(s, line.series_end + 1);
+        if (key == NULL) {
+            Py_DECREF(head);
+            goto done;
+        }
+        /* One lookup: inserted unless the series is cached already (a duplicate line, or the cache of
+         * earlier scrapes), which the Python loop then handles. */
+        PyObject *kept = PyDict_SetDefault(entries, key, head);
+        if (kept != head) {
+            Py_DECREF(head);
             Py_DECREF(key);
+            if (kept == NULL) {
+                goto done;
+            }
             break;
         }
         char value[8];
-        if (PyFloat_Pack8(line.value, value, 1) < 0) {
-            Py_DECREF(head);
-            Py_DECREF(key);
-            return NULL;
-        }
-        PyObject *packed = PyBytes_FromStringAndSize(value, 8);
-        int failed = packed == NULL || PyDict_SetItem(entries, key, head) < 0 || PyList_Append(new_keys, key) < 0 ||
-                     PyList_Append(order_keys, key) < 0 || PyList_Append(order_heads, head) < 0 ||
-                     PyList_Append(pieces, head) < 0 || PyList_Append(pieces, packed) < 0 ||
-                     PyList_Append(pieces, tail) < 0;
+        PyObject *packed = NULL;
+        int failed = PyList_Append(new_keys, key) < 0 || PyFloat_Pack8(line.value, value, 1) < 0 ||
+                     (packed = PyBytes_FromStringAndSize(value, 8)) == NULL || PyList_Append(order_keys, key) < 0 ||
+                     PyList_Append(order_heads, head) < 0 || PyList_Append(pieces, head) < 0 ||
+                     PyList_Append(pieces, packed) < 0 || PyList_Append(pieces, tail) < 0;
         Py_XDECREF(packed);
         Py_DECREF(head);
         Py_DECREF(key);
         if (failed) {
-            return NULL;
+            goto done;
         }
         pos += n + 1;
         added += 1;
     }
-    return Py_BuildValue("(nn)", pos, added);
+    result = Py_BuildValue("(nn)", pos, added);
+done:
+    Py_XDECREF(last_tail);
+    return result;
 }

@@ -8,7 +8,6 @@ def run(
     heads: list[bytes],
     index: int,
     pieces: list[bytes],
-    tails: dict[bytes, bytes],
     default_tail: bytes,
     honor: bool,
     lo: int,

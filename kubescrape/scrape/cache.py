@@ -735,7 +735,6 @@ class SeriesCache:
                                 order_keys,
                                 order_heads,
                                 pieces,
-                                tails,
                                 default_tail,
                                 honor,
                                 lo,

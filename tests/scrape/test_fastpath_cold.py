@@ -508,7 +508,7 @@ def test_cold_run_leaves_clashes_and_label_limits_to_python() -> None:
 def test_cold_run_rejects_wrong_arguments() -> None:
     tail = b"\x10" + b"\x80" * 5 + b"\x01"
     cold_run: Any = _fastpath.cold_run  # called with wrong arguments on purpose
-    args: list[object] = [b"a 1\n", 0, 4, (), {}, [], [], [], [], {}, tail, True, 0, 1 << 62, 1 << 62]
+    args: list[object] = [b"a 1\n", 0, 4, (), {}, [], [], [], [], tail, True, 0, 1 << 62, 1 << 62]
     assert cold_run(*args) == (4, 1)
     with pytest.raises(TypeError):
         cold_run(*args[:-1])
