@@ -41,6 +41,7 @@ from __future__ import annotations
 import os
 import struct
 from collections.abc import Callable, Iterable, Iterator
+from itertools import compress as select
 from types import ModuleType
 from typing import NamedTuple, Protocol
 
@@ -548,7 +549,8 @@ class SeriesCache:
         if self._track_all:
             tracked = current
         else:
-            tracked = {canonical(h, h) for h, t in zip(heads, tails, strict=True) if t == default_tail}
+            own = select(heads, map(default_tail.__eq__, tails))
+            tracked = {canonical(h, h) for h in own} if self._odd_heads else set(own)
         gone = [h for h in self._tracked if h not in current]
         self._tracked = tracked
         self._stale_count = 0
@@ -639,7 +641,13 @@ class SeriesCache:
         slow = self._slow_line
         comments_seen = self._comments
         comments: set[bytes] = set()
+        # ``index`` counts the samples of this scrape; ``p`` is where the next line is predicted in the
+        # previous order. They part when series come or go: a new series does not move ``p`` (the next line
+        # is still predicted to be keys[p]); a known series found elsewhere moves it to just after that
+        # series (``positions``, built at the first such line), so the compiled loop takes over again.
         index = 0
+        p = 0
+        positions: dict[bytes, int] | None = None
 
         for data, pos, size in segments:
             # Python's float() strips \v, \f and \r where Prometheus' lexer keeps them in the value token:
@@ -655,20 +663,20 @@ class SeriesCache:
                 # redone), whichever segment holds the odd byte.
                 diverged = True
                 if vt is not None:
-                    _unpack(heads, index, vt, vt_len, pieces)
+                    _unpack(heads, p, vt, vt_len, pieces)
                     vt = None
             run = warm_run if fast else None
             find = data.find
             startswith = data.startswith
             while pos < size:
-                if run is not None and index < npredicted:
-                    pos, index, vt_len = run(
+                if run is not None and p < npredicted:
+                    pos, reached, vt_len = run(
                         data,
                         pos,
                         size,
                         keys,
                         heads,
-                        index,
+                        p,
                         pieces,
                         tails,
                         default_tail,
@@ -678,15 +686,17 @@ class SeriesCache:
                         vt,
                         vt_len,
                     )
+                    index += reached - p
+                    p = reached
                     if pos >= size:
                         break
-                if fast and index < npredicted:
-                    key = keys[index]
+                if fast and p < npredicted:
+                    key = keys[p]
                     hit = startswith(key, pos)
                 else:  # past the previous scrape's series (every line of a first scrape)
                     hit = False
                 if hit:
-                    head = heads[index]
+                    head = heads[p]
                     start = pos + len(key)
                     end = find(b"\n", start)
                     value, _, stamp = data[start:end].partition(b" ")
@@ -706,14 +716,14 @@ class SeriesCache:
                     if not diverged:
                         diverged = True
                         if vt is not None:
-                            _unpack(heads, index, vt, vt_len, pieces)
+                            _unpack(heads, p, vt, vt_len, pieces)
                             vt = None
-                    if pending < index:
-                        order_keys.extend(keys[pending:index])
-                        order_heads.extend(heads[pending:index])
+                    if pending < p:
+                        order_keys.extend(keys[pending:p])
+                        order_heads.extend(heads[pending:p])
+                        pending = p
                     if line[0] in b" \t" or not fast or not line.isascii():
                         index += slow(line, metadata, scrape_ts_ms, pieces, order)
-                        pending = index
                         pos = end + 1
                         continue
                     brace = line.rfind(b"}")
@@ -743,10 +753,8 @@ class SeriesCache:
                             )
                             if added:
                                 index += added
-                                pending = index
                                 continue
                         index += slow(line, metadata, scrape_ts_ms, pieces, order)
-                        pending = index
                         pos = end + 1
                         continue
                     head = cached
@@ -776,21 +784,28 @@ class SeriesCache:
                     if not diverged:
                         diverged = True
                         if vt is not None:
-                            _unpack(heads, index, vt, vt_len, pieces)
+                            _unpack(heads, p, vt, vt_len, pieces)
                             vt = None
-                    if pending < index:
-                        order_keys.extend(keys[pending:index])
-                        order_heads.extend(heads[pending:index])
+                    if pending < p:
+                        order_keys.extend(keys[pending:p])
+                        order_heads.extend(heads[pending:p])
                     index += slow(data[pos:end], metadata, scrape_ts_ms, pieces, order)
-                    pending = index
+                    if hit:
+                        p += 1
+                    else:
+                        p, positions = _resync(keys, key, p, positions)
+                    pending = p
                     pos = end + 1
                     continue
                 pos = end + 1
                 index += 1
-                if not hit:  # found through the dict, not where the order predicted
+                if hit:
+                    p += 1
+                else:  # found through the dict, not where the order predicted
                     order_keys.append(key)
                     order_heads.append(head)
-                    pending = index
+                    p, positions = _resync(keys, key, p, positions)
+                    pending = p
                 if head:
                     if vt is not None:  # packed mode: not diverged
                         vt[vt_len : vt_len + 8] = packed
@@ -799,14 +814,14 @@ class SeriesCache:
                     else:
                         extend((head, packed, tail))
         self._comments = comments
-        if not diverged and index == npredicted:
+        if not diverged and p == npredicted:
             if vt is not None:
                 return _Packed(heads, index, vt, vt_len), index, predicted
             return pieces, index, predicted
-        order_keys.extend(keys[pending:index])
-        order_heads.extend(heads[pending:index])
+        order_keys.extend(keys[pending:p])
+        order_heads.extend(heads[pending:p])
         if vt is not None:  # not diverged
-            _unpack(heads, index, vt, vt_len, pieces)
+            _unpack(heads, p, vt, vt_len, pieces)
         return pieces, index, order
 
     def _slow_line(
@@ -930,6 +945,26 @@ class SeriesCache:
 
 
 _UNLIMITED = (1 << 62) - 1
+
+_RESYNC_AHEAD = 256
+"""How far ahead of the predicted position a known series is looked for before the whole order is."""
+
+
+def _resync(
+    keys: list[bytes], key: bytes, p: int, positions: dict[bytes, int] | None
+) -> tuple[int, dict[bytes, int] | None]:
+    """Where the line after ``key`` (a known series not where the order predicted) is predicted: just after
+    ``key``'s place in the previous order ``keys``, looked for a little ahead of ``p`` first (series that
+    went away leave short gaps), then in the whole order (``positions``, built on first use and returned);
+    ``p`` itself when ``key`` was not in the previous scrape."""
+    try:
+        return keys.index(key, p, p + _RESYNC_AHEAD) + 1, positions
+    except ValueError:
+        pass
+    if positions is None:
+        positions = dict(zip(keys, range(len(keys)), strict=True))
+    found = positions.get(key)
+    return (p if found is None else found + 1), positions
 
 
 def _plain_target(labeler: Labeler) -> tuple[tuple[bytes, bytes], ...] | None:

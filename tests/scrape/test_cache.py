@@ -615,3 +615,58 @@ def test_remembered_comment_lines_are_bounded() -> None:
     cache.process(text, NOW)
     assert 0 < len(cache._comments) <= 4096
     assert sum(map(len, cache._comments)) <= 4096 * 512
+
+
+class RunCounter:
+    """The compiled module, counting the lines its warm loop (``run``) takes."""
+
+    def __init__(self, compiled: object) -> None:
+        self.compiled = compiled
+        self.taken = 0
+
+    def __getattr__(self, name: str) -> object:
+        return getattr(self.compiled, name)
+
+    def run(self, *args: object) -> tuple[int, int, int]:
+        result: tuple[int, int, int] = getattr(self.compiled, "run")(*args)  # noqa: B009
+        start = args[5]
+        assert isinstance(start, int)
+        self.taken += result[1] - start
+        return result
+
+
+@pytest.mark.parametrize("compiled", [False, None])
+def test_the_prediction_finds_its_place_again_when_series_come_and_go(compiled: bool | None) -> None:
+    """Pod churn: series inserted, removed or moved far away do not leave the rest of the scrape
+    mispredicted. The output is exact, the order kept for the next scrape holds each series of this one
+    once, in order, and the compiled loop takes every line that is where the order predicts it: all but
+    the series the previous scrape did not have and the first line after each gap or jump."""
+    lines = [f'm{{pod="p{i}",container="c"}} {i}' for i in range(600)]
+    inserted = [*lines[:100], 'm{pod="new-1"} 1', 'm{pod="new-2"} 2', *lines[100:]]
+    removed = [*lines[:50], *lines[53:300], *lines[301:]]
+    moved = [*lines[:10], *lines[500:510], *lines[10:500], *lines[510:]]  # 490 lines ahead, and back
+    cache = SeriesCache(Labeler(), compiled=compiled)
+    cache.process("\n".join(lines) + "\n", NOW)  # the first scrape: every series new
+    for scrape, by_python in ((inserted, 2), (lines, 1), (removed, 2), (lines, 4), (moved, 3), (lines, 3)):
+        counter = RunCounter(cache._compiled) if cache.compiled else None
+        if counter is not None:
+            cache._compiled = counter  # type: ignore[assignment]
+        text = "\n".join(scrape) + "\n"
+        result = cache.process(text, NOW)
+        want = expected(text, NOW)
+        assert decode(result)[: len(want)] == want  # then staleness markers for series that went away
+        assert [key.decode() for key in cache._order[0]] == [line.rpartition(" ")[0] + " " for line in scrape]
+        if counter is not None:
+            cache._compiled = counter.compiled  # type: ignore[assignment]
+            assert counter.taken == len(scrape) - by_python
+
+
+def test_a_known_series_with_an_unusual_sample_is_ordered_once() -> None:
+    """A series found through the dict whose sample the full parser decides (here: a timestamp outside
+    the window) enters the order once."""
+    cache = SeriesCache(Labeler())
+    cache.process("a 1\nb 1\nc 1\n", NOW)
+    old = NOW - MAX_AGE_MS - 1
+    result = cache.process(f"a 1\nc 1 {old}\nb 1\n", NOW)
+    assert result.dropped == {"too_old": 1}
+    assert cache._order[0] == [b"a ", b"c ", b"b "]
