@@ -2,7 +2,8 @@
 
 Times the kubelet emulator's /metrics/cadvisor payload (pods x containers x container_* families, explicit
 ms timestamps as the kubelet serves them) and prints a markdown table measured in one run. The cold rows
-(a first scrape: every series new; µs/sample is then µs per new series) and the warm rows are measured
+(a first scrape: every series new; µs/sample is then µs per new series), the warm rows and the churn
+rows (about one pod replaced between two scrapes, as on a busy node) are measured
 with the pure-Python code and with the compiled one (``kubescrape.scrape._fastpath``, built at install
 time; its rows are left out when it is not built). In a compiled build the make_labeler shortcut is
 compiled in the pure rows too; ``KUBESCRAPE_PURE_PYTHON=1`` measures a fully pure process::
@@ -32,15 +33,18 @@ from kubescrape.scrape.targets import build_targets, make_labeler
 from kubescrape.testing import FakeClock
 
 
-def cadvisor_scrapes(pods: int = 120, scrapes: int = 1, seed: int = 7) -> list[bytes]:
-    """Successive ``/metrics/cadvisor`` bodies of one emulated node, 15 s apart.
+def cadvisor_scrapes(
+    pods: int = 120, scrapes: int = 1, seed: int = 7, churn_per_min: float = 0.0
+) -> list[bytes]:
+    """Successive ``/metrics/cadvisor`` bodies of one emulated node, 15 s apart (``churn_per_min``: pods
+    replaced per minute, as the emulator's ``--churn``).
 
     The kubelet emulator's payload (:mod:`kubescrape.emulator.payloads`): per pod a pod cgroup, a pause
     container and app containers with the ``container_*`` families the kubelet's cAdvisor serves, explicit
     millisecond timestamps, counters that grow and gauges that move between scrapes.
     """
     clock = FakeClock(autojump=False)
-    node = NodePayloads("node-1", "10.0.0.1", pods, seed=seed, clock=clock)
+    node = NodePayloads("node-1", "10.0.0.1", pods, churn_per_min=churn_per_min, seed=seed, clock=clock)
     bodies = []
     for _ in range(scrapes):
         bodies.append(node.cadvisor())
@@ -121,6 +125,19 @@ def run(quick: bool = False, pods: int = 120) -> tuple[list[tuple[str, int, floa
 
         return scrape
 
+    # Pod churn: about one pod replaced between two scrapes (its series leave, a new pod's arrive).
+    churn_bodies = cadvisor_scrapes(pods, repeat + 2, seed=11, churn_per_min=CHURN_PER_MIN)
+
+    def churning(compiled: bool) -> Callable[[], None]:
+        cache = SeriesCache(_target_labeler(), compiled=compiled)
+        cache.process(churn_bodies[0], ts)
+        following = iter(churn_bodies[1:])
+
+        def scrape() -> None:
+            cache.process(next(following), ts)
+
+        return scrape
+
     # The same scrapes as OpenMetrics (timestamps in seconds, # EOF): no fast path, a plain cache lookup.
     om_bodies = [_as_openmetrics(body) for body in bodies]
     om_cache = SeriesCache(_labeler)
@@ -149,6 +166,7 @@ def run(quick: bool = False, pods: int = 120) -> tuple[list[tuple[str, int, floa
             _best(warm(False), repeat),
         ),
         ("SeriesCache.process warm + snappy, pure Python", samples, _best(warm(False, True), repeat)),
+        (CHURN_ROW + ", pure Python", samples, _best(churning(False), repeat)),
     ]
     if COMPILED:
         rows += [
@@ -160,12 +178,15 @@ def run(quick: bool = False, pods: int = 120) -> tuple[list[tuple[str, int, floa
             ),
             ("SeriesCache.process warm, compiled", samples, _best(warm(True), repeat)),
             ("SeriesCache.process warm + snappy, compiled", samples, _best(warm(True, True), repeat)),
+            (CHURN_ROW + ", compiled", samples, _best(churning(True), repeat)),
         ]
     rows.append(("SeriesCache.process warm, OpenMetrics body", samples, _best(warm_openmetrics, repeat)))
     return rows, len(bodies[0])
 
 
 OPENMETRICS = "application/openmetrics-text; version=1.0.0; charset=utf-8"
+CHURN_PER_MIN = 4.0
+CHURN_ROW = "SeriesCache.process with pod churn (~1 pod replaced per scrape), target labeler"
 
 
 def _as_openmetrics(body: bytes) -> bytes:
