@@ -364,15 +364,21 @@ def test_cold_scrapes_agree(lines: list[bytes], limits: ScrapeLimits | None) -> 
     assert_same([(first, NOW), (second, NOW + 15_000)], limits=limits, labeler=labeler)
 
 
-def test_cold_scrapes_agree_on_the_kubelet_payload_with_churn() -> None:
-    """The emulator's cAdvisor payload: a first scrape, then scrapes with pods replaced."""
+def churning_scrapes(count: int = 4) -> list[tuple[bytes, int]]:
+    """Successive cAdvisor payloads of an emulated 12-pod node that replaces pods, 15 s apart, with their
+    scrape times."""
     clock = FakeClock(autojump=False)
     node = NodePayloads("node-1", "10.0.0.1", 12, churn_per_min=20.0, seed=3, clock=clock)
     scrapes = []
-    for _ in range(4):
+    for _ in range(count):
         scrapes.append((node.cadvisor(), int(clock.time() * 1000)))
         clock.advance(15.0)
-    outcomes = assert_same(scrapes, labeler=labeler)
+    return scrapes
+
+
+def test_cold_scrapes_agree_on_the_kubelet_payload_with_churn() -> None:
+    """The emulator's cAdvisor payload: a first scrape, then scrapes with pods replaced."""
+    outcomes = assert_same(churning_scrapes(), labeler=labeler)
     first = outcomes[0]
     assert first[0] == "ok"
     assert isinstance(first[2], int) and first[2] > 1000
@@ -470,12 +476,7 @@ def test_cold_run_scrapes_agree(
 def test_cold_run_labels_new_series_itself_on_the_kubelet_payload_with_churn() -> None:
     """The emulator's cAdvisor payload with pods replaced: same outcomes as the pure-Python path, and the
     compiled cache labels the first scrape's series without calling the labeler."""
-    clock = FakeClock(autojump=False)
-    node = NodePayloads("node-1", "10.0.0.1", 12, churn_per_min=20.0, seed=3, clock=clock)
-    scrapes = []
-    for _ in range(4):
-        scrapes.append((node.cadvisor(), int(clock.time() * 1000)))
-        clock.advance(15.0)
+    scrapes = churning_scrapes()
     inner = plain_labeler({"instance": "node-1:10250", "job": "kubelet"})
     counting = CountingLabeler(inner)
     compiled = SeriesCache(counting, compiled=True)
