@@ -999,6 +999,9 @@ class GzipBody:
         self._parts = parts
         self._limit = limit
         self._url = url
+        # The error the step-wise inflation of :meth:`pieces` ended with: :meth:`whole` raises it again
+        # instead of inflating a failing body (a gzip bomb up to body_size_limit) a second time.
+        self._error: ScrapeError | None = None
 
     @property
     def compressed_size(self) -> int:
@@ -1010,7 +1013,10 @@ class GzipBody:
         limit, :class:`ScrapeError` for a gzip stream that does not inflate or ends early).
 
         Inflated in one call sized by the gzip trailer's ISIZE where it confirms the whole body, step by
-        step (:class:`_Inflater`) otherwise, which decides it."""
+        step (:class:`_Inflater`) otherwise, which decides it. After :meth:`pieces` failed, its error (the
+        same: tests/test_client.py) is raised again without inflating anything."""
+        if self._error is not None:
+            raise self._error
         zlib = inflate_module()
         compressed = b"".join(self._parts)
         inflater: _Inflater | None = None
@@ -1039,7 +1045,11 @@ class GzipBody:
                 yield from inflater.inflate(part, _PIECE)
             inflater.finish()
         except zlib.error as e:
-            raise _not_gzip(self._url, e) from None
+            self._error = _not_gzip(self._url, e)
+            raise self._error from None
+        except ScrapeError as e:
+            self._error = e
+            raise
 
 
 # Inflated bytes per piece of :meth:`GzipBody.pieces`: well below the agent's mmap threshold (1 MiB,

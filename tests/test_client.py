@@ -16,6 +16,7 @@ import tracemalloc
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
+from unittest import mock
 
 import aiohttp
 import pytest
@@ -672,11 +673,20 @@ async def test_a_gzip_body_in_pieces_fails_as_the_whole_body_does(damage: str) -
     with pytest.raises(ScrapeError) as in_pieces:
         for _ in body.pieces():
             pass
+    # The same error as a whole inflation gives: a fresh body read whole says the same.
+    fresh = await read_gzip(ChunkedStream(compressed), limit, "https://node:10250/metrics")  # type: ignore[arg-type]
+    assert isinstance(fresh, GzipBody)
     with pytest.raises(ScrapeError) as whole:
-        body.whole()
+        fresh.whole()
     assert type(in_pieces.value) is type(whole.value)
     assert in_pieces.value.reason == whole.value.reason
+    assert str(in_pieces.value) == str(whole.value)
     assert "node:10250" in str(in_pieces.value)
+    # Read whole after the pieces failed, the body is not inflated again (a gzip bomb costs once).
+    refuse = mock.patch("kubescrape.client._inflate_whole", side_effect=AssertionError("inflated again"))
+    with refuse, pytest.raises(ScrapeError) as again:
+        body.whole()
+    assert again.value is in_pieces.value
 
 
 async def test_a_scrape_parses_a_gzip_body_in_pieces_into_the_same_samples() -> None:
