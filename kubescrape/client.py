@@ -1077,6 +1077,11 @@ class _Inflater:
         self._url = url
         self._parts: list[bytes] = []
         self._size = 0
+        # Members inflated to their trailer, and what the current one has taken in and given out: bytes
+        # after a complete member that never form one are named as such, not as a stream cut short.
+        self._members = 0
+        self._member_in = 0
+        self._member_out = 0
 
     def feed(self, data: bytes) -> None:
         """Inflate ``data``, the next compressed bytes; :class:`BodyTooLargeError` past the limit."""
@@ -1088,8 +1093,13 @@ class _Inflater:
         while data:
             if self._inflater.eof:  # the next gzip member
                 self._inflater = self._zlib.decompressobj(_GZIP_WBITS)
+                self._members += 1
+                self._member_in = self._member_out = 0
+            taken = len(data)
             out = self._inflater.decompress(data, step)
             data = self._inflater.unused_data if self._inflater.eof else self._inflater.unconsumed_tail
+            self._member_in += taken - len(data)
+            self._member_out += len(out)
             self._size += len(out)
             if self._limit and self._size > self._limit:
                 del out, data
@@ -1103,6 +1113,15 @@ class _Inflater:
         if not self._inflater.eof:
             size = self._size
             self.release()
+            if self._members and not self._member_out:
+                raise ScrapeError(
+                    f"{self._url} sent {self._member_in} bytes after its gzip stream ({size} bytes inflated) "
+                    "that do not complete a gzip member (bytes that are not gzip, or a member cut short "
+                    "before its first data)",
+                    "check the target and any proxy in between: nothing may follow the gzip stream; the "
+                    "scrape is retried at the next interval",
+                    target=self._url, reason="gzip",
+                )
             raise ScrapeError(
                 f"{self._url} sent a gzip body that ends early ({size} bytes inflated, the gzip trailer "
                 "missing): the response was cut short",

@@ -689,6 +689,20 @@ async def test_a_gzip_body_in_pieces_fails_as_the_whole_body_does(damage: str) -
     assert again.value is in_pieces.value
 
 
+def test_bytes_after_a_gzip_stream_are_named_as_such() -> None:
+    """Bytes after a complete gzip stream that never form a member are reported as trailing bytes, not
+    as a stream cut short; a stream cut short is still reported as such."""
+    good = gzip.compress(b"up 1\n" * 1000)
+    for tail in (b"junk", b"\x00junk", gzip.compress(b"up 1\n")[:6]):
+        body = GzipBody([good + tail], 0, "https://node:10250/metrics")
+        with pytest.raises(ScrapeError, match=f"sent {len(tail)} bytes after its gzip stream") as err:
+            body.whole()
+        assert err.value.reason == "gzip" and "nothing may follow the gzip stream" in str(err.value)
+    cut = GzipBody([good + gzip.compress(b"up 2\n" * 5000)[:-30]], 0, "https://node:10250/metrics")
+    with pytest.raises(ScrapeError, match="ends early"):
+        cut.whole()
+
+
 async def test_a_scrape_parses_a_gzip_body_in_pieces_into_the_same_samples() -> None:
     text = "".join(f'container_cpu_usage_seconds_total{{id="/pod{i}",image="r/{i % 7}"}} {i}.5\n'
                    for i in range(30_000)).encode()  # ~2.5 MB: many pieces
