@@ -828,6 +828,96 @@ cold_varint_len(unsigned long long n)
     return len;
 }
 
+struct cold_item {
+    const char *name;
+    Py_ssize_t name_len;
+    const char *value;
+    Py_ssize_t value_len; /* as written (escapes in) */
+    Py_ssize_t out_len;   /* unescaped */
+    int escaped;
+};
+
+/* Length of a label value once ``\\``, ``\"`` and ``\n`` are unescaped (as cold_value() does). */
+static Py_ssize_t
+cold_unescaped_len(const char *s, Py_ssize_t n)
+{
+    Py_ssize_t len = 0;
+    for (Py_ssize_t i = 0; i < n; i++) {
+        if (s[i] == '\\' && i + 1 < n && (s[i + 1] == '\\' || s[i + 1] == '"' || s[i + 1] == 'n')) {
+            i++;
+        }
+        len++;
+    }
+    return len;
+}
+
+static char *
+cold_unescape(char *out, const char *s, Py_ssize_t n)
+{
+    for (Py_ssize_t i = 0; i < n; i++) {
+        if (s[i] == '\\' && i + 1 < n && (s[i + 1] == '\\' || s[i + 1] == '"' || s[i + 1] == 'n')) {
+            *out++ = s[i + 1] == 'n' ? '\n' : s[i + 1];
+            i++;
+            continue;
+        }
+        *out++ = s[i];
+    }
+    return out;
+}
+
+/* The head of a series (see sample_head(): 0x0a, varint(series length), the encoded labels, then 0x12,
+ * the sample's length (16) and 0x09) from its labels ``items[0:count]``, already sorted by name; an empty
+ * value is a missing label (not even its name is encoded). A new reference, or NULL with an error set. */
+static PyObject *
+cold_encode_head(const struct cold_item *items, Py_ssize_t count)
+{
+    Py_ssize_t total = 0;
+    for (Py_ssize_t k = 0; k < count; k++) {
+        const struct cold_item *item = &items[k];
+        if (item->out_len == 0) {
+            continue;
+        }
+        Py_ssize_t label = 1 + cold_varint_len((unsigned long long)item->name_len) + item->name_len + 1 +
+                           cold_varint_len((unsigned long long)item->out_len) + item->out_len;
+        total += 1 + cold_varint_len((unsigned long long)label) + label;
+    }
+    Py_ssize_t series_len = total + 2 + 16;
+    PyObject *head = PyBytes_FromStringAndSize(NULL, 1 + cold_varint_len((unsigned long long)series_len) + total + 3);
+    if (head == NULL) {
+        return NULL;
+    }
+    char *out = PyBytes_AS_STRING(head);
+    *out++ = 0x0a;
+    out = cold_varint(out, (unsigned long long)series_len);
+    for (Py_ssize_t k = 0; k < count; k++) {
+        const struct cold_item *item = &items[k];
+        if (item->out_len == 0) {
+            continue;
+        }
+        Py_ssize_t label = 1 + cold_varint_len((unsigned long long)item->name_len) + item->name_len + 1 +
+                           cold_varint_len((unsigned long long)item->out_len) + item->out_len;
+        *out++ = 0x0a;
+        out = cold_varint(out, (unsigned long long)label);
+        *out++ = 0x0a;
+        out = cold_varint(out, (unsigned long long)item->name_len);
+        memcpy(out, item->name, (size_t)item->name_len);
+        out += item->name_len;
+        *out++ = 0x12;
+        out = cold_varint(out, (unsigned long long)item->out_len);
+        if (item->escaped) {
+            out = cold_unescape(out, item->value, item->value_len);
+        }
+        else {
+            memcpy(out, item->value, (size_t)item->value_len);
+            out += item->value_len;
+        }
+    }
+    *out++ = 0x12;
+    *out++ = 16;
+    *out++ = 0x09;
+    return head;
+}
+
 static PyObject *
 fastpath_cold_head(PyObject *module, PyObject *arg)
 {
@@ -851,71 +941,47 @@ fastpath_cold_head(PyObject *module, PyObject *arg)
         Py_DECREF(pairs);
         return NULL;
     }
-    /* First pass: UTF-8 of every name and value, and the total size. */
-    Py_ssize_t total = 0;
-    int named = 0;
     count = PyList_GET_SIZE(pairs);
+    struct cold_item small[COLD_MAX_LABELS];
+    struct cold_item *items = count <= COLD_MAX_LABELS ? small : PyMem_Malloc((size_t)count * sizeof(*items));
+    if (items == NULL) {
+        Py_DECREF(pairs);
+        return PyErr_NoMemory();
+    }
+    /* The UTF-8 of every name and value (cached in the str objects, which ``pairs`` keeps alive). */
+    PyObject *head = NULL;
+    int named = 0;
     for (Py_ssize_t k = 0; k < count; k++) {
         PyObject *pair = PyList_GET_ITEM(pairs, k);
+        struct cold_item *item = &items[k];
+        item->escaped = 0;
         if (PyUnicode_GET_LENGTH(PyTuple_GET_ITEM(pair, 1)) == 0) {
-            continue; /* an empty label is a missing one (its name is not even encoded) */
-        }
-        Py_ssize_t name_len, value_len;
-        const char *name = PyUnicode_AsUTF8AndSize(PyTuple_GET_ITEM(pair, 0), &name_len);
-        if (name == NULL) {
-            Py_DECREF(pairs);
-            return NULL;
-        }
-        if (PyUnicode_AsUTF8AndSize(PyTuple_GET_ITEM(pair, 1), &value_len) == NULL) {
-            Py_DECREF(pairs);
-            return NULL;
-        }
-        if (name_len == 8 && memcmp(name, "__name__", 8) == 0) {
-            named = 1;
-        }
-        Py_ssize_t label = 1 + cold_varint_len((unsigned long long)name_len) + name_len + 1 +
-                           cold_varint_len((unsigned long long)value_len) + value_len;
-        total += 1 + cold_varint_len((unsigned long long)label) + label;
-    }
-    if (!named) {
-        Py_DECREF(pairs);
-        PyErr_SetString(PyExc_ValueError, "a remote-write series needs a non-empty __name__ label");
-        return NULL;
-    }
-    /* Head: 0x0a, varint(series length), labels, 0x12, sample length (16), 0x09 (see sample_head). */
-    Py_ssize_t series_len = total + 2 + 16;
-    PyObject *head = PyBytes_FromStringAndSize(NULL, 1 + cold_varint_len((unsigned long long)series_len) + total + 3);
-    if (head == NULL) {
-        Py_DECREF(pairs);
-        return NULL;
-    }
-    char *out = PyBytes_AS_STRING(head);
-    *out++ = 0x0a;
-    out = cold_varint(out, (unsigned long long)series_len);
-    for (Py_ssize_t k = 0; k < count; k++) {
-        PyObject *pair = PyList_GET_ITEM(pairs, k);
-        if (PyUnicode_GET_LENGTH(PyTuple_GET_ITEM(pair, 1)) == 0) {
+            item->name = item->value = NULL; /* an empty label is a missing one: never encoded */
+            item->name_len = item->value_len = item->out_len = 0;
             continue;
         }
-        Py_ssize_t name_len, value_len;
-        const char *name = PyUnicode_AsUTF8AndSize(PyTuple_GET_ITEM(pair, 0), &name_len);
-        const char *value = PyUnicode_AsUTF8AndSize(PyTuple_GET_ITEM(pair, 1), &value_len);
-        Py_ssize_t label = 1 + cold_varint_len((unsigned long long)name_len) + name_len + 1 +
-                           cold_varint_len((unsigned long long)value_len) + value_len;
-        *out++ = 0x0a;
-        out = cold_varint(out, (unsigned long long)label);
-        *out++ = 0x0a;
-        out = cold_varint(out, (unsigned long long)name_len);
-        memcpy(out, name, (size_t)name_len);
-        out += name_len;
-        *out++ = 0x12;
-        out = cold_varint(out, (unsigned long long)value_len);
-        memcpy(out, value, (size_t)value_len);
-        out += value_len;
+        item->name = PyUnicode_AsUTF8AndSize(PyTuple_GET_ITEM(pair, 0), &item->name_len);
+        if (item->name == NULL) {
+            goto done;
+        }
+        item->value = PyUnicode_AsUTF8AndSize(PyTuple_GET_ITEM(pair, 1), &item->value_len);
+        if (item->value == NULL) {
+            goto done;
+        }
+        item->out_len = item->value_len;
+        if (item->name_len == 8 && memcmp(item->name, "__name__", 8) == 0) {
+            named = 1;
+        }
     }
-    *out++ = 0x12;
-    *out++ = 16;
-    *out++ = 0x09;
+    if (!named) {
+        PyErr_SetString(PyExc_ValueError, "a remote-write series needs a non-empty __name__ label");
+        goto done;
+    }
+    head = cold_encode_head(items, count);
+done:
+    if (items != small) {
+        PyMem_Free(items);
+    }
     Py_DECREF(pairs);
     return head;
 }
@@ -1019,43 +1085,6 @@ error:
  * clashes with a target label, a timestamp outside the window or without a 6-byte varint, the sample
  * limit. The Python loop handles that line and calls it again. */
 
-struct cold_item {
-    const char *name;
-    Py_ssize_t name_len;
-    const char *value;
-    Py_ssize_t value_len; /* as written (escapes in) */
-    Py_ssize_t out_len;   /* unescaped */
-    int escaped;
-};
-
-/* Length of a label value once ``\\``, ``\"`` and ``\n`` are unescaped (as cold_value() does). */
-static Py_ssize_t
-cold_unescaped_len(const char *s, Py_ssize_t n)
-{
-    Py_ssize_t len = 0;
-    for (Py_ssize_t i = 0; i < n; i++) {
-        if (s[i] == '\\' && i + 1 < n && (s[i + 1] == '\\' || s[i + 1] == '"' || s[i + 1] == 'n')) {
-            i++;
-        }
-        len++;
-    }
-    return len;
-}
-
-static char *
-cold_unescape(char *out, const char *s, Py_ssize_t n)
-{
-    for (Py_ssize_t i = 0; i < n; i++) {
-        if (s[i] == '\\' && i + 1 < n && (s[i + 1] == '\\' || s[i + 1] == '"' || s[i + 1] == 'n')) {
-            *out++ = s[i + 1] == 'n' ? '\n' : s[i + 1];
-            i++;
-            continue;
-        }
-        *out++ = s[i];
-    }
-    return out;
-}
-
 static int
 cold_item_less(const struct cold_item *a, const struct cold_item *b)
 {
@@ -1121,51 +1150,7 @@ cold_run_head(const char *s, const struct cold_line *line, PyObject *target)
         }
         items[j + 1] = moving;
     }
-    Py_ssize_t total = 0;
-    for (int k = 0; k < count; k++) {
-        const struct cold_item *item = &items[k];
-        if (item->out_len == 0) {
-            continue; /* an empty label is a missing one (its name is not even encoded) */
-        }
-        Py_ssize_t label = 1 + cold_varint_len((unsigned long long)item->name_len) + item->name_len + 1 +
-                           cold_varint_len((unsigned long long)item->out_len) + item->out_len;
-        total += 1 + cold_varint_len((unsigned long long)label) + label;
-    }
-    Py_ssize_t series_len = total + 2 + 16;
-    PyObject *head = PyBytes_FromStringAndSize(NULL, 1 + cold_varint_len((unsigned long long)series_len) + total + 3);
-    if (head == NULL) {
-        return NULL;
-    }
-    char *out = PyBytes_AS_STRING(head);
-    *out++ = 0x0a;
-    out = cold_varint(out, (unsigned long long)series_len);
-    for (int k = 0; k < count; k++) {
-        const struct cold_item *item = &items[k];
-        if (item->out_len == 0) {
-            continue;
-        }
-        Py_ssize_t label = 1 + cold_varint_len((unsigned long long)item->name_len) + item->name_len + 1 +
-                           cold_varint_len((unsigned long long)item->out_len) + item->out_len;
-        *out++ = 0x0a;
-        out = cold_varint(out, (unsigned long long)label);
-        *out++ = 0x0a;
-        out = cold_varint(out, (unsigned long long)item->name_len);
-        memcpy(out, item->name, (size_t)item->name_len);
-        out += item->name_len;
-        *out++ = 0x12;
-        out = cold_varint(out, (unsigned long long)item->out_len);
-        if (item->escaped) {
-            out = cold_unescape(out, item->value, item->value_len);
-        }
-        else {
-            memcpy(out, item->value, (size_t)item->value_len);
-            out += item->value_len;
-        }
-    }
-    *out++ = 0x12;
-    *out++ = 16;
-    *out++ = 0x09;
-    return head;
+    return cold_encode_head(items, count);
 }
 
 static PyObject *
